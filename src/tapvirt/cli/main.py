@@ -1,0 +1,68 @@
+"""`tapvirt`: the unprivileged launcher's command line, a thin layer over the Python API.
+
+Each group of verbs lives in its own module with a `register(subparsers)` function;
+handlers import what they need when they run, so `tapvirt --version` and `tapvirt list`
+stay fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# Modules that add verbs. Each has register(subparsers) -> None; every parser it adds
+# sets `func` (args -> exit code).
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if args in (["--version"], ["-V"]):
+        from tapvirt import __version__
+
+        print(f"tapvirt {__version__}")
+        return 0
+
+    import argparse
+
+    from tapvirt.cli.common import report_error
+    from tapvirt.errors import INTERNAL, TapvirtError
+
+    parser = argparse.ArgumentParser(
+        prog="tapvirt",
+        description="Run QEMU guests without privileges on precreated tap/macvtap devices.",
+    )
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    ns = parser.parse_args(args)
+    if ns.version:
+        from tapvirt import __version__
+
+        print(f"tapvirt {__version__}")
+        return 0
+    if not hasattr(ns, "func"):
+        parser.print_help()
+        return 2
+    as_json = bool(getattr(ns, "json", False))
+    try:
+        return int(ns.func(ns))
+    except TapvirtError as err:
+        report_error(err, as_json=as_json)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: say so in one line, keep the traceback on request
+        if "TAPVIRT_DEBUG" in __import__("os").environ:
+            raise
+        bug = TapvirtError(
+            INTERNAL, "tapvirt", f"unexpected {type(exc).__name__}: {exc}",
+            "please report this; run with TAPVIRT_DEBUG=1 for a traceback",
+        )
+        report_error(bug, as_json=as_json)
+        return 70
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Guest lifecycle: definitions store, start/stop, the per-guest supervisor, state."""

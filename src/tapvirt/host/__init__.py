@@ -1,0 +1,1 @@
+"""Linux networking: the only place with ioctl, netlink, sysfs and device nodes."""

@@ -1,0 +1,1 @@
+"""tapvirt-prep: the privileged preparer and its deny-by-default policy."""

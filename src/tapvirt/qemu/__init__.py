@@ -1,0 +1,1 @@
+"""QEMU: per-interface checks and connection, the pure argv builder, QMP, processes."""
