@@ -37,6 +37,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from tapvirt.errors import TapvirtError
 from tapvirt.host.api import (
     IFF_UP,
     Identity,
@@ -46,6 +47,7 @@ from tapvirt.host.api import (
     OwnedFds,
     TunInfo,
 )
+from tapvirt.netcodes import BRIDGE_HELPER_FAILED
 
 TUN_RDEV = (10, 200)
 MACVTAP_MAJOR = 246
@@ -297,9 +299,13 @@ class FakeHost:
 
     def run_bridge_helper(self, bridge: str, *, helper: str, vnet_hdr: bool) -> OwnedFds:
         """Stands in for qemu-bridge-helper: one fd of a new tap on `bridge`."""
-        self._maybe_fail("bridge_helper")
-        if bridge not in self.links:
-            raise _oserror(errno_mod.ENODEV)
+        code = self.fail.get("bridge_helper")
+        if code is not None or bridge not in self.links:
+            why = os.strerror(code or errno_mod.ENODEV)
+            raise TapvirtError(
+                BRIDGE_HELPER_FAILED, f"bridge {bridge}",
+                f"{helper} --br={bridge}: failed to communicate with bridge helper: {why}",
+                f"as root: allow the bridge in /etc/qemu/bridge.conf ('allow {bridge}')")
         fds = self._new_fds(1)
         self.opened.append(Opened("bridge_helper", bridge, fds.fds, vnet_hdr, 1, helper))
         return fds

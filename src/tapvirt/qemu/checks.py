@@ -224,7 +224,7 @@ def _check_macvtap(iface: Interface, link: LinkInfo, facts: Facts, out: _Collect
                 f"{node} belongs to another device ({got}, expected {want}): "
                 "/dev/tapN names collide across network namespaces",
                 f"as root, make a private node for it: mknod PATH c {want.replace(':', ' ')} "
-                f"&& chown {facts.user} PATH, and pass it to tapvirt")
+                f"&& chown {facts.user} PATH, and name it in <backend tap='PATH'/>")
     elif not status.readable_writable:
         out.add(nc.MACVTAP_NODE_FOREIGN, name,
                 f"{node} (uid {status.uid}, mode {status.mode:o}) is not readable and "

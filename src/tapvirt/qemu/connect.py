@@ -42,7 +42,7 @@ from tapvirt.conf.model import (
     NicModel,
 )
 from tapvirt.errors import ErrorCode, TapvirtError
-from tapvirt.host.api import Host, LinkKind, OwnedFds
+from tapvirt.host.api import Host, LinkInfo, LinkKind, OwnedFds
 from tapvirt.qemu.argv import NetBackend, NetdevKind, interface_alias
 from tapvirt.qemu.checks import (
     DEFAULT_TUN_NODE,
@@ -50,6 +50,7 @@ from tapvirt.qemu.checks import (
     Finding,
     check_interface,
     effective_host_mtu,
+    invalid_name_reason,
     label,
     managed_tap_mac,
 )
@@ -168,27 +169,42 @@ def tun_node_for(iface: Interface, tun_node: str | None) -> str:
     return iface.backend_tap or tun_node or DEFAULT_TUN_NODE
 
 
+def macvtap_node_for(iface: Interface, link: LinkInfo) -> str:
+    """A precreated macvtap is opened through /dev/tap<ifindex>, or through the private node
+    named in <backend tap='PATH'/> (for when /dev/tapN collides across namespaces)."""
+    return iface.backend_tap or f"/dev/tap{link.ifindex}"
+
+
 def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: str) -> Facts:
     """Read, never change, what the checks of `iface` need."""
     ident = host.identity()
-    link = host.lookup(iface.dev) if iface.dev else None
+    link = _lookup(host, iface.dev)
     facts = Facts(identity=ident, user=user, link=link)
     needs_tun = iface.type in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and not (
         link is not None and link.kind is LinkKind.MACVTAP and iface.unmanaged)
+    if iface.type is InterfaceType.BRIDGE and not ident.net_admin:
+        needs_tun = False  # qemu-bridge-helper opens the tun device itself
     if needs_tun:
         path = tun_node_for(iface, tun_node)
         facts = _with(facts, tun_node_path=path, tun_node=host.node_status(path))
     if link is not None and iface.unmanaged:
         if link.kind is LinkKind.MACVTAP:
-            node = f"/dev/tap{link.ifindex}"
+            node = macvtap_node_for(iface, link)
             facts = _with(facts, macvtap_node_path=node, macvtap_node=host.node_status(node))
         elif link.kind is LinkKind.TAP and link.tun is not None and not link.tun.multi_queue:
             facts = _with(facts, holders=host.tap_holders(link.name))
     src = iface.source
     src_name = getattr(src, "bridge", None) or getattr(src, "dev", None)
     if src_name:
-        facts = _with(facts, source=host.lookup(src_name))
+        facts = _with(facts, source=_lookup(host, src_name))
     return facts
+
+
+def _lookup(host: Host, name: str | None) -> LinkInfo | None:
+    # An invalid name is a finding of the checks, not a lookup error.
+    if not name or invalid_name_reason(name) is not None:
+        return None
+    return host.lookup(name)
 
 
 def _with(facts: Facts, **changes: object) -> Facts:
@@ -263,13 +279,13 @@ def plan_domain(dom: Domain, host: Host, *, tun_node: str | None = None) -> list
             out.append(NetBackend(alias, "user"))
             continue
         queues = _queues(iface, host)
-        link = host.lookup(iface.dev) if iface.dev and iface.unmanaged else None
+        link = _lookup(host, iface.dev) if iface.unmanaged else None
         device_mtu = link.mtu if link is not None else None
         if iface.type is InterfaceType.BRIDGE:
-            br = host.lookup(getattr(iface.source, "bridge", ""))
+            br = _lookup(host, getattr(iface.source, "bridge", ""))
             device_mtu = br.mtu if br is not None else None
         elif iface.type is InterfaceType.DIRECT:
-            lower = host.lookup(getattr(iface.source, "dev", ""))
+            lower = _lookup(host, getattr(iface.source, "dev", ""))
             device_mtu = lower.mtu if lower is not None else None
         vhost = queues if wants_vhost(dom, iface) and host.vhost_net_available() else 0
         out.append(NetBackend(
@@ -298,14 +314,15 @@ def connect_domain(
 ) -> Connection:
     """Check every interface, then connect them in order. Raises TapvirtError (the first
     problem) with everything already opened closed and everything created deleted."""
-    reports = check_domain(dom, host, tun_node=tun_node, user=user)
+    who = user if user is not None else user_label(host.identity().uid)
+    reports = check_domain(dom, host, tun_node=tun_node, user=who)
     raise_first_error(reports)
     conn = Connection(host)
     with conn:
         for i, (iface, report) in enumerate(zip(dom.devices.interfaces, reports, strict=True)):
             backend = _connect_one(
                 dom, iface, interface_alias(dom, i), host, conn,
-                tun_node=tun_node_for(iface, tun_node),
+                tun_node=tun_node_for(iface, tun_node), user=who,
                 bridge_helper=bridge_helper, helper_path=helper_path,
                 vhost_opener=vhost_opener)
             backend.warnings = report.findings
@@ -314,7 +331,7 @@ def connect_domain(
 
 def _connect_one(
     dom: Domain, iface: Interface, alias: str, host: Host, conn: Connection, *,
-    tun_node: str, bridge_helper: BridgeHelper | None, helper_path: str,
+    tun_node: str, user: str, bridge_helper: BridgeHelper | None, helper_path: str,
     vhost_opener: VhostOpener | None,
 ) -> Backend:
     backend = Backend(iface, alias, "user" if iface.type is InterfaceType.USER else "tap")
@@ -322,7 +339,7 @@ def _connect_one(
     conn.backends.append(backend)
     if iface.type is InterfaceType.USER:
         return backend
-    with _mapped(iface, host, tun_node):
+    with _mapped(iface, host, tun_node, user):
         _open_host_side(iface, host, conn, backend, tun_node=tun_node,
                         bridge_helper=bridge_helper, helper_path=helper_path)
         if wants_vhost(dom, iface) and host.vhost_net_available():
@@ -342,7 +359,7 @@ def _open_host_side(
         if link is None:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         if link.kind is LinkKind.MACVTAP:
-            backend.fds = host.open_macvtap(link, node=f"/dev/tap{link.ifindex}",
+            backend.fds = host.open_macvtap(link, node=macvtap_node_for(iface, link),
                                             vnet_hdr=vnet_hdr, queues=iface.queues)
         else:
             backend.fds = host.open_tap(iface.dev, tun_node=tun_node, vnet_hdr=vnet_hdr,
@@ -406,21 +423,23 @@ def _real_bridge_helper(bridge: str, *, helper: str, vnet_hdr: bool) -> OwnedFds
 
 
 @contextlib.contextmanager
-def _mapped(iface: Interface, host: Host, tun_node: str) -> Iterator[None]:
+def _mapped(iface: Interface, host: Host, tun_node: str, user: str) -> Iterator[None]:
     """Turn a kernel errno from the host layer into the network code a user can act on."""
     try:
         yield
     except OSError as exc:
-        raise map_os_error(exc, iface, host, tun_node) from None
+        raise map_os_error(exc, iface, host, tun_node, user) from None
 
 
-def map_os_error(exc: OSError, iface: Interface, host: Host, tun_node: str) -> TapvirtError:
+def map_os_error(exc: OSError, iface: Interface, host: Host, tun_node: str,
+                 user: str) -> TapvirtError:
     code = exc.errno or 0
     subject = f"interface {label(iface)}"
     text = os.strerror(code)
     dev = iface.dev
-    uid = host.identity().uid
-    create = f"ip tuntap add mode tap user {uid} name {dev or 'TAP'} && ip link set {dev} up"
+    mq = " multi_queue" if iface.queues > 1 else ""
+    create = (f"ip tuntap add mode tap user {user}{mq} name {dev or 'TAP'} && "
+              f"ip link set {dev or 'TAP'} up")
 
     def err(ecode: ErrorCode, cause: str, fix: str) -> TapvirtError:
         return TapvirtError(ecode, subject, cause, fix,
@@ -433,24 +452,25 @@ def map_os_error(exc: OSError, iface: Interface, host: Host, tun_node: str) -> T
             return err(nc.DEVICE_MISSING, f"device {dev} does not exist",
                        f"create it as root: {create}")
         if link.kind is LinkKind.MACVTAP:
-            node = f"/dev/tap{link.ifindex}"
+            node = macvtap_node_for(iface, link)
             if code in (errno.ENOENT, errno.ENODEV):
                 return err(nc.MACVTAP_NODE_MISSING, f"cannot open {node}: {text}",
-                           f"as root: mknod {node} c MAJOR MINOR && chown {uid} {node}")
+                           f"as root: mknod {node} c MAJOR MINOR && chown {user} {node}")
             if code in (errno.EACCES, errno.EPERM, errno.EXDEV):
                 why = ("it is another device's node" if code == errno.EXDEV
                        else f"permission denied ({text})")
                 return err(nc.MACVTAP_NODE_FOREIGN, f"cannot use {node} for {dev}: {why}",
-                           f"as root: chown {uid} {node} (or make a private node for {dev})")
+                           f"as root: chown {user} {node} (or make a private node for {dev} "
+                           "and name it in <backend tap='PATH'/>)")
         else:
             if code in (errno.EACCES, errno.ENOENT, errno.ENOTTY):
                 return err(nc.TUN_NODE_INACCESSIBLE, f"cannot use tun node {tun_node}: {text}",
-                           "as root: mknod -m 0600 NODE c 10 200 && chown USER NODE, then "
+                           f"as root: mknod -m 0600 NODE c 10 200 && chown {user} NODE, then "
                            "pass --tun-node NODE")
             if code == errno.EPERM:
                 return err(nc.DEVICE_FOREIGN_OWNER,
                            f"the kernel refused to attach to tap {dev} (EPERM): it belongs to "
-                           "another user", f"recreate it for uid {uid} as root: "
+                           "another user", f"recreate it for {user} as root: "
                            f"ip link del {dev} && {create}")
             if code == errno.EINVAL:
                 if link.kind is LinkKind.TAP:
