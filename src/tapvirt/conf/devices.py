@@ -62,6 +62,7 @@ def parse_devices(p: _Parser, el: etree._Element, os_: Os) -> Devices:
     ifaces = tuple(_interface(p, i, n) for n, i in enumerate(found.get("interface", [])))
     serials = _chardevs(p, found.get("serial", []), ChardevKind.SERIAL)
     consoles = _chardevs(p, found.get("console", []), ChardevKind.CONSOLE)
+    _console_is_serial0(p, found.get("console", []), consoles, serials)
     _cross_checks(p, found, disks, ifaces, os_)
     return Devices(
         emulator=emulator, disks=disks, interfaces=ifaces, serials=serials, consoles=consoles
@@ -404,6 +405,35 @@ def _chardevs(
     return tuple(out)
 
 
+def _console_is_serial0(
+    p: _Parser, els: list[etree._Element], consoles: tuple[Chardev, ...],
+    serials: tuple[Chardev, ...],
+) -> None:
+    """libvirt's x86 rule: the one <console> is the first serial port, not a second device."""
+    if len(consoles) > 1:
+        raise p.fail(
+            E.DUPLICATE_ELEMENT, els[1], "only one <console> is supported: it is serial port 0",
+            "remove the extra <console>; add more <serial> ports instead",
+        )
+    if not consoles:
+        return
+    console = consoles[0]
+    if console.port != 0:
+        raise p.fail(
+            E.INVALID_VALUE, els[0], f"the console is serial port 0, not port {console.port}",
+            "write <target type='serial' port='0'/> or leave <target> out",
+        )
+    first = next((s for s in serials if s.port == 0), None)
+    if first is not None and (first.type, first.path, first.unix_listen) != (
+        console.type, console.path, console.unix_listen
+    ):
+        raise p.fail(
+            E.INVALID_VALUE, els[0],
+            "the console is serial port 0 but its type or source differs from that <serial>",
+            "make <console> match <serial> port 0, or remove <console>",
+        )
+
+
 # --- shared small elements ------------------------------------------------------------
 
 
@@ -441,6 +471,28 @@ def _cross_checks(
     devices: list[tuple[etree._Element, Disk | Interface]] = [
         *zip(disk_els, disks, strict=True), *zip(iface_els, ifaces, strict=True)
     ]
+    targets: dict[str, tuple[etree._Element, Disk]] = {}
+    for el, disk in zip(disk_els, disks, strict=True):
+        if disk.target_dev in targets:
+            other = targets[disk.target_dev][1]
+            raise p.fail(
+                E.DUPLICATE_TARGET, el,
+                f"target '{disk.target_dev}' duplicated for disk sources "
+                f"'{other.source_file}' and '{disk.source_file}'",
+                "give each disk its own target dev (vda, vdb, ...)",
+            )
+        targets[disk.target_dev] = (el, disk)
+    devs: dict[str, etree._Element] = {}
+    for el, iface in zip(iface_els, ifaces, strict=True):
+        if iface.dev is not None:
+            if iface.dev in devs:
+                raise p.fail(
+                    E.DUPLICATE_TARGET, el,
+                    f"target dev '{iface.dev}' is used by two interfaces (the other at line "
+                    f"{devs[iface.dev].sourceline})",
+                    "give each interface its own device; one tap cannot serve two NICs",
+                )
+            devs[iface.dev] = el
     aliases: dict[str, etree._Element] = {}
     boots: dict[int, etree._Element] = {}
     for el, dev in devices:
@@ -465,25 +517,3 @@ def _cross_checks(
                     "give each device its own order",
                 )
             boots[dev.boot_order] = el
-    targets: dict[str, tuple[etree._Element, Disk]] = {}
-    for el, disk in zip(disk_els, disks, strict=True):
-        if disk.target_dev in targets:
-            other = targets[disk.target_dev][1]
-            raise p.fail(
-                E.DUPLICATE_TARGET, el,
-                f"target '{disk.target_dev}' duplicated for disk sources "
-                f"'{other.source_file}' and '{disk.source_file}'",
-                "give each disk its own target dev (vda, vdb, ...)",
-            )
-        targets[disk.target_dev] = (el, disk)
-    devs: dict[str, etree._Element] = {}
-    for el, iface in zip(iface_els, ifaces, strict=True):
-        if iface.dev is not None:
-            if iface.dev in devs:
-                raise p.fail(
-                    E.DUPLICATE_TARGET, el,
-                    f"target dev '{iface.dev}' is used by two interfaces (the other at line "
-                    f"{devs[iface.dev].sourceline})",
-                    "give each interface its own device; one tap cannot serve two NICs",
-                )
-            devs[iface.dev] = el
