@@ -25,7 +25,14 @@ from tapvirt.host.linux import LinuxHost
 from tapvirt.host import tunioctl as t
 
 def fds():
-    return {int(x) for x in os.listdir("/proc/self/fd")}
+    out = set()
+    for x in os.listdir("/proc/self/fd"):
+        try:
+            os.readlink("/proc/self/fd/" + x)  # the listing's own fd is closed by now
+        except OSError:
+            continue
+        out.add(int(x))
+    return out
 
 host = LinuxHost()
 host.lookup("lo")  # opens the netlink socket before fds are counted

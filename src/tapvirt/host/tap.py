@@ -106,12 +106,15 @@ def open_tap(name: str, *, tun_node: str, vnet_hdr: bool, queues: int,
                 t.set_iff(fd, name, flags)
             except OSError as e:
                 raise _attach_error(name, e, queues, lookup) from None
-            got, got_flags = t.get_iff(fd)
+            try:
+                got, got_flags = t.get_iff(fd)
+                t.reset_fd_state(fd)
+            except OSError as e:
+                raise _ioctl_error(name, e) from None
             if got != name or not got_flags & t.IFF_TAP:
                 raise TapvirtError(HOST_ERROR, f"tap {name}",
                                    f"after attaching, the fd reports device {got!r} "
                                    f"with flags {got_flags:#x}", "report this as a bug")
-            t.reset_fd_state(fd)
         return OwnedFds(owned.release())
 
 
@@ -138,6 +141,12 @@ def _attach_error(name: str, e: OSError, queues: int, lookup: Lookup) -> Tapvirt
         return queues_mismatch_error(info, queues)
     return TapvirtError(HOST_ERROR, subject, f"the kernel refused the attach ({e.strerror})",
                         "check the device with: ip -d link show dev " + name)
+
+
+def _ioctl_error(name: str, e: OSError) -> TapvirtError:
+    return TapvirtError(HOST_ERROR, f"tap {name}",
+                        f"setting up the attached fd failed: {e.strerror}",
+                        "report this as a bug, with: ip -d link show dev " + name)
 
 
 def busy_error(name: str) -> TapvirtError:
@@ -253,12 +262,15 @@ def create_tap(name: str | None, *, tun_node: str, mac: str, mtu: int | None,
         fd = open_tun_node(tun_node)
         owned.add(fd)
         actual = _create_first(fd, name, flags)
-        for _ in range(queues - 1):
-            fd = open_tun_node(tun_node)
-            owned.add(fd)
-            t.set_iff(fd, actual, flags)
-        for fd in owned:
-            t.reset_fd_state(fd)
+        try:
+            for _ in range(queues - 1):
+                fd = open_tun_node(tun_node)
+                owned.add(fd)
+                t.set_iff(fd, actual, flags)
+            for fd in owned:
+                t.reset_fd_state(fd)
+        except OSError as e:
+            raise _ioctl_error(actual, e) from None
         link = lookup(actual)
         if link is None:
             raise TapvirtError(HOST_ERROR, f"tap {actual}", "vanished right after creation",
