@@ -144,43 +144,52 @@ def _cstr(payload: bytes) -> str:
     return os.fsdecode(payload.split(b"\0", 1)[0])
 
 
+_WANTED = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_ADDRESS, IFLA_OPERSTATE, IFLA_MASTER,
+                     IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO})
+
+
 def parse_link(payload: bytes) -> RawLink:
     """Decode the body (ifinfomsg + attributes) of an RTM_NEWLINK message."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    name, mtu, address, operstate = "", 0, b"", 0
-    master = link = netnsid = None
+    # A reply carries ~40 top-level attributes; this loop is the lookup's main CPU cost,
+    # so it skips unwanted ones without slicing them.
+    found: dict[int, bytes] = {}
+    unpack = _NLATTR.unpack_from
+    offset, end = _IFINFOMSG.size, len(payload)
+    while offset + 4 <= end:
+        length, kind_id = unpack(payload, offset)
+        if length < 4:
+            break
+        kind_id &= _NLA_TYPE_MASK
+        if kind_id in _WANTED:
+            found[kind_id] = payload[offset + 4: offset + length]
+        offset += (length + 3) & ~3
     kind = ""
     tun: dict[int, int] = {}
     mode: int | None = None
-    for kind_id, value in iter_attrs(payload, _IFINFOMSG.size):
-        if kind_id == IFLA_IFNAME:
-            name = _cstr(value)
-        elif kind_id == IFLA_MTU:
-            mtu = _u32(value)
-        elif kind_id == IFLA_ADDRESS:
-            address = value
-        elif kind_id == IFLA_OPERSTATE:
-            operstate = value[0]
-        elif kind_id == IFLA_MASTER:
-            master = _u32(value)
-        elif kind_id == IFLA_LINK:
-            link = _u32(value)
-        elif kind_id == IFLA_LINK_NETNSID:
-            netnsid = int(struct.unpack_from("=i", value)[0])
-        elif kind_id == IFLA_LINKINFO:
-            info_data = b""
-            for sub, sval in iter_attrs(value):
-                if sub == IFLA_INFO_KIND:
-                    kind = _cstr(sval)
-                elif sub == IFLA_INFO_DATA:
-                    info_data = sval
-            for sub, sval in iter_attrs(info_data):
-                if kind == "tun":
-                    tun[sub] = _u32(sval) if sub in _TUN_U32 else sval[0]
-                elif kind in ("macvtap", "macvlan") and sub == IFLA_MACVLAN_MODE:
-                    mode = _u32(sval)
-    return RawLink(index, name, flags, mtu, address, operstate, master, link, netnsid,
-                   kind, tun, mode)
+    info_data = b""
+    for sub, sval in iter_attrs(found.get(IFLA_LINKINFO, b"")):
+        if sub == IFLA_INFO_KIND:
+            kind = _cstr(sval)
+        elif sub == IFLA_INFO_DATA:
+            info_data = sval
+    for sub, sval in iter_attrs(info_data):
+        if kind == "tun":
+            tun[sub] = _u32(sval) if sub in _TUN_U32 else sval[0]
+        elif kind in ("macvtap", "macvlan") and sub == IFLA_MACVLAN_MODE:
+            mode = _u32(sval)
+    master = found.get(IFLA_MASTER)
+    link = found.get(IFLA_LINK)
+    netnsid = found.get(IFLA_LINK_NETNSID)
+    operstate = found.get(IFLA_OPERSTATE, b"\0")
+    return RawLink(
+        ifindex=index, name=_cstr(found.get(IFLA_IFNAME, b"")), flags=flags,
+        mtu=_u32(found[IFLA_MTU]) if IFLA_MTU in found else 0,
+        address=found.get(IFLA_ADDRESS, b""), operstate=operstate[0],
+        master=None if master is None else _u32(master),
+        link=None if link is None else _u32(link),
+        link_netnsid=None if netnsid is None else int(struct.unpack_from("=i", netnsid)[0]),
+        kind=kind, tun=tun, macvlan_mode=mode)
 
 
 class RtNetlink:
