@@ -127,3 +127,64 @@ def test_macvtap_dev_untrusted_when_sysfs_is_another_namespace(
         assert json.loads(direct.stdout)[2] is not None
     finally:
         decoy.close()
+
+
+def test_lookup_is_one_request_whatever_the_number_of_links(as_user: AsUser,
+                                                             netns: Netns) -> None:
+    """O(1) by construction: one RTM_GETLINK by name (never a dump) and one reply, also
+    with 1,000 other links; the master costs one more lookup by index. Timing: bench/."""
+    netns.ip("link", "add", "br0", "type", "bridge")
+    netns.ip("tuntap", "add", "dev", "tapa", "mode", "tap")
+    netns.ip("tuntap", "add", "dev", "tapb", "mode", "tap")
+    netns.ip("link", "set", "tapb", "master", "br0")
+    fill = ("import fcntl, os, struct\n"
+            "for i in range(1000):\n"
+            "    fd = os.open('/dev/net/tun', os.O_RDWR)\n"
+            "    fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH22x', b'f%d' % i, 0x9002))\n"
+            "    fcntl.ioctl(fd, 0x400454CB, 1)\n"
+            "    os.close(fd)\n")
+    netns.exec("python3", "-c", fill)
+    code = (
+        "import json\n"
+        "from tapvirt.host import netlink\n"
+        "from tapvirt.host.linux import LinuxHost\n"
+        "calls = []\n"
+        "orig = netlink.RtNetlink._request\n"
+        "def spy(self, t, f, body):\n"
+        "    out = orig(self, t, f, body)\n"
+        "    calls.append([t, f, len(out)])\n"
+        "    return out\n"
+        "netlink.RtNetlink._request = spy\n"
+        "h = LinuxHost()\n"
+        "res = []\n"
+        "for name in ('tapa', 'tapb', 'f999', 'nosuch'):\n"
+        "    calls.clear()\n"
+        "    info = h.lookup(name)\n"
+        "    res.append([info and info.master, list(calls)])\n"
+        "print(json.dumps(res))\n"
+    )
+    res = json.loads(as_user.python(code, check=True).stdout)
+    nlm_f_dump = 0x300
+    assert res[0] == [None, [[18, 0, 1]]]
+    assert res[1] == ["br0", [[18, 0, 1], [18, 0, 1]]]
+    assert res[2] == [None, [[18, 0, 1]]]
+    assert res[3][0] is None  # ENODEV: raised inside _request, not counted
+    assert all(not call[1] & nlm_f_dump for r in res for call in r[1])
+
+
+def test_reused_socket_skips_stale_replies(as_user: AsUser, netns: Netns) -> None:
+    netns.ip("tuntap", "add", "dev", "tapa", "mode", "tap")
+    code = (
+        "import json, struct\n"
+        "from tapvirt.host import netlink as nl\n"
+        "r = nl.RtNetlink()\n"
+        "sock = r._socket()\n"
+        "body = struct.pack('=BxHiII', 0, 0, 1, 0, 0)\n"
+        "for seq in (4242, 4243):  # abandoned requests: their replies wait in the socket\n"
+        "    sock.send(struct.pack('=IHHII', 16 + len(body), 18, 1, seq, 0) + body)\n"
+        "a = r.get_link(name='tapa')\n"
+        "b = r.get_link(name='nosuch')\n"
+        "c = r.get_link(index=a.ifindex)\n"
+        "print(json.dumps([a.name, b, c.name]))\n"
+    )
+    assert json.loads(as_user.python(code, check=True).stdout) == ["tapa", None, "tapa"]

@@ -35,6 +35,7 @@ from tapvirt.netcodes import (
 
 Lookup = Callable[[str], LinkInfo | None]
 
+DEFAULT_TUN_NODE = "/dev/net/tun"
 MAX_TAP_MTU = 65521  # kernel-facts §7
 MAX_GENERATED = 10000  # like libvirt: vnet0 .. vnet9999
 
