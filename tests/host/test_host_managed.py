@@ -65,6 +65,12 @@ def test_managed_tap_refusals(netns: Netns, tun_node: Path) -> None:
         (_create(None, tun_node, bridge="nobr"), "bridge-missing", "ip link add nobr"),
         (_create(None, tun_node, bridge="ve0"), "device-wrong-kind", "not a bridge"),
         (_create(None, tun_node, mtu=70000), "mtu-too-large", "65521"),
+        # The kernel refuses MTU 60 after the tap exists: closing its fds removes it.
+        (_create(None, tun_node, mtu=60), "host-error", "MTU 60"),
+        ({"op": "open_tap", "name": "nosuch", "tun_node": str(tun_node), "vnet_hdr": True,
+          "queues": 1}, "device-missing", "ip tuntap add dev nosuch"),
+        ({"op": "open_tap", "name": "ve0", "tun_node": str(tun_node), "vnet_hdr": True,
+          "queues": 1}, "device-wrong-kind", "a veth"),
         (_create("x" * 20, tun_node), "invalid-name", "at most 15"),
     ]
     results = run_as_root(netns, [op for op, _, _ in cases])
@@ -73,7 +79,11 @@ def test_managed_tap_refusals(netns: Netns, tun_node: Path) -> None:
         assert res["error"]["code"] == code, (op, res)
         assert text in res["error"]["cause"] + res["error"]["fix"], res
     assert {d: snapshot(netns, d) for d in ("tapx", "ve0", "ve1")} == before
-    assert snapshot(netns, "vnet0") is None
+    # Nothing was created: not by the failed MTU, not by root's TUNSETIFF on "nosuch".
+    assert snapshot(netns, "vnet0") is None and snapshot(netns, "nosuch") is None
+    attached = run_as_root(netns, [{"op": "open_tap", "name": "tapx", "tun_node": str(tun_node),
+                                    "vnet_hdr": True, "queues": 1}])[0]
+    assert "error" not in attached and attached["iff"][0][0] == "tapx"  # root: any owner
 
 
 def test_managed_macvtap_create_and_delete(netns: Netns) -> None:

@@ -33,6 +33,7 @@ class LinuxHost:
     def __init__(self, *, sysfs: str = links.SYSFS_NET) -> None:
         self._nl = RtNetlink()
         self._sysfs = sysfs
+        self._identity: Identity | None = None
 
     def close(self) -> None:
         self._nl.close()
@@ -44,9 +45,12 @@ class LinuxHost:
         self.close()
 
     def identity(self) -> Identity:
-        gids = frozenset({os.getegid(), *os.getgroups()})
-        return Identity(uid=os.geteuid(), gids=gids,
-                        net_admin=bool(effective_caps() >> CAP_NET_ADMIN & 1))
+        # Read once: tapvirt never changes its own credentials.
+        if self._identity is None:
+            gids = frozenset({os.getegid(), *os.getgroups()})
+            self._identity = Identity(uid=os.geteuid(), gids=gids,
+                                      net_admin=bool(effective_caps() >> CAP_NET_ADMIN & 1))
+        return self._identity
 
     def lookup(self, name: str) -> LinkInfo | None:
         links.validate_ifname(name)
@@ -91,7 +95,7 @@ class LinuxHost:
 
     def open_tap(self, name: str, *, tun_node: str, vnet_hdr: bool, queues: int) -> OwnedFds:
         return tap.open_tap(name, tun_node=tun_node, vnet_hdr=vnet_hdr, queues=queues,
-                            lookup=self.lookup)
+                            lookup=self.lookup, net_admin=self.identity().net_admin)
 
     def open_macvtap(self, link: LinkInfo, *, node: str, vnet_hdr: bool,
                      queues: int) -> OwnedFds:

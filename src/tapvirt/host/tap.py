@@ -93,11 +93,19 @@ def _node_desc(path: str) -> str:
 
 
 def open_tap(name: str, *, tun_node: str, vnet_hdr: bool, queues: int,
-             lookup: Lookup) -> OwnedFds:
+             lookup: Lookup, net_admin: bool = False) -> OwnedFds:
     """Attach to the existing tap `name`: one fd per queue. `lookup` explains failures."""
     validate_ifname(name)
     if queues < 1:
         raise ValueError(f"queues must be at least 1, not {queues}")
+    if net_admin:
+        # With CAP_NET_ADMIN, TUNSETIFF on a missing name CREATES a tap instead of
+        # failing with EPERM: make sure an unmanaged device really exists first.
+        info = lookup(name)
+        if info is None:
+            raise _attach_error(name, OSError(errno.EPERM, "missing"), queues, lookup)
+        if info.kind is not LinkKind.TAP:
+            raise wrong_kind_error(info)
     flags = attach_flags(vnet_hdr, queues)
     with OwnedFds() as owned:
         for _ in range(queues):
