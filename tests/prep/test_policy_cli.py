@@ -29,7 +29,7 @@ def test_allowed_request_names_its_rule_and_is_logged(lab: Prep, unpriv_user: Us
     assert res["action"] == "created" and res["rule"] == 'allow[0] "test"'
     log = lab.log.read_text()
     assert f"allow requester={unpriv_user.name} rule='allow[0] \"test\"' tap vm0" in log
-    assert "created {" in log or "created " in log
+    assert "created name=vm0 kind=tap ifindex=" in log
 
 
 @pytest.mark.parametrize(

@@ -126,3 +126,14 @@ def test_mark_round_trip_and_foreign_aliases() -> None:
     assert parse_mark(mark) == {"user": "1001", "node": "/dev/tap5"}
     assert parse_mark("my uplink") is None and parse_mark(None) is None
     assert parse_mark("tapvirt-prep:v1x user=1") is None
+
+
+def test_the_documented_example_policy_parses() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "prep.md").read_text()
+    text = doc.split("```toml\n", 1)[1].split("```", 1)[0]
+    policy = parse_policy(text, source="docs/prep.md")
+    assert [r.label for r in policy.allow] == ['allow[0] "lab users"']
+    assert policy.deny[0].links == ("eth0",)
+    assert policy.settings.node_dir == "/dev/tapvirt-prep"

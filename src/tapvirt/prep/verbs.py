@@ -182,6 +182,10 @@ def describe_link(link: AdminLink) -> dict[str, Any]:
     return out
 
 
+def _kv(d: dict[str, Any]) -> str:
+    return " ".join(f"{k}={v}" for k, v in d.items() if v is not None)
+
+
 # ---------------------------------------------------------------- tap
 def _tap_request(ctx: Context, spec: TapSpec) -> Request:
     check_ifname(spec.name)
@@ -256,7 +260,7 @@ def _create_tap(ctx: Context, spec: TapSpec, rule: str) -> Result:
     )
     link = ctx.admin.get(spec.name)
     assert link is not None
-    ctx.log.write(f"created {describe_link(link)} for {ctx.requester.principal.name}")
+    ctx.log.write(f"created {_kv(describe_link(link))} for {ctx.requester.principal.name}")
     return Result("created", "tap", spec.name, rule, describe_link(link))
 
 
@@ -397,7 +401,7 @@ def _create_macvtap(ctx: Context, spec: MacvtapSpec, rule: str) -> Result:
         raise
     link = ctx.admin.get(spec.name)
     assert link is not None
-    ctx.log.write(f"created {describe_link(link)} for {ctx.requester.principal.name}")
+    ctx.log.write(f"created {_kv(describe_link(link))} for {ctx.requester.principal.name}")
     return Result("created", "macvtap", spec.name, rule, describe_link(link))
 
 
@@ -444,7 +448,7 @@ def delete(ctx: Context, name: str) -> Result:
     node = link.mark.get("node")
     if node and node.startswith(ctx.node_dir.rstrip("/") + "/") and "/.." not in node:
         admin.remove_private_node(node)
-    ctx.log.write(f"deleted {desc}")
+    ctx.log.write(f"deleted {_kv(desc)} for {who}")
     return Result("deleted", desc["kind"], name, "", desc)
 
 
