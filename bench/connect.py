@@ -29,6 +29,8 @@ from tests.support.sandbox import (
     world_readable_dir,
 )
 
+from bench.common import Goal, goal, write_json
+
 GOAL_RATIO = 3.0
 GOAL_SCALING = 0.10
 
@@ -110,6 +112,23 @@ def summary(label: str, data: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def json_result(command: str, *, quick: bool, counts: tuple[int, int],
+                empty: dict[str, float], full: dict[str, float],
+                goals: list[Goal]) -> dict[str, Any]:
+    """The machine-readable form bench/report.py renders (shape: bench/common.py)."""
+    rows = [[n, round(d["raw"], 1), round(d["full"], 1), round(d["lookup"], 1),
+             round(d["full"] / d["raw"], 2), round(d["raw_p99"], 1), round(d["full_p99"], 1)]
+            for n, d in zip(counts, (empty, full), strict=True)]
+    return {"suite": "connect", "command": command, "quick": quick, "goals": goals,
+            "tables": [{"title": f"Connect cost, {counts[0]} vs {counts[1]} links (µs, median)",
+                        "columns": ["links", "raw", "tapvirt", "of which lookup",
+                                    "tapvirt / raw", "raw p99", "tapvirt p99"],
+                        "rows": rows}],
+            "series": {"links": list(counts), "raw_us": [empty["raw"], full["raw"]],
+                       "full_us": [empty["full"], full["full"]],
+                       "lookup_us": [empty["lookup"], full["lookup"]]}}
+
+
 def count_links(netns: Netns) -> int:
     out = netns.ip("-o", "link", "show").stdout
     return len(out.splitlines())
@@ -127,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="samples per case")
     ap.add_argument("--blocks", type=int, default=None,
                     help="alternate the two namespaces this many times (noise control)")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="also write the results as JSON (for bench/report.py)")
     args = ap.parse_args(argv)
     if not is_root():
         print("bench/connect.py needs root (creates a namespace, a user and taps)",
@@ -179,11 +200,18 @@ def main(argv: list[str] | None = None) -> int:
               f"(goal within {GOAL_SCALING * 100:.0f} %) "
               f"{'OK' if abs(scaling) <= GOAL_SCALING else 'MISSED'}; "
               f"lookup alone {lookup_scaling * 100:+.1f} %")
-        print(f"reproduce: cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
-              + (" --quick" if args.quick else "")
-              + (f" --links {links}" if args.links is not None else "")
-              + (f" --rounds {rounds}" if args.rounds is not None else "")
-              + (f" --blocks {blocks}" if args.blocks is not None else ""))
+        command = (f"cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
+                   + (" --quick" if args.quick else "")
+                   + (f" --links {links}" if args.links is not None else "")
+                   + (f" --rounds {rounds}" if args.rounds is not None else "")
+                   + (f" --blocks {blocks}" if args.blocks is not None else ""))
+        print(f"reproduce: {command}")
+        if args.json:
+            write_json(args.json, json_result(
+                command, quick=args.quick, counts=counts, empty=empty, full=full, goals=[
+                    goal(f"connect / raw, {counts[0]} links", ratio, "<=", GOAL_RATIO),
+                    goal(f"connect, {counts[1]} vs {counts[0]} links (change)",
+                         abs(scaling) * 100, "<=", GOAL_SCALING * 100, "%")]))
         ok = ratio <= GOAL_RATIO and abs(scaling) <= GOAL_SCALING
         return 0 if ok or args.quick else 1
     finally:

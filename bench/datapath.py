@@ -71,15 +71,20 @@ GOAL_VS_USERNET = 2.5
 # What each case is, in the report's words.
 DESCRIPTION: dict[str, str] = {
     "tapvirt": "tapvirt default (domain XML -> connect -> argv), precreated tap",
-    "hand": "hand-tuned QEMU tap command (fd with IFF_VNET_HDR, rx_queue_size=1024)",
-    "novnet": "same tap and command, fd opened without IFF_VNET_HDR",
+    "hand": "hand-written QEMU tap command: fd with IFF_VNET_HDR, virtio-net defaults",
+    "hand-rxq": "the same + rx_queue_size=1024 (the one virtio-net knob that helps TCG rx)",
+    "novnet": "the hand-written command, fd opened without IFF_VNET_HDR",
     "slirp": "slirp: -netdev user + hostfwd",
     "passt": "passt (-netdev stream), guest MTU 1500",
     "passt-65520": "passt (-netdev stream), guest MTU 65520 (context)",
     "tapvirt-2cpu": "tapvirt default, 2 vCPUs, 1 queue, iperf3 -P 2",
     "tapvirt-mq": "tapvirt default, 2 vCPUs, <driver queues='2'/> on a multi_queue tap, -P 2",
 }
-DEFAULT_CASES = ("tapvirt", "hand", "novnet", "slirp", "passt", "tapvirt-2cpu", "tapvirt-mq")
+DEFAULT_CASES = ("tapvirt", "hand", "hand-rxq", "novnet", "slirp", "passt", "tapvirt-2cpu",
+                 "tapvirt-mq")
+QUICK_CASES = ("tapvirt", "hand", "slirp", "passt")  # one of each launch path
+# "best hand-tuned" = the faster of these, per direction
+HAND_TUNED = ("hand", "hand-rxq")
 
 # Run as the user: attach to the precreated tap with a raw TUNSETIFF, then become QEMU.
 RAW_LAUNCHER = r'''
@@ -337,10 +342,9 @@ def launch(lab: Lab, case: str, tag: str) -> Running:
                                                   json.dumps(params)], log))
         return running
     base = _base_argv(lab, console, cmdline, vcpus)
-    if case in ("hand", "novnet"):
-        vnet = case == "hand"
-        net = (_nic("tap,id=n0,fd={fd}", ",rx_queue_size=1024") if vnet
-               else _nic("tap,id=n0,fd={fd}"))
+    if case in ("hand", "hand-rxq", "novnet"):
+        vnet = case != "novnet"
+        net = _nic("tap,id=n0,fd={fd}", ",rx_queue_size=1024" if case == "hand-rxq" else "")
         params = {"node": lab.node, "tap": TAP, "vnet_hdr": vnet, "queues": 1,
                   "argv": base + net}
         proc = _spawn_as_user(lab, [py, "-c", RAW_LAUNCHER, json.dumps(params)], log)
@@ -473,9 +477,11 @@ def goals_of(avg: dict[str, dict[str, float]]) -> list[Goal]:
         return goals
     t = avg["tapvirt"]
     for d, label in (("h2g", "host->guest"), ("g2h", "guest->host")):
-        if "hand" in avg:
-            goals.append(goal(f"tapvirt default / hand-tuned tap, {label}",
-                              t[d] / avg["hand"][d], ">=", GOAL_VS_HAND))
+        hands = [c for c in HAND_TUNED if c in avg]
+        if hands:
+            best = max(hands, key=lambda c: avg[c][d])
+            goals.append(goal(f"tapvirt default / best hand-tuned tap ({best}), {label}",
+                              t[d] / avg[best][d], ">=", GOAL_VS_HAND))
         for other in ("slirp", "passt"):
             if other in avg:
                 goals.append(goal(f"tapvirt default / {other} (MTU 1500), {label}",
@@ -526,7 +532,8 @@ def _ratio(a: float, b: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="smoke run: 1 round of 1 s")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"smoke run: 1 round of 1 s of {','.join(QUICK_CASES)}")
     ap.add_argument("--rounds", type=int, default=None, help="rounds (default 2)")
     ap.add_argument("--seconds", type=int, default=None, help="iperf3 -t (default 10)")
     ap.add_argument("--cases", default=None,
@@ -537,7 +544,8 @@ def main(argv: list[str] | None = None) -> int:
         print("bench/datapath.py needs root (creates a namespace, a user and taps)",
               file=sys.stderr)
         return 2
-    cases = tuple(args.cases.split(",")) if args.cases else DEFAULT_CASES
+    cases = (tuple(args.cases.split(",")) if args.cases
+             else QUICK_CASES if args.quick else DEFAULT_CASES)
     unknown = [c for c in cases if c not in DESCRIPTION]
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(DESCRIPTION)}")
