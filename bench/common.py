@@ -105,6 +105,10 @@ def _mem_gib() -> float:
     return 0.0
 
 
+def _deb(package: str) -> str:
+    return _first_line(["dpkg-query", "-W", "-f", "${Version}", package])
+
+
 def machine_facts() -> dict[str, Any]:
     """What a reader needs to judge the numbers (hardware, versions, load)."""
     return {
@@ -114,9 +118,11 @@ def machine_facts() -> dict[str, Any]:
         "mem_gib": _mem_gib(),
         "python": platform.python_version(),
         "qemu": _first_line(["qemu-system-x86_64", "--version"]),
-        "iperf3": _first_line(["iperf3", "--version"]),
-        "passt": _first_line(["passt", "--version"]),
-        "kvm": os.access("/dev/kvm", os.R_OK | os.W_OK),
+        "iperf3": _deb("iperf3"),
+        "passt": _deb("passt"),
+        "libvirt": _deb("libvirt-daemon"),
+        # the benchmarks always use TCG: KVM does not work on this machine type
+        "kvm_node": os.path.exists("/dev/kvm"),
         "loadavg": loadavg(),
     }
 
