@@ -4,6 +4,8 @@ namespaces, injection attempts, and the decision log."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from tests.prep.conftest import Prep, allow_user, link_names
@@ -116,6 +118,17 @@ def test_injection_attempts_in_names_are_rejected(
     lab.fails("invalid-name", "tap", "vm0", "--user", unpriv_user.name, f"--bridge={name}",
               requester=unpriv_user.name)
     assert link_names(netns) == before
+    log = lab.log.read_text()
+    assert f"failed requester={unpriv_user.name} verb=tap code=invalid-name" in log
+    assert all(line[0].isdigit() for line in log.splitlines())  # no forged lines
+
+
+def test_unwritable_log_means_no_action(prep: Prep, netns: Netns, scratch: Path) -> None:
+    (scratch / "link.log").symlink_to(scratch / "elsewhere.log")
+    for log in (scratch / "link.log", scratch / "no-such-dir" / "x.log"):
+        bad = prep.run("tap", "vm0", "--user", "0", "--log-file", str(log))
+        assert (bad.code, bad.rc) == ("log-unwritable", 1), bad.stdout
+    assert "vm0" not in link_names(netns) and not (scratch / "elsewhere.log").exists()
 
 
 def test_bad_netns_names_are_rejected(prep: Prep) -> None:

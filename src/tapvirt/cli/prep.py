@@ -8,6 +8,7 @@ Exit codes: 0 done (created, or already there and matching), 1 error, 2 usage,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -84,7 +85,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    args.argv = argv
     from tapvirt.cli.common import report_error
     from tapvirt.errors import INTERNAL, TapvirtError
     from tapvirt.prep.errors import exit_code
@@ -108,13 +111,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tapvirt.cli.common import print_json
     from tapvirt.errors import TapvirtError
-    from tapvirt.host import admin
-    from tapvirt.prep import verbs
-    from tapvirt.prep.errors import NETNS_MISSING
     from tapvirt.prep.log import DecisionLog
-    from tapvirt.prep.names import check_netns
     from tapvirt.prep.policy import DEFAULT_POLICY, load_policy
     from tapvirt.prep.requester import POLICY_ENV, admin_override, current_requester
 
@@ -126,6 +124,29 @@ def _run(args: argparse.Namespace) -> int:
     log_file = admin_override(requester, "--log-file", args.log_file)
     log = DecisionLog(verbose=args.verbose, log_file=log_file or policy.settings.log_file)
     node_dir = admin_override(requester, "--node-dir", args.node_dir)
+
+    # Written first: an unwritable log stops us before anything changes. JSON quoting
+    # keeps a name like "x\ny" from forging a log line.
+    log.write(f"request requester={requester.principal.name} via={requester.via} "
+              f"argv={json.dumps(args.argv)}")
+    try:
+        return _enter_and_dispatch(args, requester, policy, log, node_dir)
+    except TapvirtError as err:
+        # decisions are logged where they are made; this records every other failure
+        if err.code.code != "log-unwritable":
+            log.write(f"failed requester={requester.principal.name} verb={args.verb} "
+                      f"code={err.code.code} {err.message}")
+        raise
+
+
+def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, log: Any,
+                        node_dir: str | None) -> int:
+    from tapvirt.cli.common import print_json
+    from tapvirt.errors import TapvirtError
+    from tapvirt.host import admin
+    from tapvirt.prep import verbs
+    from tapvirt.prep.errors import NETNS_MISSING
+    from tapvirt.prep.names import check_netns
 
     netns = check_netns(args.netns) if args.netns else None
     if netns is not None:

@@ -56,6 +56,9 @@ NODE_DIR_UNUSABLE = define(
     "the directory for private device nodes is on a nodev filesystem or cannot be made",
     layer=_L,
 )
+LOG_UNWRITABLE = define(
+    "log-unwritable", "the decision log file cannot be written, so nothing is done", layer=_L
+)
 BAD_REQUEST = define(
     "bad-request", "an option value is invalid (queues, MAC, MTU, mode...)", layer=_L
 )
