@@ -1,6 +1,6 @@
-"""End to end across the seam: tapvirt-prep (root) makes a tap on a bridge; the
-unprivileged user opens it with the launcher's host layer and boots the test guest on
-the fd (QEMU TCG, no vhost); the guest pings the bridge's address."""
+"""End to end across the seam: tapvirt-prep (root) makes a tap on a bridge, or a
+macvtap on a veth; the unprivileged user opens it with the launcher's host layer and
+boots the test guest on the fd (QEMU TCG, no vhost); the guest pings the host side."""
 
 from __future__ import annotations
 

@@ -4,6 +4,7 @@ namespaces, injection attempts, and the decision log."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,13 @@ def test_delete_and_list_are_limited_to_the_requesters_devices(
     lab.fails("policy-denied", "delete", "rootdev", requester=unpriv_user.name, rc=3)
     assert "rootdev" in link_names(netns)
     assert lab.ok("delete", "vm0", requester=unpriv_user.name)["action"] == "deleted"
+
+
+def test_policy_writable_by_others_is_not_trusted(prep: Prep, unpriv_user: User) -> None:
+    prep.write_policy(allow_user(unpriv_user, 'netns = ["*"]'))
+    for uid, mode in ((0, 0o666), (unpriv_user.uid, 0o644)):
+        os.chown(prep.policy, uid, 0)
+        prep.policy.chmod(mode)
+        bad = prep.fails("policy-invalid", "tap", "vm0", "--user", unpriv_user.name,
+                         requester=unpriv_user.name)
+        assert "not writable by group or others" in bad.out["error"]["cause"]
