@@ -79,6 +79,8 @@ def _parser() -> argparse.ArgumentParser:
 
     dele = sub.add_parser("delete", parents=[common], help="delete a device tapvirt-prep made")
     dele.add_argument("name", metavar="NAME")
+    dele.add_argument("--force", action="store_true",
+                      help="delete a tap even while it is attached (a guest runs on it)")
 
     sub.add_parser("list", parents=[common], help="list devices tapvirt-prep made")
     return parser
@@ -144,11 +146,12 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     from tapvirt.cli.common import print_json
     from tapvirt.errors import TapvirtError
     from tapvirt.host import admin
-    from tapvirt.prep import verbs
+    from tapvirt.prep import lock, verbs
     from tapvirt.prep.errors import NETNS_MISSING
     from tapvirt.prep.names import check_netns
 
     netns = check_netns(args.netns) if args.netns else None
+    lock.acquire()
     if netns is not None:
         try:
             admin.enter_netns(netns)
@@ -173,7 +176,7 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
                     print(" ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "")))
             return 0
         if args.verb == "delete":
-            results = [verbs.delete(ctx, args.name)]
+            results = [verbs.delete(ctx, args.name, force=args.force)]
         elif args.verb == "tap":
             results = [verbs.prepare_tap(ctx, _tap_spec(args, requester))]
         elif args.verb == "macvtap":
