@@ -199,3 +199,26 @@ def test_policy_writable_by_others_is_not_trusted(prep: Prep, unpriv_user: User)
         bad = prep.fails("policy-invalid", "tap", "vm0", "--user", unpriv_user.name,
                          requester=unpriv_user.name)
         assert "not writable by group or others" in bad.out["error"]["cause"]
+
+
+def test_runs_are_serialised(prep: Prep, netns: Netns) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tapvirt.prep import lock
+    from tests.support.sandbox import SRC
+
+    fd = lock.acquire()
+    assert fd is not None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapvirt.cli.prep", "tap", "ser0", "--user", "0",
+             "--netns", netns.name, "--policy", str(prep.policy)],
+            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        assert proc.poll() is None and "ser0" not in link_names(netns)  # waiting for us
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=30) == 0 and "ser0" in link_names(netns)
