@@ -146,6 +146,7 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     from tapvirt.cli.common import print_json
     from tapvirt.errors import TapvirtError
     from tapvirt.host import admin
+    from tapvirt.netcodes import HOST_ERROR
     from tapvirt.prep import lock, verbs
     from tapvirt.prep.errors import NETNS_MISSING
     from tapvirt.prep.names import check_netns
@@ -162,7 +163,15 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
             ) from None
     # sysfs must show this namespace (macvtap char devices); a private mount namespace
     # keeps the remount to ourselves.
-    admin.private_sysfs()
+    try:
+        admin.private_sysfs()
+    except OSError as exc:
+        if args.verb in ("macvtap", "from-domain"):
+            raise TapvirtError(
+                HOST_ERROR, "sysfs", f"cannot mount a private sysfs for this namespace: {exc}",
+                "run tapvirt-prep as real root (CAP_SYS_ADMIN is needed to read a macvtap's "
+                "device number inside its namespace)",
+            ) from None
     with admin.Admin() as adm:
         ctx = verbs.Context(requester, policy, log, adm, netns,
                             node_dir or policy.settings.node_dir)
