@@ -95,6 +95,9 @@ def parse_document(
     root = _load(data, source)
     parser = _Parser(root, source, rand if rand is not None else random.SystemRandom())
     dom = parser.domain()
+    from tapvirt.conf import schema
+
+    schema.check(root, source)
     return Parsed(dom, parser.uuid_generated, tuple(parser.generated_macs))
 
 
