@@ -135,3 +135,13 @@ def test_errors_name_the_place_the_line_and_the_fix() -> None:
         "Invalid value for attribute 'managed' in element 'target': 'nope'."
     )
     assert "fix: use managed='no'" in err.render()
+
+
+def test_huge_numbers_are_range_errors() -> None:
+    digits = "9" * 5000
+    with pytest.raises(TapvirtError) as info:
+        parse_domain(DOC.replace("<model type='virtio'/>", f"<mtu size='{digits}'/>"))
+    assert info.value.code.code == "mtu-out-of-range"
+    with pytest.raises(TapvirtError) as info:
+        parse_domain(DOC.replace(">64<", f">{digits}<"))
+    assert info.value.code.code == "invalid-memory"
