@@ -128,8 +128,9 @@ def test_busy_names_the_holder(as_user: AsUser, world: World, tun_node: Path) ->
     finally:
         stop(holder)
     # Once the holder is gone the tap is free again.
-    again = run_as_user(as_user, [_open("tapu", tun_node)])[0]
-    assert "error" not in again
+    again = run_as_user(as_user, [{"op": "holders", "name": "tapu"}, _open("tapu", tun_node)])
+    assert again[0]["pids"] == []
+    assert "error" not in again[1]
 
 
 def test_multiqueue_tap_shares_queues_across_processes(as_user: AsUser, world: World,
