@@ -83,8 +83,8 @@ def test_group_only_tap(as_user: AsUser, world: World, tun_node: Path, group: in
     assert "belongs to group 0" in both["error"]["cause"]
     assert "owned by" not in both["error"]["cause"]
     as_user.groups, as_user.gid = [], group  # as the primary gid
-    ok = run_as_user(as_user, [_open("tapg", tun_node), _open("tapu", tun_node)])
-    assert all("error" not in r for r in ok), ok
+    both_ok = run_as_user(as_user, [_open("tapg", tun_node), _open("tapu", tun_node)])
+    assert all("error" not in r for r in both_ok), both_ok
 
 
 def test_every_bad_state_has_its_code(as_user: AsUser, world: World, tun_node: Path,
