@@ -57,25 +57,26 @@ except ImportError:
         return host.lookup(NAME)
     have_checks = False
 IFREQ = struct.pack("16sH22x", NAME.encode(), 0x2 | 0x1000 | 0x4000)
-clock = time.perf_counter_ns
-raw, full, lookup = [], [], []
+wall, cpu = time.perf_counter_ns, time.thread_time_ns
+out = {k: [] for k in ("raw", "full", "lookup", "raw_cpu", "full_cpu", "lookup_cpu")}
 for i in range(WARMUP + ROUNDS):
-    t0 = clock()
+    w0, c0 = wall(), cpu()
     fd = os.open(NODE, os.O_RDWR | os.O_CLOEXEC)
     fcntl.ioctl(fd, 0x400454CA, IFREQ)
     os.close(fd)
-    t1 = clock()
+    w1, c1 = wall(), cpu()
     info = lookup_and_check()
-    t2 = clock()
+    w2, c2 = wall(), cpu()
     fds = host.open_tap(NAME, tun_node=NODE, vnet_hdr=True, queues=1)
     fds.close()
-    t3 = clock()
+    w3, c3 = wall(), cpu()
     assert info is not None and info.name == NAME
     if i >= WARMUP:
-        raw.append(t1 - t0)
-        full.append(t3 - t1)
-        lookup.append(t2 - t1)
-print(json.dumps({"raw": raw, "full": full, "lookup": lookup, "checks": have_checks}))
+        for key, a, b in (("raw", w0, w1), ("full", w1, w3), ("lookup", w1, w2),
+                          ("raw_cpu", c0, c1), ("full_cpu", c1, c3), ("lookup_cpu", c1, c2)):
+            out[key].append(b - a)
+out["checks"] = have_checks
+print(json.dumps(out))
 '''
 
 # Root, inside the namespace: N persistent taps via raw ioctls (~0.25 ms each).
@@ -115,14 +116,22 @@ def measure(as_user: AsUser, node: str, rounds: int, warmup: int) -> dict[str, A
     return data
 
 
+KEYS = ("raw", "full", "lookup", "raw_cpu", "full_cpu", "lookup_cpu")
+
+
 def summary(label: str, data: dict[str, Any]) -> dict[str, float]:
-    out = {k: median(data[k]) / 1000 for k in ("raw", "full", "lookup")}
-    out["full_p99"] = pct(data["full"], 0.99) / 1000
-    out["raw_p99"] = pct(data["raw"], 0.99) / 1000
-    print(f"  {label:<12} raw open+TUNSETIFF {out['raw']:6.1f} us (p99 {out['raw_p99']:.1f})"
-          f" | tapvirt connect {out['full']:6.1f} us (p99 {out['full_p99']:.1f})"
-          f", of which lookup{'+checks' if CHECKS[0] else ''} {out['lookup']:.1f} us")
+    out = {k: median(data[k]) / 1000 for k in KEYS}
+    what = "lookup+checks" if CHECKS[0] else "lookup"
+    for clock, sfx in (("wall", ""), ("cpu ", "_cpu")):
+        print(f"  {label:<12} {clock} raw open+TUNSETIFF {out['raw' + sfx]:6.1f} us"
+              f" | tapvirt connect {out['full' + sfx]:6.1f} us"
+              f" ({what} {out['lookup' + sfx]:.1f} us)"
+              f"  ratio {out['full' + sfx] / out['raw' + sfx]:.2f}x")
     return out
+
+
+def _verdict(good: bool) -> str:
+    return " OK" if good else " MISSED"
 
 
 def count_links(netns: Netns) -> int:
@@ -169,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
               f"alternating blocks (+{warmup} warm-up each), unprivileged uid {user.uid}; "
               f"{links} extra links made in {fill_s:.1f} s; medians")
         samples: list[dict[str, list[int]]] = [
-            {"raw": [], "full": [], "lookup": []} for _ in range(2)]
+            {k: [] for k in KEYS} for _ in range(2)]
         have_checks = False
         for b in range(blocks):
             order = (0, 1) if b % 2 == 0 else (1, 0)  # neither case always goes first
@@ -177,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                 ns = (few, many)[which]
                 data = measure(AsUser(user, ns, code), node, per_block, warmup)
                 have_checks = bool(data["checks"])
-                for key in ("raw", "full", "lookup"):
+                for key in KEYS:
                     samples[which][key] += data[key]
         CHECKS[0] = have_checks
         print("  connect = lookup + checks (tapvirt.qemu) + open" if have_checks else
@@ -185,23 +194,30 @@ def main(argv: list[str] | None = None) -> int:
         empty = summary(f"{counts[0]} links", samples[0])
         full = summary(f"{counts[1]} links", samples[1])
         lookup_label = "lookup+checks" if have_checks else "lookup"
-        ratio = empty["full"] / empty["raw"]
-        ratio_many = full["full"] / full["raw"]
-        scaling = full["full"] / empty["full"] - 1
-        lookup_scaling = full["lookup"] / empty["lookup"] - 1
-        print(f"ratio connect/raw, {counts[0]} links: {ratio:.2f}x (goal <= {GOAL_RATIO:.0f}x) "
-              f"{'OK' if ratio <= GOAL_RATIO else 'MISSED'}")
-        print(f"ratio connect/raw, {counts[1]} links: {ratio_many:.2f}x")
-        print(f"connect with {counts[1]} links vs {counts[0]}: {scaling * 100:+.1f} % "
-              f"(goal within {GOAL_SCALING * 100:.0f} %) "
-              f"{'OK' if abs(scaling) <= GOAL_SCALING else 'MISSED'}; "
-              f"{lookup_label} alone {lookup_scaling * 100:+.1f} %")
+        ok = True
+        # CPU time (CLOCK_THREAD_CPUTIME_ID, kernel time in our syscalls included) decides:
+        # on a shared machine wall time mostly measures the other tenants.
+        for clock, sfx in (("cpu", "_cpu"), ("wall", "")):
+            ratio = empty["full" + sfx] / empty["raw" + sfx]
+            ratio_many = full["full" + sfx] / full["raw" + sfx]
+            scaling = full["full" + sfx] / empty["full" + sfx] - 1
+            lookup_scaling = full["lookup" + sfx] / empty["lookup" + sfx] - 1
+            judged = clock == "cpu"
+            ok_ratio, ok_scaling = ratio <= GOAL_RATIO, abs(scaling) <= GOAL_SCALING
+            if judged:
+                ok = ok_ratio and ok_scaling
+            v_ratio = _verdict(ok_ratio) if judged else ""
+            v_scaling = _verdict(ok_scaling) if judged else ""
+            print(f"[{clock}] ratio connect/raw: {ratio:.2f}x with {counts[0]} links"
+                  f"{v_ratio} (goal <= {GOAL_RATIO:.0f}x), {ratio_many:.2f}x with "
+                  f"{counts[1]}; connect with {counts[1]} vs {counts[0]} links: "
+                  f"{scaling * 100:+.1f} %{v_scaling} (goal within {GOAL_SCALING * 100:.0f} %;"
+                  f" {lookup_label} alone {lookup_scaling * 100:+.1f} %)")
         print(f"reproduce: cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
               + (" --quick" if args.quick else "")
               + (f" --links {links}" if args.links is not None else "")
               + (f" --rounds {rounds}" if args.rounds is not None else "")
               + (f" --blocks {blocks}" if args.blocks is not None else ""))
-        ok = ratio <= GOAL_RATIO and abs(scaling) <= GOAL_SCALING
         return 0 if ok or args.quick else 1
     finally:
         few.close()
