@@ -429,6 +429,12 @@ def _mapped(iface: Interface, host: Host, tun_node: str, user: str) -> Iterator[
         yield
     except OSError as exc:
         raise map_os_error(exc, iface, host, tun_node, user) from None
+    except TapvirtError as err:
+        if err.subject.startswith("interface "):
+            raise
+        # The host names the device; the user also needs to know which interface it is.
+        raise TapvirtError(err.code, f"interface {label(iface)}, {err.subject}", err.cause,
+                           err.fix, line=err.line, details=err.details) from None
 
 
 def map_os_error(exc: OSError, iface: Interface, host: Host, tun_node: str,

@@ -9,7 +9,6 @@ tapvirt created is gone, and no pre-existing device was changed.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 import random
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tapvirt.conf.parse import parse_domain_file
 from tapvirt.errors import TapvirtError
 from tapvirt.host.fake import FakeHost
 from tapvirt.qemu.argv import build_argv, link_state_commands
@@ -29,9 +29,6 @@ REGENERATE = os.environ.get("REGENERATE") == "1"
 
 
 def _run(name: str) -> tuple[str, str]:
-    # imported by name until the conf layer is merged into this branch
-    parse_domain_file = importlib.import_module("tapvirt.conf.parse").parse_domain_file
-
     desc = json.loads((DATA / f"{name}.host.json").read_text())
     desc.setdefault("identity", {"uid": 1000, "gids": [1000], "user": "alice"})
     fake = FakeHost.from_json(desc)
@@ -62,7 +59,6 @@ def _run(name: str) -> tuple[str, str]:
 
 @pytest.mark.parametrize("name", CASES)
 def test_xml2argv(name: str) -> None:
-    pytest.importorskip("tapvirt.conf.parse", reason="needs the conf layer's parser (main)")
     kind, text = _run(name)
     other = "err" if kind == "args" else "args"
     path = DATA / f"{name}.{kind}"
