@@ -11,6 +11,7 @@ part of the XML: `--tun-node`, else $TAPVIRT_TUN_NODE, else /dev/net/tun (an int
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import TYPE_CHECKING, Any
@@ -122,16 +123,24 @@ def _report_text(r: InterfaceReport) -> str:
 
 
 def run_domxml_to_native(args: argparse.Namespace) -> int:
-    from tapvirt.qemu.argv import FD_BASE, build_argv
-    from tapvirt.qemu.connect import plan_domain
+    from tapvirt.qemu.argv import FD_BASE, build_argv, link_state_commands
+    from tapvirt.qemu.connect import check_domain, plan_domain
 
     dom = load_domain(args.domain)
     host = _host()
+    tun_node = tun_node_setting(args.tun_node)
     qmp = args.qmp_socket or _default_qmp_socket(dom.name)
-    backends = plan_domain(dom, host, tun_node=tun_node_setting(args.tun_node))
+    backends = plan_domain(dom, host, tun_node=tun_node)
     fd_base = FD_BASE if args.fd_base is None else args.fd_base
     for arg in build_argv(dom, backends, qmp_socket=qmp, fd_base=fd_base):
         sys.stdout.write(arg + "\n")
+    # What the argv cannot show goes to stderr, so stdout stays a clean command line.
+    for cmd in link_state_commands(dom):
+        print(f"note: start then sends QMP {json.dumps(cmd)}", file=sys.stderr)
+    for report in check_domain(dom, host, tun_node=tun_node):
+        for f in report.findings:
+            what = "warning" if f.warning else "start would fail"
+            print(f"note: {what}: error[{f.code.code}]: {f.message}", file=sys.stderr)
     return 0
 
 
