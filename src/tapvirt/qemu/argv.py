@@ -38,6 +38,7 @@ from tapvirt.conf.model import (
 
 FD_BASE = 3  # the first fd number QEMU sees for tap/vhost fds (0-2 are stdio)
 DEFAULT_MACHINE = "pc"
+AHCI_PORTS = 6
 
 NetdevKind = Literal["tap", "user"]
 
@@ -206,8 +207,12 @@ def _disks(dom: Domain) -> list[str]:
     disks = dom.devices.disks
     machine = dom.os.machine or DEFAULT_MACHINE
     q35 = "q35" in machine
-    if any(d.target_bus is DiskBus.SATA for d in disks) and not q35:
-        argv += ["-device", _json({"driver": "ahci", "id": "sata0"})]
+    # An AHCI controller has 6 ports: sdX with index i sits on controller i // 6, port i % 6
+    # (libvirt's layout). q35 has controller 0 built in, called "ide".
+    for ctl in sorted({_disk_unit(d.target_dev) // AHCI_PORTS for d in disks
+                       if d.target_bus is DiskBus.SATA}):
+        if ctl or not q35:
+            argv += ["-device", _json({"driver": "ahci", "id": f"sata{ctl}"})]
     if any(d.target_bus is DiskBus.SCSI for d in disks):
         argv += ["-device", _json({"driver": "virtio-scsi-pci", "id": "scsi0"})]
     for n, disk in enumerate(disks):
@@ -228,12 +233,14 @@ def _disk_device(disk: Disk, alias: str, q35: bool) -> dict[str, Any]:
     if disk.target_bus is DiskBus.VIRTIO:
         out = {"driver": "virtio-blk-pci", "drive": f"{alias}-fmt", "id": alias}
     elif disk.target_bus is DiskBus.SATA:
-        bus = f"ide.{unit}" if q35 else f"sata0.{unit}"
+        ctl, port = divmod(unit, AHCI_PORTS)
+        bus = f"ide.{port}" if q35 and ctl == 0 else f"sata{ctl}.{port}"
         out = {"driver": "ide-cd" if cd else "ide-hd", "bus": bus,
                "drive": f"{alias}-fmt", "id": alias}
     else:
+        # libvirt's virtio-scsi layout: target 0, the disk index as the LUN
         out = {"driver": "scsi-cd" if cd else "scsi-hd", "bus": "scsi0.0", "channel": 0,
-               "scsi-id": unit, "lun": 0, "drive": f"{alias}-fmt", "id": alias}
+               "scsi-id": 0, "lun": unit, "drive": f"{alias}-fmt", "id": alias}
     if disk.boot_order is not None:
         out["bootindex"] = disk.boot_order
     return out
