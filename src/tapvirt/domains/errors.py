@@ -1,4 +1,4 @@
-"""Error codes of the lifecycle layer (start, stop, state, supervisor)."""
+"""Error codes of the lifecycle layer (start, stop, state, supervisor, QMP)."""
 
 from __future__ import annotations
 
@@ -24,4 +24,44 @@ STORE_UNUSABLE = define(
 )
 STORE_CORRUPT = define(
     "store-corrupt", "a stored definition cannot be read back (edited or damaged)", layer=_L
+)
+DOMAIN_RUNNING = define(
+    "domain-running", "the domain is already running (or being started)", layer=_L
+)
+DOMAIN_NOT_RUNNING = define("domain-not-running", "the domain is not running", layer=_L)
+DOMAIN_BUSY = define(
+    "domain-busy",
+    "another tapvirt command holds the domain's lock (a start or stop in progress)",
+    layer=_L,
+)
+RUNTIME_DIR_UNSAFE = define(
+    "runtime-dir-unsafe",
+    "the runtime directory is not a private directory owned by the caller",
+    layer=_L,
+)
+EMULATOR_MISSING = define(
+    "emulator-missing", "the QEMU binary (<emulator>) cannot be found or run", layer=_L
+)
+QEMU_FAILED = define(
+    "qemu-failed", "QEMU exited while the guest was being started (its stderr says why)",
+    layer=_L,
+)
+START_TIMEOUT = define(
+    "start-timeout", "QEMU did not answer on its QMP socket in time", layer=_L
+)
+QMP_UNAVAILABLE = define(
+    "qmp-unavailable", "QEMU's QMP socket cannot be reached or closed unexpectedly", layer=_L
+)
+QMP_COMMAND_FAILED = define(
+    "qmp-command-failed", "QEMU refused a QMP command (its error class and text are shown)",
+    layer=_L,
+)
+QMP_TIMEOUT = define("qmp-timeout", "QEMU did not answer a QMP command in time", layer=_L)
+SUPERVISOR_FAILED = define(
+    "supervisor-failed", "the guest's supervisor process could not be started or died",
+    layer=_L,
+)
+STOP_TIMEOUT = define(
+    "stop-timeout", "the guest did not stop in time (QEMU ignores SIGKILL: stuck in the kernel)",
+    layer=_L,
 )
