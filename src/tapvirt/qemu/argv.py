@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -98,7 +98,7 @@ def build_argv(
     fd_base: int | None = FD_BASE,
 ) -> list[str]:
     """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont."""
-    numbers = dict(fd_layout(backends, fd_base))
+    numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={_opt(dom.name)}", "-S"]
     machine = dom.os.machine or DEFAULT_MACHINE
@@ -137,8 +137,10 @@ def build_argv(
     return argv
 
 
-def netdev(backend: NetBackend, numbers: dict[int, int] | None = None) -> dict[str, Any]:
-    """The -netdev object (also the netdev_add arguments on hotplug)."""
+def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None
+           ) -> dict[str, Any]:
+    """The -netdev object. `numbers` maps the backend's fds to what QEMU calls them: fd
+    numbers on the command line, or `getfd` names (e.g. tapfd-net10) for netdev_add."""
     nid = f"host{backend.alias}"
     if backend.kind == "user":
         return {"type": "user", "id": nid}

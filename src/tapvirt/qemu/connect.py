@@ -191,7 +191,10 @@ def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: st
         if link.kind is LinkKind.MACVTAP:
             node = macvtap_node_for(iface, link)
             facts = _with(facts, macvtap_node_path=node, macvtap_node=host.node_status(node))
-        elif link.kind is LinkKind.TAP and link.tun is not None and not link.tun.multi_queue:
+        elif (link.kind is LinkKind.TAP and link.tun is not None
+              and not link.tun.multi_queue and link.tun.num_queues > 0):
+            # Only an attached single-queue tap is busy; the /proc scan that names the
+            # holder costs milliseconds, so it runs only then.
             facts = _with(facts, holders=host.tap_holders(link.name))
     src = iface.source
     src_name = getattr(src, "bridge", None) or getattr(src, "dev", None)

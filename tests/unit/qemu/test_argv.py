@@ -32,6 +32,8 @@ from tapvirt.qemu.argv import (
     build_argv,
     fd_layout,
     link_state_commands,
+    netdev,
+    nic_device,
     remap_actions,
 )
 from tests.unit.qemu.helpers import UUID, domain, tap, user
@@ -201,3 +203,15 @@ def test_qemu_accepts_a_full_domain(tmp_path: Path) -> None:
     # virtio-blk reports its backend path: /machine/peripheral/ALIAS/virtio-backend
     qdevs = {b["qdev"].removeprefix("/machine/peripheral/").split("/")[0] for b in blocks}
     assert qdevs == {"virtio-disk0", "sata0-0-0", "sata1-0-1", "scsi0-0-0-1"}, proc.stderr
+
+
+def test_hotplug_objects_match_libvirt_sample_13() -> None:
+    # libvirt's QMP on hotplug of an unmanaged 2-queue tap (oracle sample 13), minus the
+    # PCI address: the same builders serve netdev_add/device_add with getfd names.
+    spec = NetBackend("net1", "tap", (7, 8))
+    assert netdev(spec, {7: "tapfd-net10", 8: "tapfd-net11"}) == {
+        "type": "tap", "fds": "tapfd-net10:tapfd-net11", "id": "hostnet1"}
+    iface = tap(queues=2, mac="52:54:00:13:13:02")
+    assert nic_device(iface, "net1", spec) == {
+        "driver": "virtio-net-pci", "mq": True, "vectors": 6, "netdev": "hostnet1",
+        "id": "net1", "mac": "52:54:00:13:13:02"}
