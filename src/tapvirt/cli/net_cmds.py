@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
+    from tapvirt.host.api import Host
     from tapvirt.qemu.connect import InterfaceReport
 
 
@@ -63,7 +64,7 @@ def load_domain(spec: str) -> Domain:
     return Store().get(spec)
 
 
-def _host() -> Any:
+def _host() -> Host:
     from tapvirt.host.linux import LinuxHost
 
     return LinuxHost()
