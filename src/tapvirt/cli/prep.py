@@ -1,21 +1,258 @@
-"""`tapvirt-prep`: the privileged preparer's command line (see tapvirt.prep)."""
+"""`tapvirt-prep`: the privileged preparer's command line (see tapvirt.prep, docs/prep.md).
+
+Exit codes: 0 done (created, or already there and matching), 1 error, 2 usage,
+3 refused by the policy, 4 a device is in the way (not ours, or ours but different),
+70 internal error (a bug).
+"""
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+from typing import Any
+
+_COMMON_HELP = "network namespace (a name under /run/netns) to work in"
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print the result as JSON")
+    common.add_argument("--netns", metavar="NS", help=_COMMON_HELP)
+    common.add_argument("-v", "--verbose", action="store_true",
+                        help="also log every decision to stderr")
+    common.add_argument("--policy", metavar="PATH",
+                        help="policy file (root only; default /etc/tapvirt/prep.toml)")
+    common.add_argument("--log-file", metavar="PATH", help="decision log file (root only)")
+    common.add_argument("--node-dir", metavar="DIR",
+                        help="directory for private macvtap nodes (root only)")
+    common.add_argument("--requester", metavar="USER",
+                        help="root service acting for USER: apply the policy to USER")
+
+    owner = argparse.ArgumentParser(add_help=False)
+    owner.add_argument("--user", help="user who gets the device (--user and/or --group)")
+    owner.add_argument("--group", help="group that gets the device; with --user, the "
+                       "kernel lets only that user attach, and only while in the group")
 
     parser = argparse.ArgumentParser(
         prog="tapvirt-prep",
         description="Create tap and macvtap devices for unprivileged tapvirt users, "
         "under a deny-by-default policy.",
+        epilog="exit codes: 0 ok, 1 error, 2 usage, 3 denied by policy, "
+        "4 device in the way (foreign or mismatching), 70 bug",
     )
-    parser.parse_args(sys.argv[1:] if argv is None else argv)
-    parser.print_help()
-    return 0
+    sub = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    tap = sub.add_parser("tap", parents=[common, owner], help="create a persistent tap")
+    tap.add_argument("name", metavar="NAME")
+    tap.add_argument("--bridge", metavar="BR", help="enslave the tap to this bridge")
+    tap.add_argument("--queues", type=int, default=1, help="queues (multi_queue iff > 1)")
+    tap.add_argument("--mac", help="tap MAC (default: random fe:xx:xx:xx:xx:xx)")
+    tap.add_argument("--guest-mac", action="append", default=[], metavar="MAC",
+                     help="a guest MAC the tap must not carry (repeatable)")
+    tap.add_argument("--mtu", type=int, help="MTU (default: the bridge's)")
+
+    mvt = sub.add_parser("macvtap", parents=[common, owner],
+                         help="create a macvtap and give the user its char device")
+    mvt.add_argument("name", metavar="NAME")
+    mvt.add_argument("--link", required=True, metavar="DEV", help="lower device")
+    mvt.add_argument("--mac", required=True, help="the guest's MAC")
+    mvt.add_argument("--mode", default="bridge",
+                     choices=["bridge", "vepa", "private", "passthru"])
+    mvt.add_argument("--queues", type=int, default=1, help="queues (opens of the node)")
+    mvt.add_argument("--private-node", action="store_true",
+                     help="always make a private node instead of using /dev/tapN")
+
+    dom = sub.add_parser("from-domain", parents=[common, owner],
+                         help="create every device a domain's managed='no' interfaces name")
+    dom.add_argument("file", metavar="FILE", help="libvirt domain XML")
+    dom.add_argument("--bridge", metavar="BR", help="enslave the taps to this bridge")
+    dom.add_argument("--macvtap-link", metavar="DEV",
+                     help="make every device a macvtap on DEV instead of a tap")
+    dom.add_argument("--macvtap", action="append", default=[], metavar="NAME=DEV",
+                     help="make device NAME a macvtap on DEV (repeatable)")
+    dom.add_argument("--macvtap-mode", default="bridge",
+                     choices=["bridge", "vepa", "private", "passthru"])
+    dom.add_argument("--private-node", action="store_true",
+                     help="always make private macvtap nodes")
+
+    dele = sub.add_parser("delete", parents=[common], help="delete a device tapvirt-prep made")
+    dele.add_argument("name", metavar="NAME")
+
+    sub.add_parser("list", parents=[common], help="list devices tapvirt-prep made")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    from tapvirt.cli.common import report_error
+    from tapvirt.errors import INTERNAL, TapvirtError
+    from tapvirt.prep.errors import exit_code
+
+    try:
+        return _run(args)
+    except TapvirtError as err:
+        report_error(err, as_json=args.json)
+        return exit_code(err.code)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # a bug: one line, traceback on request
+        if "TAPVIRT_DEBUG" in os.environ:
+            raise
+        bug = TapvirtError(
+            INTERNAL, "tapvirt-prep", f"unexpected {type(exc).__name__}: {exc}",
+            "please report this; run with TAPVIRT_DEBUG=1 for a traceback",
+        )
+        report_error(bug, as_json=args.json)
+        return 70
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tapvirt.cli.common import print_json
+    from tapvirt.errors import TapvirtError
+    from tapvirt.host import admin
+    from tapvirt.prep import verbs
+    from tapvirt.prep.errors import NETNS_MISSING
+    from tapvirt.prep.log import DecisionLog
+    from tapvirt.prep.names import check_netns
+    from tapvirt.prep.policy import DEFAULT_POLICY, load_policy
+    from tapvirt.prep.requester import POLICY_ENV, admin_override, current_requester
+
+    requester = current_requester(os.environ, args.requester)
+    policy_path = admin_override(requester, "--policy", args.policy)
+    if policy_path is None and requester.via in ("root", "service"):
+        policy_path = os.environ.get(POLICY_ENV) or None  # ignored under sudo
+    policy = load_policy(policy_path or DEFAULT_POLICY)
+    log_file = admin_override(requester, "--log-file", args.log_file)
+    log = DecisionLog(verbose=args.verbose, log_file=log_file or policy.settings.log_file)
+    node_dir = admin_override(requester, "--node-dir", args.node_dir)
+
+    netns = check_netns(args.netns) if args.netns else None
+    if netns is not None:
+        try:
+            admin.enter_netns(netns)
+        except (FileNotFoundError, NotADirectoryError):
+            raise TapvirtError(
+                NETNS_MISSING, f"--netns {netns}", f"no namespace {admin.NETNS_DIR}/{netns}",
+                "create it (ip netns add NAME) or name one from `ip netns list`",
+            ) from None
+    # sysfs must show this namespace (macvtap char devices); a private mount namespace
+    # keeps the remount to ourselves.
+    admin.private_sysfs()
+    with admin.Admin() as adm:
+        ctx = verbs.Context(requester, policy, log, adm, netns,
+                            node_dir or policy.settings.node_dir)
+        out: Any
+        if args.verb == "list":
+            devices = verbs.list_devices(ctx)
+            if args.json:
+                print_json({"ok": True, "netns": netns, "devices": devices})
+            else:
+                for d in devices:
+                    print(" ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "")))
+            return 0
+        if args.verb == "delete":
+            results = [verbs.delete(ctx, args.name)]
+        elif args.verb == "tap":
+            results = [verbs.prepare_tap(ctx, _tap_spec(args, requester))]
+        elif args.verb == "macvtap":
+            results = [verbs.prepare_macvtap(ctx, _macvtap_spec(args, requester))]
+        else:
+            domain = _read_domain(args.file, requester)
+            results = verbs.from_domain(ctx, domain, _domain_opts(args, requester))
+        if args.json:
+            out = {"ok": True, "netns": netns, "results": [r.to_json() for r in results]}
+            print_json(out)
+        else:
+            if not results:
+                print("nothing to do: the domain has no managed='no' ethernet interface")
+            for r in results:
+                print(r.render())
+        return 0
+
+
+def _owner(args: argparse.Namespace, requester: Any) -> tuple[Any, Any, bool]:
+    """(owner, group, group_only). Without --user the device belongs to the group only;
+    it is accounted to the requester."""
+    from tapvirt.errors import USAGE, TapvirtError
+    from tapvirt.prep.policy import Principal, group_entry
+
+    group = group_entry(args.group) if args.group else None
+    if args.user is None:
+        if group is None:
+            raise TapvirtError(USAGE, f"tapvirt-prep {args.verb}",
+                               "needs --user U, --group G or both", "add --user USER")
+        return requester.principal, group, True
+    return Principal.from_name(args.user), group, False
+
+
+def _tap_spec(args: argparse.Namespace, requester: Any) -> Any:
+    from tapvirt.prep.names import check_mtu, normalize_mac
+    from tapvirt.prep.verbs import TapSpec
+
+    owner, group, group_only = _owner(args, requester)
+    return TapSpec(
+        args.name, owner, group, args.bridge, args.queues,
+        normalize_mac(args.mac) if args.mac else None,
+        check_mtu(args.mtu) if args.mtu is not None else None,
+        frozenset(normalize_mac(m, what="--guest-mac") for m in args.guest_mac),
+        group_only,
+    )
+
+
+def _macvtap_spec(args: argparse.Namespace, requester: Any) -> Any:
+    from tapvirt.prep.names import normalize_mac
+    from tapvirt.prep.verbs import MacvtapSpec
+
+    owner, group, group_only = _owner(args, requester)
+    return MacvtapSpec(args.name, owner, args.link, normalize_mac(args.mac), args.mode,
+                       group, args.queues, args.private_node, group_only)
+
+
+def _domain_opts(args: argparse.Namespace, requester: Any) -> Any:
+    from tapvirt.errors import TapvirtError
+    from tapvirt.prep.errors import BAD_REQUEST
+    from tapvirt.prep.verbs import DomainOptions
+
+    owner, group, group_only = _owner(args, requester)
+    per_dev: dict[str, str] = {}
+    for item in args.macvtap:
+        name, sep, link = item.partition("=")
+        if not sep or not name or not link:
+            raise TapvirtError(BAD_REQUEST, f"--macvtap {item!r}", "expected NAME=DEV",
+                               "e.g. --macvtap mvt0=eth1")
+        per_dev[name] = link
+    return DomainOptions(owner, group, args.bridge, args.macvtap_link, per_dev,
+                         args.macvtap_mode, args.private_node, group_only)
+
+
+def _read_domain(path: str, requester: Any) -> Any:
+    """Read the domain XML with the requester's file permissions: root reading a file
+    for a sudo user must not let them see a file they could not read themselves."""
+    from tapvirt.errors import FILE_UNREADABLE, TapvirtError
+
+    who = requester.principal
+    saved = (os.getegid(), os.getgroups())
+    try:
+        if not requester.is_root:
+            os.setgroups(sorted(who.gids))
+            os.setegid(min(who.gids) if who.gids else who.uid)
+            os.seteuid(who.uid)
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        finally:
+            if not requester.is_root:
+                os.seteuid(0)
+                os.setegid(saved[0])
+                os.setgroups(saved[1])
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TapvirtError(FILE_UNREADABLE, path, f"cannot be read by {who.name}: "
+                           f"{getattr(exc, 'strerror', None) or exc}",
+                           "give the path of a libvirt domain XML file the user can read") from None
+    from tapvirt.conf.parse import parse_domain  # type: ignore[import-not-found,unused-ignore]
+
+    return parse_domain(text, source=path)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,151 @@
+"""Verbs of the definition layer: validate, define, undefine, dumpxml, list.
+
+Thin: the logic lives in `tapvirt.conf` and `tapvirt.domains.store`. `list` shows every
+definition as "shut off" until the lifecycle layer supplies live states (it replaces
+`domain_states`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Sequence
+from typing import Any
+
+# name -> state text ("running", "shut off", ...); the lifecycle layer installs its own.
+StateProvider = Callable[[Sequence[str]], dict[str, str]]
+
+
+def _no_live_state(names: Sequence[str]) -> dict[str, str]:
+    return dict.fromkeys(names, "shut off")
+
+
+domain_states: StateProvider = _no_live_state
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("validate", help="check domain XML files (exit 1 if any is invalid)")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("define", help="define (or redefine) a domain from an XML file")
+    p.add_argument("file", metavar="FILE")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_define)
+
+    p = sub.add_parser("undefine", help="remove a domain's definition")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_undefine)
+
+    p = sub.add_parser("dumpxml", help="print a domain's canonical XML")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_dumpxml)
+
+    p = sub.add_parser("list", help="list domains (running ones; --all: every defined one)")
+    p.add_argument("--all", action="store_true", help="also list domains that are not running")
+    p.add_argument("--json", action="store_true", help="print the list as JSON")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from tapvirt.cli.common import print_json
+    from tapvirt.conf.parse import parse_domain_file
+    from tapvirt.errors import TapvirtError
+
+    results: list[dict[str, Any]] = []
+    for path in args.files:
+        try:
+            dom = parse_domain_file(path)
+        except TapvirtError as err:
+            results.append({"file": path, "ok": False, "error": err.to_json()})
+            if not args.json:
+                print(f"{path}: invalid")
+                print(err.render())
+            continue
+        results.append({"file": path, "ok": True, "name": dom.name})
+        if not args.json:
+            print(f"{path}: valid (domain '{dom.name}')")
+    ok = all(r["ok"] for r in results)
+    if args.json:
+        print_json({"ok": ok, "results": results})
+    return 0 if ok else 1
+
+
+def cmd_define(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tapvirt.cli.common import print_json
+    from tapvirt.domains.store import Store
+    from tapvirt.errors import FILE_UNREADABLE, TapvirtError
+
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as exc:
+        raise TapvirtError(
+            FILE_UNREADABLE, args.file, f"cannot read the file: {exc.strerror or exc}",
+            "check the path and its permissions",
+        ) from None
+    res = Store().define(data, source=args.file)
+    if args.json:
+        print_json({
+            "ok": True, "name": res.domain.name, "uuid": res.domain.uuid,
+            "created": res.created, "path": str(res.path),
+        })
+    else:
+        print(f"Domain '{res.domain.name}' defined from {args.file}")
+    return 0
+
+
+def cmd_undefine(args: argparse.Namespace) -> int:
+    from tapvirt.cli.common import print_json
+    from tapvirt.domains.store import Store
+
+    Store().undefine(args.name)
+    if args.json:
+        print_json({"ok": True, "name": args.name})
+    else:
+        print(f"Domain '{args.name}' has been undefined")
+    return 0
+
+
+def cmd_dumpxml(args: argparse.Namespace) -> int:
+    import sys
+
+    from tapvirt.domains.store import Store
+
+    sys.stdout.write(Store().get_xml(args.name))
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from tapvirt.cli.common import print_json
+
+    rows = list_rows(include_inactive=args.all)
+    if args.json:
+        print_json({"ok": True, "domains": rows})
+        return 0
+    width = max([4, *(len(r["name"]) for r in rows)])
+    print(f" {'Id':<4} {'Name':<{width}}   State")
+    print("-" * (width + 22))
+    for r in rows:
+        ident = "-" if r["id"] is None else str(r["id"])
+        print(f" {ident:<4} {r['name']:<{width}}   {r['state']}")
+    return 0
+
+
+def list_rows(*, include_inactive: bool) -> list[dict[str, Any]]:
+    """One row per domain: name, uuid, state, id (None when not running)."""
+    from tapvirt.domains.store import Store
+
+    store = Store()
+    names = store.names()
+    states = domain_states(names)
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        state = states.get(name, "shut off")
+        if state == "shut off" and not include_inactive:
+            continue
+        dom = store.get(name)
+        rows.append({"id": None, "name": name, "uuid": dom.uuid, "state": state})
+    return rows

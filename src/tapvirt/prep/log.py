@@ -1,0 +1,45 @@
+"""The decision log: every allow/deny and every change, with the rule that made it.
+
+Lines go to syslog (facility authpriv, ident tapvirt-prep), to a log file when the
+policy or root's --log-file names one, and to stderr with --verbose.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+
+class DecisionLog:
+    def __init__(self, *, verbose: bool = False, log_file: str | None = None) -> None:
+        self.verbose = verbose
+        self.log_file = log_file
+        self._syslog_open = False
+
+    def write(self, line: str) -> None:
+        if self.verbose:
+            print(f"tapvirt-prep: {line}", file=sys.stderr)
+        try:
+            import syslog
+
+            if not self._syslog_open:
+                syslog.openlog("tapvirt-prep", syslog.LOG_PID, syslog.LOG_AUTHPRIV)
+                self._syslog_open = True
+            syslog.syslog(syslog.LOG_NOTICE, line)
+        except OSError:  # no syslog daemon: the other sinks still have it
+            pass
+        if self.log_file:
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data = f"{stamp} [{os.getpid()}] {line}\n".encode()
+            # O_NOFOLLOW: a symlink planted at the log path is refused, not written through.
+            fd = os.open(self.log_file,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o640)
+            try:
+                os.write(fd, data)
+            finally:
+                os.close(fd)
+
+    def decision(self, requester: str, verdict: str, rule: str, what: str, reason: str) -> None:
+        self.write(f"{verdict} requester={requester} rule={rule!r} {what}: {reason}")
