@@ -87,7 +87,7 @@ def connect(datas: list[dict[str, Any]], outdir: Path) -> list[str]:
     ax.set_xscale("log")
     ax.set_ylim(bottom=0)
     ax.set_xlabel("links in the namespace (log scale)")
-    ax.set_ylabel("µs per interface (median)")
+    ax.set_ylabel("µs per interface (median CPU time)")
     ax.set_title("Per-interface connect cost vs number of links")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
