@@ -70,7 +70,7 @@ GOAL_VS_USERNET = 2.5
 
 # What each case is, in the report's words.
 DESCRIPTION: dict[str, str] = {
-    "tapvirt": "tapvirt default (domain XML -> connect -> argv), precreated tap",
+    "tapvirt": "tapvirt default: `tapvirt create` of a plain <interface type='ethernet'>",
     "hand": "hand-written QEMU tap command: fd with IFF_VNET_HDR, virtio-net defaults",
     "hand-rxq": "the same + rx_queue_size=1024 (the one virtio-net knob that helps TCG rx)",
     "novnet": "the hand-written command, fd opened without IFF_VNET_HDR",
@@ -100,34 +100,6 @@ for _ in range(p["queues"]):
 argv = [a.replace("{fd}", str(fds[0])).replace("{fds}", ":".join(map(str, fds)))
         for a in p["argv"]]
 os.execvp(argv[0], argv)
-'''
-
-# Run as the user: what `tapvirt start` does up to `cont`, through tapvirt's own modules:
-# parse the XML, check + attach every interface, build the argv, spawn QEMU with the fds,
-# wait for QMP, cont. Stays as QEMU's parent; SIGTERM stops QEMU.
-TAPVIRT_LAUNCHER = r'''
-import json, signal, sys
-from tapvirt.conf.parse import parse_domain_file
-from tapvirt.host.linux import LinuxHost
-from tapvirt.qemu import process
-from tapvirt.qemu.argv import build_argv, link_state_commands
-from tapvirt.qemu.connect import connect_domain
-p = json.loads(sys.argv[1])
-dom = parse_domain_file(p["xml"])
-with connect_domain(dom, LinuxHost(), tun_node=p["node"]) as conn:
-    argv = build_argv(dom, conn.specs(), qmp_socket=p["qmp"], fd_base=None)
-    proc = process.spawn(argv, pass_fds=conn.fds(), log_path=p["log"])
-conn.close()
-signal.signal(signal.SIGTERM, lambda *_: (process.stop(proc), sys.exit(0)))
-with open(p["pidfile"], "w") as f:
-    f.write(str(proc.pid))
-qmp = process.wait_for_qmp(proc, p["qmp"], log_path=p["log"], timeout=60)
-for cmd in link_state_commands(dom):
-    qmp.execute(cmd["execute"], cmd["arguments"])
-qmp.execute("cont")
-with open(p["argvfile"], "w") as f:
-    json.dump(argv, f)
-proc.wait()
 '''
 
 DOMAIN_XML = """<domain type='qemu'>
@@ -184,10 +156,12 @@ class Running:
     qemu_pid: int | None = None
     started: float = 0.0
     argv: list[str] = field(default_factory=list)
-    pidfile: Path | None = None  # where tapvirt's launcher writes QEMU's pid
-    argvfile: Path | None = None  # ... and the argv it ran
+    destroy: list[str] | None = None  # `tapvirt destroy NAME` (as the user) for tapvirt's guests
 
     def stop(self) -> None:
+        if self.destroy is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                subprocess.run(self.destroy, capture_output=True, timeout=30, check=False)
         for proc in reversed(self.procs):  # the guest's launcher/QEMU first, passt last
             if proc.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
@@ -332,14 +306,18 @@ def launch(lab: Lab, case: str, tag: str) -> Running:
             mac=MAC, console=console,
             driver=f"\n      <driver queues='{queues}'/>" if queues > 1 else ""))
         os.chown(xml, lab.user.uid, lab.user.gid)
-        running.pidfile = lab.run_dir / f"pid-{tag}"
-        running.argvfile = lab.run_dir / f"argv-{tag}.json"
-        params: dict[str, Any] = {
-            "xml": str(xml), "node": lab.node, "qmp": str(lab.run_dir / f"qmp-{tag}"),
-            "log": str(lab.run_dir / f"qemu-{tag}.log"),
-            "pidfile": str(running.pidfile), "argvfile": str(running.argvfile)}
-        running.procs.append(_spawn_as_user(lab, [py, "-c", TAPVIRT_LAUNCHER,
-                                                  json.dumps(params)], log))
+        # the product's own path: `tapvirt create` returns once QEMU runs (after `cont`)
+        user = lab.as_user()
+        user.env["TAPVIRT_RUNTIME_DIR"] = str(lab.run_dir / "rt")
+        name = f"perf-{tag}"
+        running.destroy = user.argv([py, "-m", "tapvirt.cli.main", "destroy", name])
+        created = user.tapvirt("create", str(xml), "--tun-node", lab.node, "--json",
+                               timeout=90)
+        if created.returncode != 0:
+            raise RuntimeError(f"tapvirt create failed: {created.stdout} {created.stderr}")
+        running.qemu_pid = int(json.loads(created.stdout)["qemu_pid"])
+        with open(f"/proc/{running.qemu_pid}/cmdline", "rb") as f:
+            running.argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
         return running
     base = _base_argv(lab, console, cmdline, vcpus)
     if case in ("hand", "hand-rxq", "novnet"):
@@ -393,13 +371,9 @@ def wait_ready(g: Running, timeout: float) -> float:
         text = g.console.read_text(errors="replace") if g.console.exists() else ""
         if "TV-IPERF-SERVER" in text:
             ready = time.monotonic() - g.started
-            if g.pidfile is not None and g.argvfile is not None:
-                with contextlib.suppress(OSError, ValueError):
-                    g.qemu_pid = int(g.pidfile.read_text())
-                with contextlib.suppress(OSError, ValueError):
-                    g.argv = json.loads(g.argvfile.read_text())
             return ready
-        if all(p.poll() is not None for p in g.procs[-1:]):
+        if (g.procs and g.procs[-1].poll() is not None) or (
+                g.qemu_pid is not None and not _alive(g.qemu_pid)):
             raise RuntimeError(f"{g.case}: guest ended before its iperf3 server was up: "
                                f"{_tail(g.log)} {_tail(g.console)}")
         time.sleep(0.05)
