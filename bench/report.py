@@ -58,11 +58,95 @@ def run_module(args: list[str]) -> tuple[dict[str, Any] | None, str, int, float]
         out = Path(tmp) / "result.json"
         t0 = time.monotonic()
         text, rc = _stream([sys.executable, "-m", *args, "--json", str(out)], env)
-        if rc == 2 and "unrecognized arguments: --json" in text:
-            text, rc = _stream([sys.executable, "-m", *args], env)  # text-only suite
+        printed = False
+        if rc == 2 and "unrecognized arguments" in text:
+            if "unrecognized arguments: --json" in text:  # a text-only suite
+                text, rc = _stream([sys.executable, "-m", *args], env)
+            else:  # `--json` is a flag: the suite prints its JSON after its text
+                text, rc = _stream([sys.executable, "-m", *args, "--json"], env)
+                printed = True
         seconds = time.monotonic() - t0
         data = json.loads(out.read_text()) if out.is_file() else None
+    if printed:
+        data = _trailing_json(text)
+    if data is not None and "suite" not in data:
+        data = ADAPTERS.get(args[0], lambda _d: None)(data)
     return data, text, rc, seconds
+
+
+def _trailing_json(text: str) -> dict[str, Any] | None:
+    """The JSON object a suite printed last (after its human-readable lines)."""
+    start = text.rfind("\n{\n")
+    if start < 0:
+        return None
+    try:
+        data: dict[str, Any] = json.loads(text[start:])
+    except ValueError:
+        return None
+    return data
+
+
+def _ms(xs: Any) -> float:
+    from bench.common import median
+
+    return median([float(x) * 1000 for x in xs]) if isinstance(xs, list) and xs else float("nan")
+
+
+def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
+    """bench/start.py's own result keys -> goals, tables and series for the report."""
+    from bench.common import goal
+
+    goals = []
+    rows: list[list[Any]] = []
+    start = raw.get("start") or {}
+    many = raw.get("many") or {}
+    lv = raw.get("libvirt")
+    tv_ms = _ms(start.get("tapvirt_start_s"))
+    if start:
+        direct = _ms(start.get("direct_qemu_to_qmp_s"))
+        goals.append(goal("tapvirt start / bare QEMU until QMP", tv_ms / direct, "<=",
+                          float(start.get("goal", 1.5))))
+        rows += [["tapvirt start (until running)", round(tv_ms), "1.00"],
+                 ["bare QEMU, same argv and fds, until QMP answers", round(direct),
+                  f"{direct / tv_ms:.2f}"]]
+    if isinstance(lv, dict) and lv.get("virsh_start_s"):
+        virsh = _ms(lv["virsh_start_s"])
+        rows.append(["virsh start (libvirt session, warm daemon)", round(virsh),
+                     f"{virsh / tv_ms:.2f}"])
+        if start:
+            goals.append(goal("virsh start (warm) / tapvirt start", virsh / tv_ms, ">=", 8.0))
+    elif lv:
+        rows.append(["virsh start (libvirt session)", str(lv), ""])
+    tables = []
+    if rows:
+        tables.append({"title": "Start (ms, median)", "columns": ["what", "ms", "vs tapvirt"],
+                       "rows": rows})
+    if many:
+        goals.append(goal(f"{many.get('guests')} paused guests: last 10 / first 10 starts",
+                          float(many["ratio"]), "<=", float(many.get("goal", 1.1))))
+        rss = many.get("supervisor_rss_mib", {})
+        pss = many.get("supervisor_pss_mib", {})
+        goals.append(goal("supervisor RSS per running guest (mean)", float(rss.get("mean", 0)),
+                          "<=", float(many.get("rss_goal_mib", 15)), "MiB"))
+        tables.append({"title": f"Scale: {many.get('guests')} guests one after another (-S)",
+                       "columns": ["measure", "value"],
+                       "rows": [["first 10 starts (median ms)", round(many["first"] * 1000)],
+                                ["last 10 starts (median ms)", round(many["last"] * 1000)],
+                                ["supervisor RSS mean / max (MiB)",
+                                 f"{rss.get('mean', 0):.1f} / {rss.get('max', 0):.1f}"],
+                                ["supervisor PSS mean / max (MiB)",
+                                 f"{pss.get('mean', 0):.1f} / {pss.get('max', 0):.1f}"],
+                                ["SIGKILL of QEMU -> 'shut off' (median ms)",
+                                 round(_ms(many.get("sigkill_to_shut_off_s")))],
+                                ["tapvirt list with them running (ms)",
+                                 round(float(many.get("list_s", 0)) * 1000)]]})
+    return {"suite": "start", "command": "sudo PYTHONPATH=src python3 -m bench.start",
+            "goals": goals, "tables": tables,
+            "series": {"per_guest_ms": [float(x) * 1000 for x in many.get("start_s", [])]},
+            "raw": raw}
+
+
+ADAPTERS = {"bench.start": adapt_start}
 
 
 def _stream(argv: list[str], env: dict[str, str]) -> tuple[str, int]:
@@ -113,10 +197,12 @@ def md_table(columns: list[str], rows: list[list[Any]]) -> list[str]:
 def all_goals(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for name in ORDER:
-        suite = results["suites"].get(name)
-        for run in (suite or {}).get("runs", []):
+        runs = (results["suites"].get(name) or {}).get("runs", [])
+        for run in runs:
             for g in (run.get("data") or {}).get("goals", []):
-                found.append((name, g))
+                # several runs (e.g. --links 1000 and 10000): say which one a goal is from
+                label = f" (`{' '.join(run['args'][1:])}`)" if len(runs) > 1 else ""
+                found.append((name, {**g, "name": g["name"] + label}))
     return found
 
 
