@@ -74,6 +74,7 @@ DESCRIPTION: dict[str, str] = {
     "hand": "hand-written QEMU tap command: fd with IFF_VNET_HDR, virtio-net defaults",
     "hand-rxq": "the same + rx_queue_size=1024 (the one virtio-net knob that helps TCG rx)",
     "novnet": "the hand-written command, fd opened without IFF_VNET_HDR",
+    "hand-setsid": "the hand-written command, QEMU in a session of its own (as tapvirt's)",
     "slirp": "slirp: -netdev user + hostfwd",
     "passt": "passt (-netdev stream), guest MTU 1500",
     "passt-65520": "passt (-netdev stream), guest MTU 65520 (context)",
@@ -99,6 +100,8 @@ for _ in range(p["queues"]):
     fds.append(fd)
 argv = [a.replace("{fd}", str(fds[0])).replace("{fds}", ":".join(map(str, fds)))
         for a in p["argv"]]
+if p.get("setsid"):
+    os.setsid()
 os.execvp(argv[0], argv)
 '''
 
@@ -320,11 +323,11 @@ def launch(lab: Lab, case: str, tag: str) -> Running:
             running.argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
         return running
     base = _base_argv(lab, console, cmdline, vcpus)
-    if case in ("hand", "hand-rxq", "novnet"):
+    if case in ("hand", "hand-rxq", "novnet", "hand-setsid"):
         vnet = case != "novnet"
         net = _nic("tap,id=n0,fd={fd}", ",rx_queue_size=1024" if case == "hand-rxq" else "")
         params = {"node": lab.node, "tap": TAP, "vnet_hdr": vnet, "queues": 1,
-                  "argv": base + net}
+                  "argv": base + net, "setsid": case == "hand-setsid"}
         proc = _spawn_as_user(lab, [py, "-c", RAW_LAUNCHER, json.dumps(params)], log)
         running.procs.append(proc)
         running.qemu_pid = proc.pid  # the launcher execs QEMU
@@ -380,8 +383,9 @@ def wait_ready(g: Running, timeout: float) -> float:
     raise RuntimeError(f"{g.case}: no TV-IPERF-SERVER within {timeout:g} s: {_tail(g.console)}")
 
 
-def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> float:
-    """Mbit/s received, host-side iperf3 as root in the namespace; one retry on a reset."""
+def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> tuple[float, int]:
+    """(Mbit/s received, TCP retransmits), host-side iperf3 as root in the namespace; one
+    retry on a reset."""
     host, port = target_of(case)
     argv = ["iperf3", "-c", host, "-p", str(port), "-t", str(seconds), "-J",
             "-P", str(streams_of(case)), "--connect-timeout", "5000"]
@@ -397,7 +401,9 @@ def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> float:
         except json.JSONDecodeError:
             data = {"error": proc.stderr.strip() or proc.stdout[:300]}
         if "error" not in data and proc.returncode == 0:
-            return float(data["end"]["sum_received"]["bits_per_second"]) / 1e6
+            end = data["end"]
+            return (float(end["sum_received"]["bits_per_second"]) / 1e6,
+                    int(end.get("sum_sent", {}).get("retransmits", 0)))
         last = str(data.get("error"))
         if attempt == 0:
             time.sleep(1.0)
@@ -416,20 +422,22 @@ def run_cases(lab: Lab, cases: Sequence[str], rounds: int, seconds: int,
         try:
             boot = wait_ready(g, timeout=120)
             time.sleep(0.3)
-            h2g = iperf(lab, case, reverse=False, seconds=seconds)
+            h2g, h2g_retr = iperf(lab, case, reverse=False, seconds=seconds)
             time.sleep(0.5)
-            g2h = iperf(lab, case, reverse=True, seconds=seconds)
+            g2h, g2h_retr = iperf(lab, case, reverse=True, seconds=seconds)
             rss = rss_mib(g.qemu_pid)
             if g.argv:
                 argvs[case] = g.argv
         finally:
             g.stop()
         sample = {"round": r, "h2g": round(h2g, 1), "g2h": round(g2h, 1),
+                  "retransmits": [h2g_retr, g2h_retr],
                   "ready_s": round(boot, 2), "qemu_rss_mib": rss, "load1": loadavg()[0]}
         samples[case].append(sample)
         if log:
             print(f"  round {r + 1} {case:<13} host->guest {h2g:7.0f}  guest->host {g2h:7.0f}"
-                  f" Mbit/s  ready {boot:4.1f} s  QEMU RSS {rss} MiB", flush=True)
+                  f" Mbit/s (retransmits {h2g_retr}/{g2h_retr})  ready {boot:4.1f} s  "
+                  f"QEMU RSS {rss} MiB", flush=True)
     return samples, argvs
 
 
@@ -438,7 +446,8 @@ def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, f
     for case, rows in samples.items():
         if not rows:
             continue
-        out[case] = {k: sum(r[k] for r in rows) / len(rows) for k in ("h2g", "g2h")}
+        # the median: one stalled run (it happens, e.g. passt under load) must not decide
+        out[case] = {k: median([r[k] for r in rows]) for k in ("h2g", "g2h")}
         out[case]["ready_s"] = median([r["ready_s"] for r in rows])
         rss = [r["qemu_rss_mib"] for r in rows if r["qemu_rss_mib"] is not None]
         out[case]["qemu_rss_mib"] = median(rss) if rss else float("nan")
@@ -477,7 +486,7 @@ def tables_of(avg: dict[str, dict[str, float]], samples: dict[str, list[dict[str
                      _ratio(a["g2h"], base["g2h"]) if base else "",
                      " ".join(per), a["ready_s"], a["qemu_rss_mib"]])
     tables: list[Table] = [{
-        "title": "Throughput, 1 vCPU, MTU 1500 (Mbit/s, mean of rounds)",
+        "title": "Throughput, 1 vCPU, MTU 1500 (Mbit/s, median of rounds)",
         "columns": ["case", "what", "host->guest", "guest->host", "h->g vs tapvirt",
                     "g->h vs tapvirt", "per round h->g/g->h", "ready (s)", "QEMU RSS (MiB)"],
         "rows": rows,
@@ -508,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("--quick", action="store_true",
                     help=f"smoke run: 1 round of 1 s of {','.join(QUICK_CASES)}")
-    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 2)")
+    ap.add_argument("--rounds", type=int, default=None, help="rounds (default 3)")
     ap.add_argument("--seconds", type=int, default=None, help="iperf3 -t (default 10)")
     ap.add_argument("--cases", default=None,
                     help=f"comma-separated subset of {','.join(DESCRIPTION)}")
@@ -523,7 +532,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = [c for c in cases if c not in DESCRIPTION]
     if unknown:
         ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(DESCRIPTION)}")
-    rounds = args.rounds or (1 if args.quick else 2)
+    rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (1 if args.quick else 10)
     from tests.support.guest import build
 

@@ -55,7 +55,7 @@ def datapath(data: dict[str, Any], outdir: Path) -> list[str]:
                                                              b.get_height()),
                             ha="center", va="bottom", fontsize=7)
     ax.set_xticks(range(len(cases)), cases, rotation=20, ha="right")
-    ax.set_ylabel("Mbit/s (mean of rounds; dots: each round)")
+    ax.set_ylabel("Mbit/s (median of rounds; dots: each round)")
     ax.set_title("Guest throughput under TCG, iperf3 (ratio vs tapvirt default)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
