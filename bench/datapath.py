@@ -75,6 +75,8 @@ DESCRIPTION: dict[str, str] = {
     "hand-rxq": "the same + rx_queue_size=1024 (the one virtio-net knob that helps TCG rx)",
     "novnet": "the hand-written command, fd opened without IFF_VNET_HDR",
     "hand-setsid": "the hand-written command, QEMU in a session of its own (as tapvirt's)",
+    "hand-rom": "the hand-written command with the NIC's default option ROM",
+    "tapvirt-api": "tapvirt's parse/connect/argv/spawn/cont without the supervisor",
     "slirp": "slirp: -netdev user + hostfwd",
     "passt": "passt (-netdev stream), guest MTU 1500",
     "passt-65520": "passt (-netdev stream), guest MTU 65520 (context)",
@@ -103,6 +105,29 @@ argv = [a.replace("{fd}", str(fds[0])).replace("{fds}", ":".join(map(str, fds)))
 if p.get("setsid"):
     os.setsid()
 os.execvp(argv[0], argv)
+'''
+
+# Diagnostic: tapvirt's modules without the supervisor (parse, connect, argv, spawn, cont),
+# this process staying QEMU's parent; SIGTERM stops QEMU.
+API_LAUNCHER = r'''
+import json, signal, sys
+from tapvirt.conf.parse import parse_domain_file
+from tapvirt.host.linux import LinuxHost
+from tapvirt.qemu import process
+from tapvirt.qemu.argv import build_argv
+from tapvirt.qemu.connect import connect_domain
+p = json.loads(sys.argv[1])
+dom = parse_domain_file(p["xml"])
+with connect_domain(dom, LinuxHost(), tun_node=p["node"]) as conn:
+    argv = build_argv(dom, conn.specs(), qmp_socket=p["qmp"], fd_base=None)
+    proc = process.spawn(argv, pass_fds=conn.fds(), log_path=p["log"])
+conn.close()
+signal.signal(signal.SIGTERM, lambda *_: (process.stop(proc), sys.exit(0)))
+qmp = process.wait_for_qmp(proc, p["qmp"], log_path=p["log"], timeout=60)
+qmp.execute("cont")
+qmp.close()
+print(proc.pid, flush=True)
+proc.wait()
 '''
 
 DOMAIN_XML = """<domain type='qemu'>
@@ -309,6 +334,17 @@ def launch(lab: Lab, case: str, tag: str) -> Running:
             mac=MAC, console=console,
             driver=f"\n      <driver queues='{queues}'/>" if queues > 1 else ""))
         os.chown(xml, lab.user.uid, lab.user.gid)
+        if case == "tapvirt-api":
+            params: dict[str, Any] = {
+                "xml": str(xml), "node": lab.node, "qmp": str(lab.run_dir / f"q-{tag}"),
+                "log": str(lab.run_dir / f"qemu-{tag}.log")}
+            api = subprocess.Popen(lab.as_user().argv([py, "-c", API_LAUNCHER,
+                                                       json.dumps(params)]),
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+            running.procs.append(api)
+            assert api.stdout is not None
+            running.qemu_pid = int(api.stdout.readline() or 0) or None
+            return running
         # the product's own path: `tapvirt create` returns once QEMU runs (after `cont`)
         user = lab.as_user()
         user.env["TAPVIRT_RUNTIME_DIR"] = str(lab.run_dir / "rt")
@@ -323,9 +359,11 @@ def launch(lab: Lab, case: str, tag: str) -> Running:
             running.argv = [a.decode() for a in f.read().split(b"\0")[:-1]]
         return running
     base = _base_argv(lab, console, cmdline, vcpus)
-    if case in ("hand", "hand-rxq", "novnet", "hand-setsid"):
+    if case in ("hand", "hand-rxq", "novnet", "hand-setsid", "hand-rom"):
         vnet = case != "novnet"
         net = _nic("tap,id=n0,fd={fd}", ",rx_queue_size=1024" if case == "hand-rxq" else "")
+        if case == "hand-rom":
+            net[-1] = net[-1].removesuffix(",romfile=")
         params = {"node": lab.node, "tap": TAP, "vnet_hdr": vnet, "queues": 1,
                   "argv": base + net, "setsid": case == "hand-setsid"}
         proc = _spawn_as_user(lab, [py, "-c", RAW_LAUNCHER, json.dumps(params)], log)
