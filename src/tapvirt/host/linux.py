@@ -91,8 +91,10 @@ class LinuxHost:
         # says in ~20 us whether anything is attached at all (a detached queue still
         # counts as held). Only then look for who it is.
         links.validate_ifname(name)
+        # A missing device or one that is not a tun/tap has no holders here (a same-named
+        # tap in another namespace is not ours to report).
         raw = self._nl.get_link(name=name)
-        if raw is not None and raw.kind == "tun" and not (
+        if raw is None or raw.kind != "tun" or not (
                 raw.tun.get(IFLA_TUN_NUM_QUEUES, 0)
                 + raw.tun.get(IFLA_TUN_NUM_DISABLED_QUEUES, 0)):
             return ()
