@@ -8,11 +8,7 @@ import stat
 
 from tapvirt.host import linkops, links, macvtap, procfs, tap
 from tapvirt.host.api import Identity, LinkInfo, NodeStatus, OwnedFds
-from tapvirt.host.netlink import (
-    IFLA_TUN_NUM_DISABLED_QUEUES,
-    IFLA_TUN_NUM_QUEUES,
-    RtNetlink,
-)
+from tapvirt.host.netlink import RtNetlink
 
 CAP_NET_ADMIN = 12
 
@@ -94,9 +90,10 @@ class LinuxHost:
         # A missing device or one that is not a tun/tap has no holders here (a same-named
         # tap in another namespace is not ours to report).
         raw = self._nl.get_link(name=name)
-        if raw is None or raw.kind != "tun" or not (
-                raw.tun.get(IFLA_TUN_NUM_QUEUES, 0)
-                + raw.tun.get(IFLA_TUN_NUM_DISABLED_QUEUES, 0)):
+        if raw is None or raw.kind != "tun":
+            return ()
+        tun = links.tun_info(raw.tun, raw.carrier)
+        if tun.num_queues + tun.num_disabled_queues == 0:
             return ()
         return procfs.tap_holders(name)
 
