@@ -111,7 +111,8 @@ class LinuxHost:
 
     def open_macvtap(self, link: LinkInfo, *, node: str, vnet_hdr: bool,
                      queues: int) -> OwnedFds:
-        return macvtap.open_macvtap(link, node=node, vnet_hdr=vnet_hdr, queues=queues)
+        return macvtap.open_macvtap(link, node=node, vnet_hdr=vnet_hdr, queues=queues,
+                                    privileged=self.identity().net_admin)
 
     def create_tap(self, name: str | None, *, tun_node: str, mac: str, mtu: int | None,
                    bridge: str | None, vnet_hdr: bool, queues: int) -> tuple[str, OwnedFds]:
