@@ -28,8 +28,8 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from tapvirt import netcodes as nc
 from tapvirt.conf.model import (
@@ -145,8 +145,6 @@ class Connection:
         self.to_delete.clear()
         return failed
 
-    abort = cleanup
-
     def __enter__(self) -> Connection:
         return self
 
@@ -224,10 +222,8 @@ def _lookup(host: Host, name: str | None) -> LinkInfo | None:
     return host.lookup(name)
 
 
-def _with(facts: Facts, **changes: object) -> Facts:
-    from dataclasses import replace
-
-    return replace(facts, **changes)  # type: ignore[arg-type]
+def _with(facts: Facts, **changes: Any) -> Facts:
+    return replace(facts, **changes)
 
 
 def check_domain(dom: Domain, host: Host, *, tun_node: str | None = None,
