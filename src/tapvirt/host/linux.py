@@ -8,7 +8,11 @@ import stat
 
 from tapvirt.host import linkops, links, macvtap, procfs, tap
 from tapvirt.host.api import Identity, LinkInfo, NodeStatus, OwnedFds
-from tapvirt.host.netlink import RtNetlink
+from tapvirt.host.netlink import (
+    IFLA_TUN_NUM_DISABLED_QUEUES,
+    IFLA_TUN_NUM_QUEUES,
+    RtNetlink,
+)
 
 CAP_NET_ADMIN = 12
 
@@ -83,6 +87,15 @@ class LinuxHost:
         )
 
     def tap_holders(self, name: str) -> tuple[int, ...]:
+        # Scanning /proc costs ~0.5 ms and grows with the number of processes; netlink
+        # says in ~20 us whether anything is attached at all (a detached queue still
+        # counts as held). Only then look for who it is.
+        links.validate_ifname(name)
+        raw = self._nl.get_link(name=name)
+        if raw is not None and raw.kind == "tun" and not (
+                raw.tun.get(IFLA_TUN_NUM_QUEUES, 0)
+                + raw.tun.get(IFLA_TUN_NUM_DISABLED_QUEUES, 0)):
+            return ()
         return procfs.tap_holders(name)
 
     def vhost_net_available(self) -> bool:

@@ -53,7 +53,7 @@ def log_tail(log_path: str, limit: int = LOG_TAIL) -> str:
         return ""
 
 
-def _describe_exit(code: int) -> str:
+def describe_exit(code: int) -> str:
     if code < 0:
         try:
             return f"was killed by {signal.Signals(-code).name}"
@@ -72,7 +72,7 @@ def wait_for_qmp(proc: subprocess.Popen[bytes], qmp_path: str, *, log_path: str,
         if code is not None:
             tail = log_tail(log_path)
             raise TapvirtError(
-                QEMU_FAILED, subject, f"QEMU {_describe_exit(code)} during start-up"
+                QEMU_FAILED, subject, f"QEMU {describe_exit(code)} during start-up"
                 + (f": {tail}" if tail else ""),
                 f"read the whole log: {log_path}",
                 details={"exit": code, "log": log_path},
