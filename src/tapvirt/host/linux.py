@@ -86,6 +86,8 @@ class LinuxHost:
         # Scanning /proc costs ~0.5 ms and grows with the number of processes; netlink
         # says in ~20 us whether anything is attached at all (a detached queue still
         # counts as held). Only then look for who it is.
+        # The kernel reports queue counts for multi_queue taps only; links.tun_info()
+        # derives a single-queue tap's from IFLA_CARRIER (also reported when it is DOWN).
         links.validate_ifname(name)
         # A missing device or one that is not a tun/tap has no holders here (a same-named
         # tap in another namespace is not ours to report).
