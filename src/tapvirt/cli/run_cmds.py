@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "env TAPVIRT_TUN_NODE)")
         p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                        help="seconds to wait for QEMU to answer (default 30)")
+        p.add_argument("--paused", action="store_true",
+                       help="leave the guest paused before its first instruction")
         _json_flag(p)
         p.set_defaults(func=cmd_start, verb_kind=verb)
 
@@ -95,10 +97,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     from tapvirt.domains import api
 
     if args.verb_kind == "start":
-        st = api.start(args.target, tun_node=args.tun_node, timeout=args.timeout)
+        st = api.start(args.target, tun_node=args.tun_node, timeout=args.timeout,
+                       paused=args.paused)
         text = f"Domain '{st.name}' started"
     else:
-        st = api.create(args.target, tun_node=args.tun_node, timeout=args.timeout)
+        st = api.create(args.target, tun_node=args.tun_node, timeout=args.timeout,
+                        paused=args.paused)
         text = f"Domain '{st.name}' created from {args.target}"
     _print(args, {"name": st.name, "state": st.state, "qemu_pid": st.qemu_pid}, text)
     return 0
