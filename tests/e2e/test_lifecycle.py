@@ -168,3 +168,28 @@ def test_broken_device_is_reported_and_start_fails_cleanly(lab: Lab) -> None:
     assert lab.tv_json("domstate", "tv-bad")["state"] == "shut off"
     assert lab.snapshot(other) == before
     assert not (lab.rundir("tv-bad") / "qmp.sock").exists()
+
+
+def test_concurrent_starts_one_wins_and_console_shows_the_boot(
+    lab: Lab, booted: dict[str, dict[str, Any]],
+) -> None:
+    import subprocess
+
+    from tests.support.sandbox import unprivileged_python
+
+    if lab.tv_json("domstate", "tv-user")["state"] != "shut off":
+        lab.tv("destroy", "tv-user")
+    argv = lab.as_user.argv([unprivileged_python(), "-m", "tapvirt.cli.main", "start",
+                             "tv-user"])
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    loser = next(err for rc, err in results if rc == 1)
+    assert "error[domain-busy]" in loser or "error[domain-running]" in loser
+    assert len([r for r in lab.tv_json("list")["domains"] if r["name"] == "tv-user"]) == 1
+    lab.wait_console("tv-user", MARKER)
+    out = lab.tv("console", "tv-user", "--no-follow").stdout
+    assert "TV-MARKER" in out
+    lab.tv("destroy", "tv-user")
+    assert lab.tv_json("domstate", "tv-user")["state"] == "shut off"
