@@ -72,9 +72,19 @@ def test_group_only_tap(as_user: AsUser, world: World, tun_node: Path, group: in
     denied = run_as_user(as_user, [_open("tapg", tun_node)])[0]
     assert denied["error"]["code"] == "device-foreign-owner"
     assert f"group {group}" in denied["error"]["cause"]
-    as_user.groups = [group]
+    as_user.groups = [group]  # as a supplementary group
     ok = run_as_user(as_user, [_open("tapg", tun_node)])[0]
     assert "error" not in ok and ok["iff"][0][0] == "tapg"
+    # Owner AND group set: the kernel wants both to match (tun_not_capable()).
+    world.netns.ip("tuntap", "add", "dev", "tapboth", "mode", "tap", "user",
+                   str(world.uid), "group", "0")
+    both = run_as_user(as_user, [_open("tapboth", tun_node)])[0]
+    assert both["error"]["code"] == "device-foreign-owner"
+    assert "belongs to group 0" in both["error"]["cause"]
+    assert "owned by" not in both["error"]["cause"]
+    as_user.groups, as_user.gid = [], group  # as the primary gid
+    both_ok = run_as_user(as_user, [_open("tapg", tun_node), _open("tapu", tun_node)])
+    assert all("error" not in r for r in both_ok), both_ok
 
 
 def test_every_bad_state_has_its_code(as_user: AsUser, world: World, tun_node: Path,
@@ -128,8 +138,9 @@ def test_busy_names_the_holder(as_user: AsUser, world: World, tun_node: Path) ->
     finally:
         stop(holder)
     # Once the holder is gone the tap is free again.
-    again = run_as_user(as_user, [_open("tapu", tun_node)])[0]
-    assert "error" not in again
+    again = run_as_user(as_user, [{"op": "holders", "name": "tapu"}, _open("tapu", tun_node)])
+    assert again[0]["pids"] == []
+    assert "error" not in again[1]
 
 
 def test_multiqueue_tap_shares_queues_across_processes(as_user: AsUser, world: World,

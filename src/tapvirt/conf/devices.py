@@ -342,8 +342,8 @@ def _chardevs(
 ) -> tuple[Chardev, ...]:
     parsed: list[tuple[etree._Element, ChardevType, str | None, bool, int | None]] = []
     for el in els:
-        found = p.shape(el, ("type",), ("source", "target"))
-        ctype = p.enum(el, "type", ChardevType) if el.get("type") else ChardevType.PTY
+        found = p.shape(el, ("type",), ("source", "target"), required_attrs=("type",))
+        ctype = p.enum(el, "type", ChardevType)
         path, listen = None, True
         s = p.one(found, "source")
         if ctype in (ChardevType.FILE, ChardevType.UNIX):

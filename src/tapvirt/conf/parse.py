@@ -32,6 +32,7 @@ from tapvirt.conf.model import (
 )
 from tapvirt.conf.rules import (
     ARCHES,
+    DOMAIN_GROUPS,
     IFNAME_RE,
     MAC_RE,
     MACHINE_RE,
@@ -94,6 +95,9 @@ def parse_document(
     root = _load(data, source)
     parser = _Parser(root, source, rand if rand is not None else random.SystemRandom())
     dom = parser.domain()
+    from tapvirt.conf import schema
+
+    schema.check(root, source)
     return Parsed(dom, parser.uuid_generated, tuple(parser.generated_macs))
 
 
@@ -299,7 +303,8 @@ class _Parser:
                 f"Invalid value for {what}: '{_clip(raw)}'. Expected non-negative integer value",
                 f"write a whole number in {lo}..{hi}", attr=attr,
             )
-        value = int(raw)
+        # cap the digits: int() of thousands of digits is slow (and refused beyond 4300)
+        value = int(raw) if len(raw) <= 30 else hi + 1
         if not lo <= value <= hi:
             raise self.fail(
                 code, el, f"{what} is {_clip(raw)}, outside {lo}..{hi}",
@@ -344,6 +349,7 @@ class _Parser:
             required_attrs=("type",),
         )
         dtype = self.enum(root, "type", DomainType)
+        self.group_order(root)
         name = self.name(self.need(found, "name", root))
         uuid_el = self.one(found, "uuid")
         if uuid_el is not None:
@@ -407,6 +413,25 @@ class _Parser:
             dom = replace(dom, devices=parse_devices(self, devices_el, os_))
         return dom
 
+    def group_order(self, root: etree._Element) -> None:
+        spans: list[tuple[int, int, tuple[str, ...]]] = []
+        children = [c.tag for c in root]
+        for group in DOMAIN_GROUPS:
+            at = [i for i, tag in enumerate(children) if tag in group]
+            if len(at) > 1:
+                spans.append((at[0], at[-1], group))
+        for a1, a2, ga in spans:
+            for b1, b2, gb in spans:
+                if a1 < b1 < a2 < b2:
+                    names = " ".join(f"<{t}>" for t in ga)
+                    others = " ".join(f"<{t}>" for t in gb)
+                    raise self.fail(
+                        E.ELEMENT_ORDER, root[b1],
+                        f"{names} and {others} are interleaved: libvirt's schema validator "
+                        "(virt-xml-validate) rejects such a document",
+                        f"keep {names} together, e.g. in the order `tapvirt dumpxml` writes",
+                    )
+
     def name(self, el: etree._Element) -> str:
         value = self.text(el)
         if len(value) > MAX_NAME or not NAME_RE.match(value):
@@ -443,7 +468,7 @@ class _Parser:
                 E.INVALID_MEMORY, el, f"malformed size {_short(raw)} in <{el.tag}>",
                 f"write a whole number, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
             )
-        value = int(raw) * mult
+        value = (int(raw) if len(raw) <= 30 else MAX_MEMORY_KIB + 1) * mult
         kib = -(-value // 1024)  # libvirt rounds up to whole KiB
         if kib == 0:
             raise self.fail(

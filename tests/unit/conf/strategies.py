@@ -1,0 +1,246 @@
+"""Hypothesis strategies: valid `Domain` models (within the supported subset and its rules)
+and mutations of XML documents."""
+
+from __future__ import annotations
+
+import string
+import uuid as uuidlib
+
+from hypothesis import strategies as st
+
+from tapvirt.conf.model import (
+    BootDev,
+    BridgeSource,
+    Chardev,
+    ChardevKind,
+    ChardevType,
+    Devices,
+    DirectMode,
+    DirectSource,
+    Disk,
+    DiskBus,
+    DiskDevice,
+    DiskFormat,
+    Domain,
+    DomainType,
+    Driver,
+    DriverName,
+    Features,
+    Interface,
+    InterfaceType,
+    LifecycleAction,
+    LinkState,
+    NicModel,
+    Os,
+    Target,
+)
+from tapvirt.conf.rules import ARCHES, DEFAULT_MODEL, RESERVED_PREFIXES
+
+# Characters XML 1.0 can carry, minus the ones its parsers normalise (CR) or that make
+# the test data unreadable (other controls); non-ASCII is included on purpose.
+_TEXT = st.characters(
+    blacklist_categories=("Cs", "Cc"), blacklist_characters="\ufffe\uffff"
+)
+_IFCHARS = string.ascii_letters + string.digits + "_.-"
+
+
+def _text(min_size: int = 0, max_size: int = 30) -> st.SearchStrategy[str]:
+    return st.text(_TEXT, min_size=min_size, max_size=max_size)
+
+
+def _path() -> st.SearchStrategy[str]:
+    return _text(1, 30).map(lambda s: "/" + s)
+
+
+def _ifname() -> st.SearchStrategy[str]:
+    return st.text(_IFCHARS, min_size=1, max_size=15).filter(
+        lambda s: s not in (".", "..") and not s.startswith(RESERVED_PREFIXES)
+    )
+
+
+names = st.builds(
+    lambda first, rest: first + rest,
+    st.sampled_from(string.ascii_letters + string.digits + "_"),
+    st.text(string.ascii_letters + string.digits + "_.+-", max_size=63),
+)
+macs = st.integers(0, 2**48 - 1).map(
+    lambda n: ":".join(f"{b:02x}" for b in (n & ~(1 << 40)).to_bytes(6, "big"))
+)
+
+
+@st.composite
+def interfaces(draw: st.DrawFn, index: int) -> Interface:
+    itype = draw(st.sampled_from(InterfaceType))
+    model_given = draw(st.booleans())
+    model = draw(st.sampled_from(NicModel)) if model_given else DEFAULT_MODEL
+    target = None
+    if itype is not InterfaceType.USER and draw(st.booleans()):
+        managed_choices: list[bool | None] = [None, True]
+        if itype is InterfaceType.ETHERNET:
+            managed_choices.append(False)
+        managed = draw(st.sampled_from(managed_choices))
+        dev = draw(_ifname())
+        if managed is False and draw(st.booleans()):
+            dev = draw(st.sampled_from(RESERVED_PREFIXES)) + str(index)  # kept: unmanaged
+        target = Target(dev, managed)
+    source: BridgeSource | DirectSource | None = None
+    if itype is InterfaceType.BRIDGE:
+        source = BridgeSource(draw(_ifname()))
+    elif itype is InterfaceType.DIRECT:
+        source = DirectSource(draw(_ifname()), draw(st.sampled_from(DirectMode)))
+    driver = None
+    if draw(st.booleans()):
+        name = draw(st.none() | st.sampled_from(DriverName))
+        queues = None
+        if itype is not InterfaceType.USER and draw(st.booleans()):
+            queues = draw(st.integers(1, 256)) if model is NicModel.VIRTIO else 1
+        if name is not None or queues is not None:
+            driver = Driver(name, queues)
+    mtu = None
+    if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE):
+        mtu = draw(st.none() | st.integers(68, 65521))
+    alias = f"net{index}"
+    if draw(st.booleans()):
+        alias = "ua-" + draw(st.text(_IFCHARS, min_size=1, max_size=12)) + f"-n{index}"
+    return Interface(
+        type=itype, mac=draw(macs), model=model, model_given=model_given, target=target,
+        source=source, driver=driver, mtu=mtu,
+        link_state=draw(st.none() | st.sampled_from(LinkState)), alias=alias,
+        script=draw(_path()) if itype is InterfaceType.ETHERNET and draw(st.booleans()) else None,
+        backend_tap=draw(_path())
+        if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and draw(st.booleans())
+        else None,
+    )
+
+
+def _disk_name(stem: str, idx: int) -> str:
+    letters = ""
+    n = idx + 1
+    while n:
+        n, r = divmod(n - 1, 26)
+        letters = chr(ord("a") + r) + letters
+    return stem + letters
+
+
+@st.composite
+def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
+    out: list[Disk] = []
+    used: set[str] = set()
+    for k in range(draw(st.integers(0, 3))):
+        bus = draw(st.sampled_from(DiskBus))
+        idx = draw(st.integers(0, 40))
+        stem = "vd" if bus is DiskBus.VIRTIO else "sd"
+        dev = _disk_name(stem, idx)
+        if dev in used:
+            continue
+        used.add(dev)
+        device = DiskDevice.DISK if bus is DiskBus.VIRTIO else draw(st.sampled_from(DiskDevice))
+        if bus is DiskBus.VIRTIO:
+            alias = f"virtio-disk{idx}"
+        elif bus is DiskBus.SATA:
+            alias = f"sata{idx // 6}-0-{idx % 6}"
+        else:
+            alias = f"scsi{idx // 7}-0-0-{idx % 7}"
+        if draw(st.booleans()):
+            alias = f"ua-disk{k}"
+        out.append(Disk(
+            source_file=draw(_path()), target_dev=dev, target_bus=bus,
+            format=draw(st.sampled_from(DiskFormat)), device=device,
+            readonly=device is DiskDevice.CDROM or draw(st.booleans()), alias=alias,
+        ))
+    return tuple(out)
+
+
+@st.composite
+def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]:
+    serials: list[Chardev] = []
+    ports = draw(st.lists(st.integers(0, 8), unique=True, max_size=3))
+    for port in ports:
+        ctype = draw(st.sampled_from(ChardevType))
+        path = draw(_path()) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
+        listen = draw(st.booleans()) if ctype is ChardevType.UNIX else True
+        serials.append(Chardev(ChardevKind.SERIAL, ctype, path, listen, port))
+    consoles: tuple[Chardev, ...] = ()
+    if draw(st.booleans()):
+        zero = next((s for s in serials if s.port == 0), None)
+        if zero is not None:
+            consoles = (Chardev(ChardevKind.CONSOLE, zero.type, zero.path, zero.unix_listen, 0),)
+        else:
+            consoles = (Chardev(ChardevKind.CONSOLE, ChardevType.PTY, None, True, 0),)
+    return tuple(serials), consoles
+
+
+def _with_boot_orders(
+    draw: st.DrawFn, disks_: tuple[Disk, ...], ifaces: tuple[Interface, ...]
+) -> tuple[tuple[Disk, ...], tuple[Interface, ...]]:
+    from dataclasses import replace
+
+    n = len(disks_) + len(ifaces)
+    orders = draw(st.lists(st.none() | st.integers(1, 65535), min_size=n, max_size=n))
+    seen: set[int] = set()
+    clean: list[int | None] = []
+    for o in orders:
+        clean.append(o if o is not None and o not in seen else None)
+        if o is not None:
+            seen.add(o)
+    d = tuple(replace(x, boot_order=o) for x, o in zip(disks_, clean, strict=False))
+    i = tuple(replace(x, boot_order=o) for x, o in zip(ifaces, clean[len(disks_):], strict=True))
+    return d, i
+
+
+@st.composite
+def domains(draw: st.DrawFn) -> Domain:
+    ifaces_list: list[Interface] = []
+    devs: set[str] = set()
+    aliases: set[str] = set()
+    for i in range(draw(st.integers(0, 4))):
+        iface = draw(interfaces(i))
+        if iface.dev is not None and iface.dev in devs:
+            continue
+        if iface.alias in aliases:
+            continue
+        if iface.dev is not None:
+            devs.add(iface.dev)
+        aliases.add(iface.alias or "")
+        ifaces_list.append(iface)
+    # aliases net<i> follow the position: renumber after skipping
+    from dataclasses import replace
+
+    ifaces = tuple(
+        replace(x, alias=f"net{n}") if (x.alias or "").startswith("net") else x
+        for n, x in enumerate(ifaces_list)
+    )
+    disks_ = draw(disks())
+    boot_devs: tuple[BootDev, ...] = ()
+    if draw(st.booleans()):
+        disks_, ifaces = _with_boot_orders(draw, disks_, ifaces)
+    else:
+        boot_devs = tuple(draw(st.lists(st.sampled_from(BootDev), unique=True, max_size=4)))
+    serials, consoles = draw(chardevs())
+    memory = draw(st.integers(1, 2**40))
+    return Domain(
+        name=draw(names),
+        uuid=str(uuidlib.UUID(int=draw(st.integers(0, 2**128 - 1)))),
+        type=draw(st.sampled_from(DomainType)),
+        title=draw(st.none() | _text(1, 20).filter(lambda s: "\n" not in s)),
+        description=draw(st.none() | _text(0, 40)),
+        memory_kib=memory,
+        current_memory_kib=draw(st.none() | st.integers(1, memory)),
+        vcpus=draw(st.integers(1, 1024)),
+        os=Os(
+            arch=draw(st.none() | st.sampled_from(ARCHES)),
+            machine=draw(st.none() | st.sampled_from(["pc", "q35", "pc-i440fx-7.2", "virt"])),
+            kernel=draw(st.none() | _path()),
+            initrd=draw(st.none() | _path()),
+            cmdline=draw(st.none() | _text(0, 30).filter(lambda s: "\n" not in s)),
+            boot=boot_devs,
+        ),
+        features=Features(acpi=draw(st.booleans())),
+        on_poweroff=draw(st.sampled_from(LifecycleAction)),
+        on_reboot=draw(st.sampled_from(LifecycleAction)),
+        on_crash=draw(st.sampled_from(LifecycleAction)),
+        devices=Devices(
+            emulator=draw(st.none() | _path()), disks=disks_, interfaces=ifaces,
+            serials=serials, consoles=consoles,
+        ),
+    )

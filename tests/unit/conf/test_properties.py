@@ -1,0 +1,209 @@
+"""Property tests.
+
+* random valid models survive format -> parse unchanged, and their XML is valid for
+  libvirt's own schema (xmllint with /usr/share/libvirt/schemas/domain.rng, which is what
+  virt-xml-validate runs);
+* FUZZ_EXAMPLES (10,000 by default) generated and mutated documents never raise anything
+  but TapvirtError; every one that is accepted formats to a fixed point and is valid for
+  libvirt's schema too.
+
+TAPVIRT_FUZZ_EXAMPLES scales the fuzz run (e.g. 100000 for a long soak).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from lxml import etree
+
+from tapvirt.conf.format import format_domain
+from tapvirt.conf.model import Domain
+from tapvirt.conf.parse import parse_document, parse_domain
+from tapvirt.errors import TapvirtError
+from tests.unit.conf.corpus import INVALID, XML2XML
+from tests.unit.conf.strategies import domains
+
+FUZZ_EXAMPLES = int(os.environ.get("TAPVIRT_FUZZ_EXAMPLES", "10000"))
+LIBVIRT_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
+XMLLINT = shutil.which("xmllint")
+
+
+def libvirt_rejects(docs: list[str], tmp: Path) -> list[str]:
+    """The messages of libvirt's schema for those of `docs` it rejects (one xmllint run)."""
+    assert XMLLINT is not None
+    files = []
+    for i, text in enumerate(docs):
+        f = tmp / f"doc{i:05d}.xml"
+        f.write_text(text, encoding="utf-8")
+        files.append(str(f))
+    bad: list[str] = []
+    for start in range(0, len(files), 500):  # keep argv short
+        proc = subprocess.run(
+            [XMLLINT, "--noout", "--relaxng", str(LIBVIRT_RNG), *files[start:start + 500]],
+            capture_output=True, text=True, check=False,
+        )
+        bad += [ln for ln in proc.stderr.splitlines() if "fails to validate" in ln]
+        if proc.returncode not in (0, 3):
+            bad.append(f"xmllint exit {proc.returncode}: {proc.stderr[-500:]}")
+    return bad
+
+
+needs_libvirt_schema = pytest.mark.skipif(
+    XMLLINT is None or not LIBVIRT_RNG.exists(),
+    reason="needs xmllint (libxml2-utils) and libvirt's schemas (libvirt-clients)",
+)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(domains())
+def test_valid_models_survive_format_and_parse(dom: Domain) -> None:
+    text = format_domain(dom)
+    again = parse_domain(text, rand=random.Random(0))
+    assert again == dom
+    assert format_domain(again) == text
+
+
+@needs_libvirt_schema
+def test_generated_documents_are_valid_for_libvirt(tmp_path: Path) -> None:
+    docs: list[str] = []
+
+    @settings(max_examples=300, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow])
+    @given(domains())
+    def collect(dom: Domain) -> None:
+        docs.append(format_domain(dom))
+
+    collect()
+    assert len(docs) >= 100
+    assert libvirt_rejects(docs, tmp_path) == []
+
+
+# --- fuzzing ----------------------------------------------------------------------------
+
+_VALUES = [
+    "", " ", "0", "1", "2", "-1", "-5", "+5", " 5", "0x10", "1e3", "67", "68", "1500", "65521",
+    "65522", "256", "257", "4294967296", "99999999999999999999999999", "yes", "no", "maybe",
+    "virtio", "VirtIO", "e1000", "e1000e", "rtl8139", "pcnet", "vnet0", "macvtap1", "macvlan2",
+    "mytap0", "averyveryverylongname", "a/b", ".", "52:54:00:11:22:33", "52:54:00:AB:cd:EF",
+    "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "52:54:00:11:22", "/abs/path", "relative/path",
+    "ua-x", "ua-", "net0", "net1", "virtio-disk0", "hvm", "xen", "x86_64", "z80", "KiB", "GiB",
+    "b", "bytes", "KB", "tib", "pib", "bridge", "direct", "ethernet", "user", "network", "vepa",
+    "passthrough", "up", "down", "qemu", "vhost", "kvm", "raw", "qcow2", "disk", "cdrom", "vda",
+    "sda", "hda", "vdaa", "sata", "scsi", "pty", "file", "unix", "null", "tcp", "bind",
+    "connect", "serial", "static", "destroy", "restart", "preserve", "rename-restart", "hd",
+    "network", "a" * 100, "\u00e9t\u00e9", "\u202e", "x\ny", "&amp;", "<", "4dea22b3-1d52-d8f3",
+    "4DEA22B31D52D8F32516782E98AB3FA0", "9" * 5000,
+]
+_TAGS = [
+    "domain", "name", "uuid", "title", "description", "memory", "currentMemory", "vcpu", "os",
+    "type", "kernel", "initrd", "cmdline", "boot", "features", "acpi", "apic", "on_poweroff",
+    "on_reboot", "on_crash", "devices", "emulator", "disk", "driver", "source", "target",
+    "readonly", "alias", "interface", "mac", "model", "mtu", "link", "script", "backend",
+    "serial", "console", "address", "metadata", "bandwidth", "ip",
+]
+_ATTRS = [
+    "type", "dev", "managed", "address", "bridge", "mode", "name", "queues", "size", "state",
+    "order", "path", "tap", "arch", "machine", "unit", "device", "bus", "file", "port",
+    "placement", "current", "vhost", "{urn:x}foo",
+]
+_RAW = ["<", ">", "&", "'", '"', "]]>", "&#0;", "&#x1;", "<!DOCTYPE x>", "\x00", "\x07",
+        "<a>", "</devices>", "\ufeff", "\U0001f600", "&lt;", "<![CDATA[x]]>", "<?pi x?>"]
+
+
+def _bases() -> list[str]:
+    texts = [p.read_text(encoding="utf-8") for p in sorted(XML2XML.glob("*.xml"))]
+    texts += [p.read_text(encoding="utf-8") for p in sorted(INVALID.glob("*.xml"))]
+    return texts
+
+
+_BASES = _bases()
+_PARSER = etree.XMLParser(remove_comments=True, remove_pis=True, resolve_entities=False)
+_MUTATION = st.tuples(
+    st.integers(0, 7), st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10_000)
+)
+
+
+def _mutate(root: etree._Element, op: int, a: int, b: int, c: int) -> str | None:
+    """Apply one tree mutation; return raw text instead when the op edits characters."""
+    elems = [e for e in root.iter() if isinstance(e.tag, str)]
+    el = elems[a % len(elems)]
+    parent = el.getparent()
+    if op == 0 and parent is not None:  # drop an element
+        parent.remove(el)
+    elif op == 1 and parent is not None:  # duplicate it
+        from copy import deepcopy
+
+        parent.append(deepcopy(el))
+    elif op == 2:  # move it under another element
+        target = elems[b % len(elems)]
+        if parent is not None and target is not el and el not in list(target.iterancestors()):
+            parent.remove(el)
+            target.append(el)
+    elif op == 3:  # rename it
+        el.tag = _TAGS[b % len(_TAGS)]
+    elif op == 4:  # set an attribute
+        el.set(_ATTRS[b % len(_ATTRS)], _VALUES[c % len(_VALUES)])
+    elif op == 5:  # delete an attribute
+        keys = list(el.attrib)
+        if keys:
+            del el.attrib[keys[b % len(keys)]]
+    elif op == 6:  # replace the text
+        el.text = _VALUES[b % len(_VALUES)]
+    else:  # edit characters of the serialised document
+        text = etree.tostring(root, encoding="unicode")
+        pos = b % (len(text) + 1)
+        cut = c % 4
+        return text[:pos] + _RAW[c % len(_RAW)] + text[pos + cut:]
+    return None
+
+
+@needs_libvirt_schema
+def test_fuzzed_documents_raise_only_tapvirt_errors(tmp_path: Path) -> None:
+    accepted: list[str] = []
+    counts = {"examples": 0, "accepted": 0}
+
+    @settings(
+        max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(
+        st.one_of(st.integers(0, len(_BASES) - 1), domains().map(format_domain)),
+        st.lists(_MUTATION, min_size=1, max_size=4),
+    )
+    def fuzz(base: int | str, mutations: list[tuple[int, int, int, int]]) -> None:
+        text = base if isinstance(base, str) else _BASES[base]
+        for op, a, b, c in mutations:
+            try:
+                root = etree.fromstring(text.encode("utf-8"), _PARSER)
+            except (etree.XMLSyntaxError, ValueError):
+                break  # already broken by a character edit: keep it
+            raw = _mutate(root, op, a, b, c)
+            text = raw if raw is not None else etree.tostring(root, encoding="unicode")
+        counts["examples"] += 1
+        try:
+            parsed = parse_document(text, source="fuzz", rand=random.Random(0))
+        except TapvirtError as err:
+            assert err.code.code and err.fix and err.subject
+            # the RelaxNG safety net never has to catch what the precise checks missed
+            assert err.code.code != "schema-invalid", err.render()
+            return
+        counts["accepted"] += 1
+        canonical = format_domain(parsed.domain)
+        assert parse_domain(canonical) == parsed.domain
+        assert format_domain(parse_domain(canonical)) == canonical
+        accepted.append(text)
+
+    fuzz()
+    print(f"fuzz: {counts['examples']} documents, {counts['accepted']} accepted")
+    assert counts["examples"] >= FUZZ_EXAMPLES
+    assert counts["accepted"] > 0
+    # every document tapvirt accepted is also valid for libvirt
+    assert libvirt_rejects(accepted, tmp_path) == []
