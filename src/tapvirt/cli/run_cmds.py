@@ -46,6 +46,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_shutdown)
 
+    p = sub.add_parser("resume", help="let a guest started with --paused run")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_resume)
+
     p = sub.add_parser("destroy", help="stop the guest now (like pulling the plug)")
     p.add_argument("name", metavar="NAME")
     _json_flag(p)
@@ -114,6 +119,14 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     st = api.shutdown(args.name, timeout=args.timeout)
     _print(args, {"name": args.name, "state": st.state, "reason": st.reason},
            f"Domain '{args.name}' is {st.state} ({st.reason})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tapvirt.domains import api
+
+    st = api.resume(args.name)
+    _print(args, {"name": args.name, "state": st.state}, f"Domain '{args.name}' resumed")
     return 0
 
 

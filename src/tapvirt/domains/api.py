@@ -447,6 +447,25 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
     return final
 
 
+def resume(name: str) -> State:
+    """Let a guest started with --paused run (QMP `cont`)."""
+    from tapvirt.domains.runtime import PAUSED
+    from tapvirt.qemu.qmp import QmpClient
+
+    dd, st = _running_dir(name)
+    if st.state != PAUSED:
+        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}, not paused",
+                           "only a guest started with --paused can be resumed")
+    with dd.locked(wait=5):
+        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
+            qmp.execute("cont")
+        st = dd.read()
+        if st.state == PAUSED:
+            st.state, st.reason = RUNNING, "resumed"
+            dd.write(st)
+    return st
+
+
 # -- looking at guests ------------------------------------------------------------------
 
 @dataclass

@@ -155,3 +155,17 @@ def test_transient_domain_leaves_nothing(dd: DomainDir) -> None:
     st = dd.read()
     os.kill(st.supervisor_pid or 0, signal.SIGTERM)
     _wait(lambda: not dd.path.exists(), 15)
+
+
+def test_paused_start_then_resume(dd: DomainDir) -> None:
+    from tapvirt.domains.runtime import PAUSED
+    from tapvirt.qemu.qmp import QmpClient
+
+    assert _start(dd, paused=True)["ok"]
+    assert dd.read().state == PAUSED
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        assert qmp.status() == "prelaunch"
+    assert api.resume(dd.name).state == RUNNING
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        assert qmp.status() == "running"
+    assert dd.read().state == RUNNING and dd.read().reason == "resumed"
