@@ -50,6 +50,14 @@ if TYPE_CHECKING:
 
 START_TIMEOUT_S = 30.0
 STOP_WAIT_S = 15.0
+_TRACE = bool(os.environ.get("TAPVIRT_TRACE"))
+
+
+def _trace(label: str) -> None:
+    """TAPVIRT_TRACE=1: phase timestamps of a start on stderr (the supervisor's go to its
+    log), to see where start-up time goes."""
+    if _TRACE:
+        print(f"tapvirt-trace {time.time():.4f} launcher {label}", file=sys.stderr)
 
 
 # -- liveness and reconciliation ------------------------------------------------------
@@ -289,6 +297,7 @@ def _running(name: str, st: State) -> TapvirtError:
 def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
            tun_node: str | None, host: Host | None, timeout: float,
            paused: bool = False) -> State:
+    _trace("start")
     dd = DomainDir(runtime_root(), name).ensure()
     with dd.locked():
         st = reconcile(dd)
@@ -299,7 +308,9 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
         sup = None
         try:
             sup = PendingSupervisor(dd)
+            _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
+            _trace("definition loaded")
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
             from tapvirt.qemu.connect import connect_domain
 
@@ -317,6 +328,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                                      b.iface.model.value, b.iface.mac, b.delete_at_stop)
                           for b in conn.backends]
                 _write_live_xml(dom, dd, {i.alias: i.device for i in ifaces if i.device})
+                _trace("connected, argv built")
                 sup.send({
                     "name": dom.name, "uuid": dom.uuid, "root": str(dd.root),
                     "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
@@ -325,8 +337,9 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                     "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,
-                    "paused": paused,
+                    "paused": paused, "trace": _TRACE,
                 }, [parent for parent, _ in pairs])
+                _trace("job sent")
                 # the supervisor owns copies of the fds and the devices to delete now
                 conn.close()
                 conn.to_delete.clear()
@@ -340,6 +353,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             raise
         try:
             msg = sup.reply(timeout + 10)
+            _trace("reply received")
         except TimeoutError:
             st = dd.read()
             if st.supervisor_pid:

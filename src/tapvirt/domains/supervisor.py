@@ -49,6 +49,11 @@ QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a
 MAX_QUICK_RESTARTS = 3
 
 
+def trace(job: dict[str, Any], label: str) -> None:
+    if job.get("trace"):
+        log(f"tapvirt-trace {time.time():.4f} supervisor {label}")
+
+
 def log(msg: str) -> None:
     sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
                      f"{msg}\n")
@@ -115,6 +120,7 @@ class Supervisor:
         subject = f"domain {self.state.name}"
         self.proc = process.spawn(self.argv, fd_map=self.fd_map,
                                   log_path=str(self.dd.qemu_log), subject=subject)
+        trace(self.job, "qemu spawned")
         self.state.qemu_pid = self.proc.pid
         self.state.qemu_start = process.proc_starttime(self.proc.pid)
         self.dd.write(self.state)  # a pid on disk before anything can fail
@@ -124,6 +130,7 @@ class Supervisor:
             client = process.wait_for_qmp(
                 self.proc, qmp_path, log_path=str(self.dd.qemu_log),
                 timeout=float(self.job.get("start_timeout", 30)), subject=subject)
+            trace(self.job, "qmp answered")
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
@@ -136,6 +143,7 @@ class Supervisor:
         except BaseException:
             process.stop(self.proc, subject=subject)
             raise
+        trace(self.job, "cont done")
         self.state.state = PAUSED if self.job.get("paused") else RUNNING
         self.state.reason = "booted" if not self.state.restarts else "restarted"
         if self.job.get("paused"):
@@ -291,6 +299,7 @@ def receive_job(sock: socket.socket) -> dict[str, Any] | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
+    ready = time.time()
     sock = socket.socket(fileno=int(args[0]))
     os.set_inheritable(sock.fileno(), False)
     # Detach: our parent (the launcher) reaps this intermediate process at once; the
@@ -303,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
     job = receive_job(sock)
     if job is None:
         return 0  # the launcher failed before handing over anything
+    trace(job, f"imports done at {ready:.4f}")
     job["status"] = sock
+    trace(job, "job received")
     try:
         return Supervisor(job).run()
     except Exception as exc:  # never leave a guest without state
