@@ -155,16 +155,37 @@ def test_broken_device_is_reported_and_start_fails_cleanly(lab: Lab) -> None:
     mac = "52:54:00:e2:00:09"
     lab.define("tv-bad", lab.domain_xml(
         "tv-bad", _iface("ethernet", mac, other), lab.image.cmdline(ip="10.213.0.99/24")))
-    check = lab.as_user.python(
-        "from tapvirt.domains.store import Store\n"
-        "from tapvirt.host.linux import LinuxHost\n"
-        "from tapvirt.qemu.connect import check_domain\n"
-        f"reports = check_domain(Store().get('tv-bad'), LinuxHost(), tun_node={str(lab.tun)!r})\n"
-        "print(' '.join(f.code.code for r in reports for f in r.findings))\n", check=True)
-    assert "device-foreign-owner" in check.stdout.split()
+    check = lab.as_user.tapvirt("check", "tv-bad", "--json", "--tun-node", str(lab.tun))
+    assert check.returncode == 1, check.stderr
+    assert "device-foreign-owner" in check.stdout and "Traceback" not in check.stderr
     proc = lab.tv("start", "tv-bad", check=False)
     assert proc.returncode == 1
     assert "error[device-foreign-owner]" in proc.stderr and "Traceback" not in proc.stderr
     assert lab.tv_json("domstate", "tv-bad")["state"] == "shut off"
     assert lab.snapshot(other) == before
     assert not (lab.rundir("tv-bad") / "qmp.sock").exists()
+
+
+def test_concurrent_starts_one_wins_and_console_shows_the_boot(
+    lab: Lab, booted: dict[str, dict[str, Any]],
+) -> None:
+    import subprocess
+
+    from tests.support.sandbox import unprivileged_python
+
+    if lab.tv_json("domstate", "tv-user")["state"] != "shut off":
+        lab.tv("destroy", "tv-user")
+    argv = lab.as_user.argv([unprivileged_python(), "-m", "tapvirt.cli.main", "start",
+                             "tv-user"])
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(2)]
+    results = [(p.wait(60), p.stderr.read() if p.stderr else "") for p in procs]
+    assert sorted(rc for rc, _ in results) == [0, 1], results
+    loser = next(err for rc, err in results if rc == 1)
+    assert "error[domain-busy]" in loser or "error[domain-running]" in loser
+    assert len([r for r in lab.tv_json("list")["domains"] if r["name"] == "tv-user"]) == 1
+    lab.wait_console("tv-user", MARKER)
+    out = lab.tv("console", "tv-user", "--no-follow").stdout
+    assert "TV-MARKER" in out
+    lab.tv("destroy", "tv-user")
+    assert lab.tv_json("domstate", "tv-user")["state"] == "shut off"

@@ -37,9 +37,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "passes. Opens no device.")
     _common(p)
     p.add_argument("--qmp-socket", metavar="PATH", help="the QMP socket path to show")
-    p.add_argument("--fd-base", metavar="N", type=int, default=None,
+    p.add_argument("--fd-base", metavar="N", type=_fd_base, default=None,
                    help="the first fd number QEMU sees (default 3)")
     p.set_defaults(func=run_domxml_to_native)
+
+
+def _fd_base(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 3 <= value <= 65536:
+        raise argparse.ArgumentTypeError("must be 3..65536 (0-2 are QEMU's stdio)")
+    return value
 
 
 def _common(p: argparse.ArgumentParser) -> None:

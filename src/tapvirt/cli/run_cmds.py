@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                             "env TAPVIRT_TUN_NODE)")
         p.add_argument("--timeout", type=float, default=30.0, metavar="S",
                        help="seconds to wait for QEMU to answer (default 30)")
+        p.add_argument("--paused", action="store_true",
+                       help="leave the guest paused before its first instruction")
         _json_flag(p)
         p.set_defaults(func=cmd_start, verb_kind=verb)
 
@@ -43,6 +45,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="seconds to wait for the power-off before destroying (default 60)")
     _json_flag(p)
     p.set_defaults(func=cmd_shutdown)
+
+    p = sub.add_parser("resume", help="let a guest started with --paused run")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_resume)
 
     p = sub.add_parser("destroy", help="stop the guest now (like pulling the plug)")
     p.add_argument("name", metavar="NAME")
@@ -95,10 +102,12 @@ def cmd_start(args: argparse.Namespace) -> int:
     from tapvirt.domains import api
 
     if args.verb_kind == "start":
-        st = api.start(args.target, tun_node=args.tun_node, timeout=args.timeout)
+        st = api.start(args.target, tun_node=args.tun_node, timeout=args.timeout,
+                       paused=args.paused)
         text = f"Domain '{st.name}' started"
     else:
-        st = api.create(args.target, tun_node=args.tun_node, timeout=args.timeout)
+        st = api.create(args.target, tun_node=args.tun_node, timeout=args.timeout,
+                        paused=args.paused)
         text = f"Domain '{st.name}' created from {args.target}"
     _print(args, {"name": st.name, "state": st.state, "qemu_pid": st.qemu_pid}, text)
     return 0
@@ -110,6 +119,14 @@ def cmd_shutdown(args: argparse.Namespace) -> int:
     st = api.shutdown(args.name, timeout=args.timeout)
     _print(args, {"name": args.name, "state": st.state, "reason": st.reason},
            f"Domain '{args.name}' is {st.state} ({st.reason})")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from tapvirt.domains import api
+
+    st = api.resume(args.name)
+    _print(args, {"name": args.name, "state": st.state}, f"Domain '{args.name}' resumed")
     return 0
 
 

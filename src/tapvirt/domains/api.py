@@ -18,7 +18,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,14 @@ if TYPE_CHECKING:
 
 START_TIMEOUT_S = 30.0
 STOP_WAIT_S = 15.0
+_TRACE = bool(os.environ.get("TAPVIRT_TRACE"))
+
+
+def _trace(label: str) -> None:
+    """TAPVIRT_TRACE=1: phase timestamps of a start on stderr (the supervisor's go to its
+    log), to see where start-up time goes."""
+    if _TRACE:
+        print(f"tapvirt-trace {time.time():.4f} launcher {label}", file=sys.stderr)
 
 
 # -- liveness and reconciliation ------------------------------------------------------
@@ -170,52 +178,75 @@ def _package_root() -> str:
     return str(Path(tapvirt.__file__).resolve().parent.parent)
 
 
-def _spawn_supervisor(job: dict[str, Any], fds: list[int], dd: DomainDir
-                      ) -> tuple[subprocess.Popen[bytes], int]:
-    """Start the supervisor with the fds; returns it and the read end of its status pipe."""
-    r, w = os.pipe2(os.O_CLOEXEC)
-    job = {**job, "status_fd": w, "fds": fds}
-    env = dict(os.environ)
-    # -S: no site (saves memory and time); the package is found through PYTHONPATH
-    env["PYTHONPATH"] = _package_root() + (
-        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    log_fd = os.open(dd.supervisor_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC,
-                     0o600)
-    try:
-        sup = subprocess.Popen(
-            [sys.executable, "-S", "-m", "tapvirt.domains.supervisor"],
-            stdin=subprocess.PIPE, stdout=log_fd, stderr=log_fd, pass_fds=(*fds, w),
-            start_new_session=True, env=env,
-        )
-    except OSError as exc:
-        os.close(r)
-        raise TapvirtError(SUPERVISOR_FAILED, f"domain {dd.name}",
-                           f"cannot run the supervisor: {exc}") from None
-    finally:
-        os.close(w)
-        os.close(log_fd)
-    assert sup.stdin is not None
-    sup.stdin.write(json.dumps(job).encode())
-    sup.stdin.close()
-    return sup, r
+class PendingSupervisor:
+    """A supervisor started ahead of need: its interpreter loads while the launcher
+    parses and connects. `send()` hands it the job and the fds; dropping it (`abandon`)
+    makes it exit without touching anything."""
 
+    def __init__(self, dd: DomainDir) -> None:
+        import socket
 
-def _read_status(r: int, timeout: float) -> dict[str, Any] | None:
-    buf = b""
-    deadline = time.monotonic() + timeout
-    try:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        # -S: no site (saves memory and time); the package is found through PYTHONPATH
+        env["PYTHONPATH"] = _package_root() + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        log_fd = os.open(dd.supervisor_log,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-S", "-m", "tapvirt.domains.supervisor",
+                 str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                pass_fds=(theirs.fileno(),), start_new_session=True, env=env)
+        except OSError as exc:
+            ours.close()
+            raise TapvirtError(SUPERVISOR_FAILED, f"domain {dd.name}",
+                               f"cannot run the supervisor: {exc}") from None
+        finally:
+            theirs.close()
+            os.close(log_fd)
+        self.sock = ours
+        self.name = dd.name
+
+    def send(self, job: dict[str, Any], fds: list[int]) -> None:
+        import socket
+
+        data = json.dumps(job).encode()
+        try:
+            sent = socket.send_fds(self.sock, [data], fds)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise TapvirtError(SUPERVISOR_FAILED, f"domain {self.name}",
+                               f"the supervisor did not take its job: {exc}") from None
+
+    def reply(self, timeout: float) -> dict[str, Any] | None:
+        """Its one-line report, None if it ended without one; TimeoutError if none came."""
+        buf = b""
+        deadline = time.monotonic() + timeout
         while b"\n" not in buf:
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([r], [], [], left)[0]:
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
                 raise TimeoutError
-            chunk = os.read(r, 65536)
+            chunk = self.sock.recv(65536)
             if not chunk:
                 return None
             buf += chunk
-    finally:
-        os.close(r)
-    msg = json.loads(buf.split(b"\n", 1)[0])
-    return msg if isinstance(msg, dict) else None
+        msg = json.loads(buf.split(b"\n", 1)[0])
+        return msg if isinstance(msg, dict) else None
+
+    def reap(self) -> None:
+        """Reap the intermediate process (it exits as soon as the supervisor detached)."""
+        self.proc.wait()
+
+    def abandon(self) -> None:
+        self.sock.close()
+        self.reap()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def _error_from_json(data: dict[str, Any]) -> TapvirtError:
@@ -234,17 +265,18 @@ def _log_tail(path: Path, limit: int = 600) -> str:
 
 
 def start(name: str, *, tun_node: str | None = None, host: Host | None = None,
-          timeout: float = START_TIMEOUT_S) -> State:
-    """Start a defined domain; returns when the guest runs."""
+          timeout: float = START_TIMEOUT_S, paused: bool = False) -> State:
+    """Start a defined domain; returns when the guest runs (or, paused, before its
+    first instruction: `virsh start --paused`)."""
     store = _store()
     if not store.exists(name):
         raise _not_found(name)
-    return _start(store.get(name), transient=False, tun_node=tun_node, host=host,
-                  timeout=timeout)
+    return _start(name, store.get, transient=False, tun_node=tun_node, host=host,
+                  timeout=timeout, paused=paused)
 
 
 def create(xml_path: str, *, tun_node: str | None = None, host: Host | None = None,
-           timeout: float = START_TIMEOUT_S) -> State:
+           timeout: float = START_TIMEOUT_S, paused: bool = False) -> State:
     """Start a transient domain from an XML file (not defined; gone once it stops)."""
     from tapvirt.conf.parse import parse_domain_file
 
@@ -253,7 +285,8 @@ def create(xml_path: str, *, tun_node: str | None = None, host: Host | None = No
         st = state_of(dom.name)
         if st.state != SHUTOFF:
             raise _running(dom.name, st)
-    return _start(dom, transient=True, tun_node=tun_node, host=host, timeout=timeout)
+    return _start(dom.name, lambda _: dom, transient=True, tun_node=tun_node, host=host,
+                  timeout=timeout, paused=paused)
 
 
 def _running(name: str, st: State) -> TapvirtError:
@@ -261,64 +294,79 @@ def _running(name: str, st: State) -> TapvirtError:
                         f"stop it first: tapvirt destroy {name}")
 
 
-def _start(dom: Domain, *, transient: bool, tun_node: str | None, host: Host | None,
-           timeout: float) -> State:
-    dd = DomainDir(runtime_root(), dom.name).ensure()
+def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
+           tun_node: str | None, host: Host | None, timeout: float,
+           paused: bool = False) -> State:
+    _trace("start")
+    dd = DomainDir(runtime_root(), name).ensure()
     with dd.locked():
         st = reconcile(dd)
         if st.state != SHUTOFF:
-            raise _running(dom.name, st)
-        from tapvirt.qemu.argv import build_argv, link_state_commands
-        from tapvirt.qemu.connect import connect_domain
-
-        if host is None:
-            from tapvirt.host.linux import LinuxHost
-
-            host = LinuxHost()
-        if tun_node is None:
-            tun_node = os.environ.get("TAPVIRT_TUN_NODE") or None
-        dom = _with_console_log(dom, dd.console_log)
-        dd.write(State(dom.name, dom.uuid, STARTING, "connecting devices", transient,
+            raise _running(name, st)
+        dd.write(State(name, "", STARTING, "connecting devices", transient,
                        launcher_pid=os.getpid(), started_at=time.time()))
+        sup = None
         try:
+            sup = PendingSupervisor(dd)
+            _trace("supervisor spawned")
+            dom = _with_console_log(load(name), dd.console_log)
+            _trace("definition loaded")
+            from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
+            from tapvirt.qemu.connect import connect_domain
+
+            if host is None:
+                from tapvirt.host.linux import LinuxHost
+
+                host = LinuxHost()
+            if tun_node is None:
+                tun_node = os.environ.get("TAPVIRT_TUN_NODE") or None
             with connect_domain(dom, host, tun_node=tun_node) as conn:
-                argv = build_argv(dom, conn.specs(), qmp_socket=str(dd.qmp_socket),
-                                  fd_base=None)
+                specs = conn.specs()
+                argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE)
+                pairs = fd_layout(specs, FD_BASE)
                 ifaces = [IfaceState(b.alias, b.iface.type.value, b.device,
                                      b.iface.model.value, b.iface.mac, b.delete_at_stop)
                           for b in conn.backends]
                 _write_live_xml(dom, dd, {i.alias: i.device for i in ifaces if i.device})
-                job = {
+                _trace("connected, argv built")
+                sup.send({
                     "name": dom.name, "uuid": dom.uuid, "root": str(dd.root),
                     "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
+                    "fd_numbers": [child for _, child in pairs],
                     "qmp_before_cont": link_state_commands(dom),
                     "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,
-                }
-                sup, status_r = _spawn_supervisor(job, conn.fds(), dd)
-                # the supervisor owns the fds and the devices to delete from here on
+                    "paused": paused, "trace": _TRACE,
+                }, [parent for parent, _ in pairs])
+                _trace("job sent")
+                # the supervisor owns copies of the fds and the devices to delete now
                 conn.close()
                 conn.to_delete.clear()
+            sup.reap()
         except BaseException:
+            if sup is not None:
+                sup.abandon()
             st = dd.read()
             if st.supervisor_pid is None:
                 _mark_shut_off(dd, st, "start failed")
             raise
-        sup.wait()  # the intermediate process exits as soon as the supervisor detached
         try:
-            msg = _read_status(status_r, timeout + 10)
+            msg = sup.reply(timeout + 10)
+            _trace("reply received")
         except TimeoutError:
             st = dd.read()
             if st.supervisor_pid:
                 kill_quietly(st.supervisor_pid, signal.SIGTERM)
-            raise TapvirtError(START_TIMEOUT, f"domain {dom.name}",
+            raise TapvirtError(START_TIMEOUT, f"domain {name}",
                                f"the guest was not running after {timeout + 10:g} s",
                                f"see {dd.qemu_log} and {dd.supervisor_log}") from None
+        finally:
+            sup.close()
         if msg is None:
             st = reconcile(dd)
             raise TapvirtError(
-                SUPERVISOR_FAILED, f"domain {dom.name}",
+                SUPERVISOR_FAILED, f"domain {name}",
                 "the supervisor ended without reporting: "
                 + (_log_tail(dd.supervisor_log) or "no log"),
                 f"see {dd.supervisor_log}")
@@ -411,6 +459,25 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
     final.reason = f"destroyed: no power-off within {timeout:g} s"
     dd.write(final)
     return final
+
+
+def resume(name: str) -> State:
+    """Let a guest started with --paused run (QMP `cont`)."""
+    from tapvirt.domains.runtime import PAUSED
+    from tapvirt.qemu.qmp import QmpClient
+
+    dd, st = _running_dir(name)
+    if st.state != PAUSED:
+        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}, not paused",
+                           "only a guest started with --paused can be resumed")
+    with dd.locked(wait=5):
+        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
+            qmp.execute("cont")
+        st = dd.read()
+        if st.state == PAUSED:
+            st.state, st.reason = RUNNING, "resumed"
+            dd.write(st)
+    return st
 
 
 # -- looking at guests ------------------------------------------------------------------

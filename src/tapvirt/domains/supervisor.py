@@ -1,12 +1,16 @@
 """The per-guest supervisor: QEMU's parent for the guest's whole life.
 
-`tapvirt start` runs `python -m tapvirt.domains.supervisor` with the interface fds
-(same numbers, `pass_fds`) and a JSON job on stdin. The supervisor detaches (forks
-once more, so it is nobody's child but init's), spawns QEMU paused, waits for QMP,
-sends the link-state commands and `cont`, reports one JSON line on the status fd
-and then waits for QEMU to end (pidfd: immediate). When it ends, for whatever reason,
-it applies on_poweroff / on_crash (restart or stop), closes its fd copies, deletes
-the managed devices that need explicit deletion, and writes state "shut off".
+`tapvirt start` runs `python -S -m tapvirt.domains.supervisor FD` as early as it can,
+so that the supervisor's interpreter starts while the launcher parses and connects;
+FD is one end of a socketpair. The supervisor detaches at once (forks once more, so it
+is nobody's child but init's) and waits for its job: one JSON message carrying the
+interface fds (SCM_RIGHTS). It then spawns QEMU paused with those fds renumbered as
+the command line says, waits for QMP, sends the link-state commands and `cont`,
+reports one JSON line back on the socket and waits for QEMU to end (pidfd:
+immediate). If the launcher goes away before sending a job, the supervisor just exits.
+When QEMU ends, for whatever reason, it applies on_poweroff / on_crash (restart or
+stop), closes its fd copies, deletes the managed devices that need explicit deletion,
+and writes state "shut off".
 
 Signals: SIGTERM = destroy (SIGTERM to QEMU, SIGKILL after a grace period);
 SIGUSR1 = a shutdown was requested (a guest power-off then is final, never restarted).
@@ -22,13 +26,14 @@ import json
 import os
 import select
 import signal
-import subprocess
+import socket
 import sys
 import time
 from typing import Any
 
 from tapvirt.domains.errors import SUPERVISOR_FAILED
 from tapvirt.domains.runtime import (
+    PAUSED,
     RUNNING,
     SHUTOFF,
     STARTING,
@@ -42,6 +47,11 @@ from tapvirt.qemu import process
 DESTROY_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on destroy
 QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a loop
 MAX_QUICK_RESTARTS = 3
+
+
+def trace(job: dict[str, Any], label: str) -> None:
+    if job.get("trace"):
+        log(f"tapvirt-trace {time.time():.4f} supervisor {label}")
 
 
 def log(msg: str) -> None:
@@ -58,9 +68,11 @@ class Supervisor:
         self.dd = DomainDir(Path(job["root"]), job["name"])
         self.argv: list[str] = list(job["argv"])
         self.fds: list[int] = list(job["fds"])
-        self.status_fd: int | None = job.get("status_fd")
+        # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
+        self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
+        self.status: socket.socket | None = job.get("status")
         self.keep_fds = job.get("on_poweroff") == "restart" or job.get("on_crash") == "restart"
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: process.Process | None = None
         self.destroy_requested = False
         self.shutdown_requested = False
         self.kill_at: float | None = None
@@ -76,13 +88,12 @@ class Supervisor:
     # -- reporting to the launcher ------------------------------------------------------
 
     def report(self, msg: dict[str, Any]) -> None:
-        if self.status_fd is None:
+        if self.status is None:
             return
         with contextlib.suppress(OSError):  # the launcher may be gone: keep going
-            os.write(self.status_fd, json.dumps(msg).encode() + b"\n")
-        with contextlib.suppress(OSError):
-            os.close(self.status_fd)
-        self.status_fd = None
+            self.status.sendall(json.dumps(msg).encode() + b"\n")
+        self.status.close()
+        self.status = None
 
     # -- signals ------------------------------------------------------------------------
 
@@ -107,8 +118,9 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.dd.console_log, str(self.dd.console_log) + ".old")
         subject = f"domain {self.state.name}"
-        self.proc = process.spawn(self.argv, pass_fds=self.fds, log_path=str(self.dd.qemu_log),
-                                  subject=subject)
+        self.proc = process.spawn(self.argv, fd_map=self.fd_map,
+                                  log_path=str(self.dd.qemu_log), subject=subject)
+        trace(self.job, "qemu spawned")
         self.state.qemu_pid = self.proc.pid
         self.state.qemu_start = process.proc_starttime(self.proc.pid)
         self.dd.write(self.state)  # a pid on disk before anything can fail
@@ -118,18 +130,24 @@ class Supervisor:
             client = process.wait_for_qmp(
                 self.proc, qmp_path, log_path=str(self.dd.qemu_log),
                 timeout=float(self.job.get("start_timeout", 30)), subject=subject)
+            trace(self.job, "qmp answered")
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
-                client.execute("cont")
+                if not self.job.get("paused"):
+                    client.execute("cont")
                 status = client.status()
-                if status != "running":
-                    raise TapvirtError(INTERNAL, subject, f"QEMU is {status!r} after cont")
+                want = "prelaunch" if self.job.get("paused") else "running"
+                if status != want:
+                    raise TapvirtError(INTERNAL, subject, f"QEMU is {status!r}, not {want!r}")
         except BaseException:
             process.stop(self.proc, subject=subject)
             raise
-        self.state.state = RUNNING
+        trace(self.job, "cont done")
+        self.state.state = PAUSED if self.job.get("paused") else RUNNING
         self.state.reason = "booted" if not self.state.restarts else "restarted"
+        if self.job.get("paused"):
+            self.state.reason = "started paused"
         self.dd.write(self.state)
 
     def watch(self) -> int:
@@ -223,6 +241,7 @@ class Supervisor:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self.fds = []
+        self.fd_map = []
 
     def finish(self, reason: str, status: int | None) -> None:
         """Everything the guest held goes; unmanaged devices are never touched."""
@@ -261,15 +280,41 @@ def remove_runtime_dir(dd: DomainDir) -> None:
     shutil.rmtree(dd.path, ignore_errors=True)
 
 
-def main() -> int:
-    job = json.loads(sys.stdin.read())
+def receive_job(sock: socket.socket) -> dict[str, Any] | None:
+    """The launcher's job and its fds, or None if it went away without sending one."""
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1024, socket.MSG_CMSG_CLOEXEC)
+    chunks = [data]
+    while data:
+        data = sock.recv(1 << 20)
+        chunks.append(data)
+    raw = b"".join(chunks)
+    if not raw:
+        for fd in fds:
+            os.close(fd)
+        return None
+    job: dict[str, Any] = json.loads(raw)
+    job["fds"] = fds
+    return job
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ready = time.time()
+    sock = socket.socket(fileno=int(args[0]))
+    os.set_inheritable(sock.fileno(), False)
     # Detach: our parent (the launcher) reaps this intermediate process at once; the
-    # grandchild below is adopted by init and outlives the CLI.
+    # child below is adopted by init (or the nearest subreaper) and outlives the CLI.
     if os.fork():
         os._exit(0)
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    job = receive_job(sock)
+    if job is None:
+        return 0  # the launcher failed before handing over anything
+    trace(job, f"imports done at {ready:.4f}")
+    job["status"] = sock
+    trace(job, "job received")
     try:
         return Supervisor(job).run()
     except Exception as exc:  # never leave a guest without state

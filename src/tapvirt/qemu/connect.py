@@ -28,8 +28,8 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from tapvirt import netcodes as nc
 from tapvirt.conf.model import (
@@ -53,6 +53,7 @@ from tapvirt.qemu.checks import (
     invalid_name_reason,
     label,
     managed_tap_mac,
+    may_be_attached,
 )
 
 BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper"
@@ -134,23 +135,33 @@ class Connection:
             try:
                 self._host.delete_link(name)
             except TapvirtError as err:
+                err.details.setdefault("device", name)
                 failed.append(err)
             except OSError as exc:
                 failed.append(TapvirtError(
                     nc.HOST_ERROR, f"device {name}",
                     f"could not delete it: {os.strerror(exc.errno or 0)}",
-                    f"delete it as root: ip link del {name}"))
+                    f"delete it as root: ip link del {name}", details={"device": name}))
         self.to_delete.clear()
         return failed
-
-    abort = cleanup
 
     def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.cleanup()
+        if exc_type is None:
+            return
+        left = [e.details.get("device") for e in self.cleanup()]
+        if left and isinstance(exc, TapvirtError):
+            # The original error stays the one raised; the user must still learn what
+            # tapvirt created and could not remove.
+            names = " ".join(str(n) for n in left)
+            exc.details["left_behind"] = left
+            exc.fix = (exc.fix + "; " if exc.fix else "") + (
+                f"tapvirt could not remove what it created: as root, ip link del {names}"
+                if len(left) == 1 else
+                "tapvirt could not remove what it created: as root, for d in "
+                f"{names}; do ip link del $d; done")
 
 
 def user_label(uid: int) -> str:
@@ -194,9 +205,8 @@ def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: st
             node = macvtap_node_for(iface, link)
             facts = _with(facts, macvtap_node_path=node, macvtap_node=host.node_status(node))
         elif (link.kind is LinkKind.TAP and link.tun is not None
-              and not link.tun.multi_queue and link.tun.num_queues > 0):
-            # Only an attached single-queue tap is busy; the /proc scan that names the
-            # holder costs milliseconds, so it runs only then.
+              and not link.tun.multi_queue and may_be_attached(link)):
+            # The /proc scan that names the holder costs milliseconds: only when needed.
             facts = _with(facts, holders=host.tap_holders(link.name))
     src = iface.source
     src_name = getattr(src, "bridge", None) or getattr(src, "dev", None)
@@ -212,10 +222,8 @@ def _lookup(host: Host, name: str | None) -> LinkInfo | None:
     return host.lookup(name)
 
 
-def _with(facts: Facts, **changes: object) -> Facts:
-    from dataclasses import replace
-
-    return replace(facts, **changes)  # type: ignore[arg-type]
+def _with(facts: Facts, **changes: Any) -> Facts:
+    return replace(facts, **changes)
 
 
 def check_domain(dom: Domain, host: Host, *, tun_node: str | None = None,

@@ -133,14 +133,18 @@ def test_connect_never_leaks_or_leaves_devices(case: tuple[dict[str, Any], Domai
         event(err.code.code)
         assert err.code.code != "internal" and err.fix
         assert "Errno" not in err.message
+        reported = set(err.details.get("left_behind", []))
+        for name in reported:
+            assert f"ip link del {name}" in err.fix
     else:
         event("connected")
         assert all(r.verdict != "error" for r in reports)
         if not desc["fail"]:
             assert build_argv(dom, conn.specs(), qmp_socket="/q") == planned
-        conn.cleanup()
+        reported = {e.details["device"] for e in conn.cleanup()}
     assert not fake.open_fds
-    assert fake.links.keys() == before.keys()
+    # a created device may stay only when deleting it failed, and then the user was told
+    assert set(fake.links) - set(before) == reported
     assert not fake.changes
 
 
