@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -71,6 +72,8 @@ def run_module(args: list[str]) -> tuple[dict[str, Any] | None, str, int, float]
         data = _trailing_json(text)
     if data is not None and "suite" not in data:
         data = ADAPTERS.get(args[0], lambda _d: None)(data)
+        if data is not None:
+            data["command"] = f"sudo PYTHONPATH=src {sys.executable} -m {' '.join(args)}"
     return data, text, rc, seconds
 
 
@@ -286,9 +289,25 @@ def _render_run(run: dict[str, Any]) -> list[str]:
             out += ["", f"**{t['title']}**", "", *md_table(t["columns"], t["rows"])]
             if t.get("note"):
                 out += ["", f"*{t['note']}*"]
+        argvs = data.get("series", {}).get("argv") or {}
+        if argvs:
+            out += ["", "The network part of the QEMU command line of each case "
+                    "(tapvirt's read back from the running QEMU):", "", "```text"]
+            for case, argv in argvs.items():
+                out.append(f"{case:<13} {' '.join(_nic_args(argv))}")
+            out.append("```")
         return out
     out += [f"Command: `python -m {' '.join(run['args'])}` (exit {run['rc']}, "
             f"{run['seconds']:.0f} s)", "", "```text", run.get("text", "").rstrip(), "```"]
+    return out
+
+
+def _nic_args(argv: list[str]) -> list[str]:
+    """-netdev and the virtio-net -device of an argv, as a user would type them."""
+    out: list[str] = []
+    for opt, val in itertools.pairwise(argv):
+        if opt == "-netdev" or (opt == "-device" and "virtio-net" in val):
+            out += [opt, f"'{val}'" if val.startswith("{") else val]
     return out
 
 
@@ -322,7 +341,55 @@ SECTION_TEXT: dict[str, list[str]] = {
     ],
 }
 
-SECTION_NOTES: dict[str, list[str]] = {}
+SECTION_NOTES: dict[str, list[str]] = {
+    "datapath": [
+        "**Reading these numbers.**",
+        "",
+        "- Under TCG the guest's emulated CPU is the bottleneck of every path, so what wins "
+        "is whatever moves the fewest, largest packets through the guest. A tap opened with "
+        "`IFF_VNET_HDR` lets the guest hand 64 KB TSO/GSO segments and partial checksums to "
+        "the host (QEMU negotiates the offloads with `TUNSETOFFLOAD`); without it every "
+        "segment is cut to the 1500-byte MTU and checksummed in the guest, which is why "
+        "*novnet* runs at a fraction of the tap's speed. slirp terminates TCP inside QEMU's "
+        "main loop; passt does it in its own process but, at guest MTU 1500, moves "
+        "MTU-sized frames over a unix socket. With guest MTU 65520 (passt's own default "
+        "when the guest takes its address by DHCP) passt gets much closer "
+        "(/work/shared/reference/e2e-recipe.md §6 measured 0.73x / 0.71x of the tap); add "
+        "`--cases passt-65520` to measure it.",
+        "- tapvirt's default for `<model type='virtio'/>` on a precreated tap is exactly "
+        "the fast configuration: it opens the tap with `IFF_VNET_HDR` (host/tap.py, "
+        "`attach_flags`), passes the fd with `-netdev {\"type\":\"tap\",\"fd\":...}` "
+        "and lets QEMU read vnet_hdr from the fd (the `vnet_hdr=` option is invalid with "
+        "`fd=`), and adds `host_mtu` only when the device's MTU is not 1500. The "
+        "`-netdev`/`-device` pair tapvirt produced is shown below next to the hand-written "
+        "one: apart from ids and the option ROM they are the same.",
+        "- Differences between *tapvirt* and *hand* of ±20 % come and go between runs on "
+        "this machine. They were chased with diagnostic cases (`--cases tapvirt,"
+        "tapvirt-api,hand,hand-rom,hand-setsid`: tapvirt's modules without the supervisor, "
+        "the hand command with the NIC option ROM, QEMU in a session of its own as the "
+        "supervisor runs it): none of these made a consistent difference across runs, "
+        "so what remains is the machine's noise (other tenants' load, visible in the "
+        "ready times and retransmits). *best hand-tuned* is the faster of *hand* and "
+        "*hand-rxq* per direction, which favours the hand side slightly.",
+        "- Multiqueue: Linux guests enable as many queue pairs as they have vCPUs. Under "
+        "TCG on two shared host cores a second queue has little to work with (the guest's "
+        "iperf3 3.12 server is single-threaded, and the vCPU threads compete with the "
+        "host side for the same two cores), so the multiqueue row shows that the "
+        "configuration works end to end (a 2-fd `multi_queue` tap, `mq=on`, `vectors=6`) "
+        "rather than the gain multiqueue gives with KVM (Cloud Hypervisor reports +37 % "
+        "for 2 queue pairs).",
+        "- Not tapvirt's: TCG itself (no KVM on this machine type, no `/dev/vhost-net`), "
+        "and the noise of a shared 2-core host.",
+    ],
+    "cli": [
+        "`tapvirt --version` imports nothing beyond `tapvirt/__init__.py`. `tapvirt list` "
+        "loads argparse, the verbs' registration and the lifecycle API (runtime state "
+        "files), not the XML parser: `tapvirt.domains.store` imports `conf.parse` and "
+        "`conf.format` (and with them lxml) only when a definition is read or written. "
+        "The remaining import time is mostly the typed model (`tapvirt.conf.model`, "
+        "dataclasses and enums) and `tapvirt.errors`.",
+    ],
+}
 
 
 def plot_all(results: dict[str, Any], outdir: Path) -> dict[str, list[str]]:
