@@ -133,7 +133,15 @@ def start(data: dict[str, Any], outdir: Path) -> list[str]:
         return []
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.8))
-    ax.plot(range(1, len(per_guest) + 1), per_guest, marker=".", lw=0.8)
+    n = len(per_guest)
+    ax.plot(range(1, n + 1), per_guest, marker=".", lw=0.8, label="each start")
+    k = min(10, n // 2)
+    if k:
+        for xs, label, color in ((range(1, k + 1), f"median of the first {k}", "green"),
+                                 (range(n - k + 1, n + 1), f"median of the last {k}", "red")):
+            med = sorted(per_guest[x - 1] for x in xs)[k // 2]
+            ax.hlines(med, xs[0], xs[-1], colors=color, lw=2, label=f"{label}: {med:.0f} ms")
+        ax.legend(fontsize=8)
     ax.set_xlabel("guest number (started one after another, paused)")
     ax.set_ylabel("launcher time, ms")
     ax.set_title("tapvirt start: launcher time per guest")
