@@ -433,12 +433,16 @@ def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> tuple[float, i
         argv.append("-R")
     last = ""
     for attempt in range(2):
-        proc = lab.ns.exec(*argv, check=False, timeout=seconds + 40)
         try:
-            data = json.loads(proc.stdout)
-        except json.JSONDecodeError:
-            data = {"error": proc.stderr.strip() or proc.stdout[:300]}
-        if "error" not in data and proc.returncode == 0:
+            proc = lab.ns.exec(*argv, check=False, timeout=seconds + 40)
+        except subprocess.TimeoutExpired:  # a stalled connection: iperf3 never ends
+            data: dict[str, Any] = {"error": f"iperf3 did not end within {seconds + 40} s"}
+        else:
+            try:
+                data = json.loads(proc.stdout)
+            except json.JSONDecodeError:
+                data = {"error": proc.stderr.strip() or proc.stdout[:300]}
+        if "error" not in data:
             end = data["end"]
             return (float(end["sum_received"]["bits_per_second"]) / 1e6,
                     int(end.get("sum_sent", {}).get("retransmits", 0)))
@@ -450,33 +454,46 @@ def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> tuple[float, i
 
 # -- the run ------------------------------------------------------------------------------
 
-def run_cases(lab: Lab, cases: Sequence[str], rounds: int, seconds: int,
-              log: bool = True) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]]]:
+def measure_case(lab: Lab, case: str, tag: str, seconds: int) -> dict[str, Any]:
+    """Boot one guest, iperf3 both ways, stop it; one sample (RuntimeError on failure)."""
+    g = launch(lab, case, tag)
+    try:
+        boot = wait_ready(g, timeout=120)
+        time.sleep(0.3)
+        h2g, h2g_retr = iperf(lab, case, reverse=False, seconds=seconds)
+        time.sleep(0.5)
+        g2h, g2h_retr = iperf(lab, case, reverse=True, seconds=seconds)
+        rss = rss_mib(g.qemu_pid)
+    finally:
+        g.stop()
+    print(f"  {case:<13} host->guest {h2g:7.0f}  guest->host {g2h:7.0f} Mbit/s (retransmits "
+          f"{h2g_retr}/{g2h_retr})  ready {boot:4.1f} s  QEMU RSS {rss} MiB", flush=True)
+    return {"h2g": round(h2g, 1), "g2h": round(g2h, 1), "retransmits": [h2g_retr, g2h_retr],
+            "ready_s": round(boot, 2), "qemu_rss_mib": rss, "load1": loadavg()[0],
+            "argv": g.argv}
+
+
+def run_cases(lab: Lab, cases: Sequence[str], rounds: int, seconds: int
+              ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[str]],
+                         dict[str, list[str]]]:
     samples: dict[str, list[dict[str, Any]]] = {c: [] for c in cases}
     argvs: dict[str, list[str]] = {}
+    failures: dict[str, list[str]] = {}
     for n, (r, case) in enumerate(interleaved(cases, rounds)):
-        tag = f"{n}-{case}"
-        g = launch(lab, case, tag)
+        print(f"  round {r + 1}", end="", flush=True)
         try:
-            boot = wait_ready(g, timeout=120)
-            time.sleep(0.3)
-            h2g, h2g_retr = iperf(lab, case, reverse=False, seconds=seconds)
-            time.sleep(0.5)
-            g2h, g2h_retr = iperf(lab, case, reverse=True, seconds=seconds)
-            rss = rss_mib(g.qemu_pid)
-            if g.argv:
-                argvs[case] = g.argv
-        finally:
-            g.stop()
-        sample = {"round": r, "h2g": round(h2g, 1), "g2h": round(g2h, 1),
-                  "retransmits": [h2g_retr, g2h_retr],
-                  "ready_s": round(boot, 2), "qemu_rss_mib": rss, "load1": loadavg()[0]}
+            sample = measure_case(lab, case, f"{n}-{case}", seconds)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as exc:
+            # one broken run is recorded, not fatal for the rest
+            print(f" {case:<13} FAILED: {exc}", flush=True)
+            failures.setdefault(case, []).append(str(exc)[:500])
+            continue
+        sample["round"] = r
+        argv = sample.pop("argv")
+        if argv:
+            argvs[case] = argv
         samples[case].append(sample)
-        if log:
-            print(f"  round {r + 1} {case:<13} host->guest {h2g:7.0f}  guest->host {g2h:7.0f}"
-                  f" Mbit/s (retransmits {h2g_retr}/{g2h_retr})  ready {boot:4.1f} s  "
-                  f"QEMU RSS {rss} MiB", flush=True)
-    return samples, argvs
+    return samples, argvs, failures
 
 
 def summarise(samples: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str, float]]:
@@ -511,7 +528,7 @@ def goals_of(avg: dict[str, dict[str, float]]) -> list[Goal]:
 
 
 def tables_of(avg: dict[str, dict[str, float]], samples: dict[str, list[dict[str, Any]]],
-              rounds: int, seconds: int) -> list[Table]:
+              rounds: int, seconds: int, failures: dict[str, list[str]]) -> list[Table]:
     base = avg.get("tapvirt")
     rows: list[list[Any]] = []
     for case, rows_of_case in samples.items():
@@ -523,13 +540,22 @@ def tables_of(avg: dict[str, dict[str, float]], samples: dict[str, list[dict[str
                      _ratio(a["h2g"], base["h2g"]) if base else "",
                      _ratio(a["g2h"], base["g2h"]) if base else "",
                      " ".join(per), a["ready_s"], a["qemu_rss_mib"]])
+    paired = ""
+    if base and "hand" in samples:
+        by_round = {r["round"]: r for r in samples["hand"]}
+        pairs = [(t, by_round[t["round"]]) for t in samples["tapvirt"] if t["round"] in by_round]
+        paired = " Per-round tapvirt / hand (adjacent runs), h->g: " + ", ".join(
+            f"{t['h2g'] / h['h2g']:.2f}" for t, h in pairs) + "; g->h: " + ", ".join(
+            f"{t['g2h'] / h['g2h']:.2f}" for t, h in pairs) + "."
     tables: list[Table] = [{
         "title": "Throughput, 1 vCPU, MTU 1500 (Mbit/s, median of rounds)",
         "columns": ["case", "what", "host->guest", "guest->host", "h->g vs tapvirt",
                     "g->h vs tapvirt", "per round h->g/g->h", "ready (s)", "QEMU RSS (MiB)"],
         "rows": rows,
         "note": f"{rounds} round(s) of {seconds} s per direction, interleaved; ratio = case / "
-                "tapvirt default.",
+                "tapvirt default." + paired
+                + "".join(f" {c}: {len(f)} run(s) failed ({f[0][:120]})."
+                          for c, f in failures.items()),
     }]
     if "tapvirt-mq" in avg and "tapvirt-2cpu" in avg:
         one, mq = avg["tapvirt-2cpu"], avg["tapvirt-mq"]
@@ -580,7 +606,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{seconds} s, TCG, load average {facts['loadavg']}", flush=True)
     t0 = time.monotonic()
     with lab_for(image) as lab:
-        samples, argvs = run_cases(lab, cases, rounds, seconds)
+        samples, argvs, failures = run_cases(lab, cases, rounds, seconds)
     avg = summarise(samples)
     goals = goals_of(avg)
     for g in goals:
@@ -594,8 +620,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"reproduce: {cmd}")
     write_json(args.json, {
         "suite": "datapath", "command": cmd, "quick": args.quick,
-        "goals": goals, "tables": tables_of(avg, samples, rounds, seconds),
-        "series": {"samples": samples, "avg": avg, "argv": argvs,
+        "goals": goals, "tables": tables_of(avg, samples, rounds, seconds, failures),
+        "series": {"samples": samples, "avg": avg, "argv": argvs, "failures": failures,
                    "descriptions": {c: DESCRIPTION[c] for c in cases}},
         "facts": facts, "wall_s": round(time.monotonic() - t0, 1),
         "load_after": loadavg(),
