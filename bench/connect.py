@@ -6,9 +6,10 @@ private tun node, precreates a tap owned by that user in each, and runs the meas
 side as that user with no capabilities. Both namespaces are measured, then N other
 links (persistent taps made with raw ioctls) are added to B and both are measured
 again. Goals: connect <= 3x raw; B with N links within 10 % of B without, relative to
-A over the same time (a difference of differences: namespaces differ a little from
-each other, and a shared machine drifts, so neither a second namespace nor a second
-run alone is a fair baseline).
+A (a difference of differences: namespaces differ a little from each other and a shared
+machine drifts, so neither a second namespace nor a second run alone is a fair
+baseline). A and B are measured back to back in each block; the median over blocks of
+B/A before and after is compared, so one disturbed block does not decide.
 
     cd REPO && sudo PYTHONPATH=src python3 -m bench.connect [--quick] [--links N] [--rounds R]
 """
@@ -21,6 +22,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.support.sandbox import (
@@ -44,9 +46,11 @@ GOAL_SCALING = 0.10
 CHILD = r'''
 import fcntl, json, os, struct, time
 from tapvirt.host.linux import LinuxHost
-NAME, NODE, ROUNDS, WARMUP, RAW_FIRST = __PARAMS__
+NAME, NODE, ROUNDS, WARMUP, RAW_FIRST, HOST_ONLY = __PARAMS__
 host = LinuxHost()
 try:  # the real pre-flight checks, when the qemu layer is there
+    if HOST_ONLY:
+        raise ImportError("--host-only")
     from tapvirt.conf.model import Interface, InterfaceType, Target
     from tapvirt.qemu.checks import check_interface
     from tapvirt.qemu.connect import gather_facts
@@ -121,9 +125,13 @@ def median(xs: list[int]) -> float:
     return float(s[len(s) // 2]) / 1000
 
 
+HOST_ONLY = [False]
+
+
 def measure(as_user: AsUser, node: str, rounds: int, warmup: int,
             raw_first: bool) -> dict[str, Any]:
-    code = CHILD.replace("__PARAMS__", repr(("benchtap", node, rounds, warmup, raw_first)))
+    code = CHILD.replace("__PARAMS__", repr(("benchtap", node, rounds, warmup, raw_first,
+                                             HOST_ONLY[0])))
     proc = as_user.python(code, timeout=600)
     if proc.returncode != 0:
         raise SystemExit(f"measured side failed:\n{proc.stderr}")
@@ -131,20 +139,36 @@ def measure(as_user: AsUser, node: str, rounds: int, warmup: int,
     return data
 
 
+Block = tuple[dict[str, float], dict[str, float]]  # medians of A and of B in one block
+
+
 def run_phase(user: User, code: CodeCopy, spaces: tuple[Netns, Netns], node: str, *,
-              blocks: int, per_block: int, warmup: int) -> tuple[list[Samples], bool]:
-    """Alternate the namespaces and the loop order block by block, pooling samples."""
+              blocks: int, per_block: int, warmup: int
+              ) -> tuple[list[Samples], list[Block], bool]:
+    """Alternate the namespaces and the loop order block by block; pool the samples and
+    keep each block's medians (A and B measured back to back see the same machine)."""
     pooled: list[Samples] = [{k: [] for k in KEYS} for _ in spaces]
+    per: list[Block] = []
     have_checks = False
     for b in range(blocks):
         order = (0, 1) if b % 2 == 0 else (1, 0)
+        block: list[dict[str, float]] = [{}, {}]
         for which in order:
             data = measure(AsUser(user, spaces[which], code), node, per_block, warmup,
                            raw_first=(b // 2) % 2 == 0)
             have_checks = bool(data["checks"])
             for key in KEYS:
                 pooled[which][key] += data[key]
-    return pooled, have_checks
+            block[which] = {k: median(data[k]) for k in KEYS}
+        per.append((block[0], block[1]))
+    return pooled, per, have_checks
+
+
+def b_over_a(blocks: list[Block], value: Callable[[dict[str, float]], float]) -> float:
+    """Median over blocks of B's value relative to A's in the same block."""
+    ratios = sorted(value(b) / value(a) for a, b in blocks)
+    mid = len(ratios) // 2
+    return ratios[mid] if len(ratios) % 2 else (ratios[mid - 1] + ratios[mid]) / 2
 
 
 def medians(s: Samples) -> dict[str, float]:
@@ -179,7 +203,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="samples per case and phase")
     ap.add_argument("--blocks", type=int, default=None,
                     help="alternations of namespace and loop order per phase")
+    ap.add_argument("--host-only", action="store_true",
+                    help="time the host layer alone (lookup + open), without tapvirt.qemu")
     args = ap.parse_args(argv)
+    HOST_ONLY[0] = args.host_only
     if not is_root():
         print("bench/connect.py needs root (creates namespaces, a user and taps)",
               file=sys.stderr)
@@ -197,12 +224,12 @@ def main(argv: list[str] | None = None) -> int:
         node = str(private_tun_node(scratch, user.uid, user.gid))
         for ns in spaces:
             setup_ns(ns, user.uid)
-        before, have_checks = run_phase(user, code, spaces, node, blocks=blocks,
+        before, blocks_before, have_checks = run_phase(user, code, spaces, node, blocks=blocks,
                                              per_block=per_block, warmup=warmup)
         t0 = time.monotonic()
         spaces[1].exec(sys.executable, "-c", FILL, str(links), "tvf", timeout=1200)
         fill_s = time.monotonic() - t0
-        after, _ = run_phase(user, code, spaces, node, blocks=blocks,
+        after, blocks_after, _ = run_phase(user, code, spaces, node, blocks=blocks,
                                              per_block=per_block, warmup=warmup)
         a0, b0 = medians(before[0]), medians(before[1])
         a1, b1 = medians(after[0]), medians(after[1])
@@ -212,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
               f"and phase ({blocks} alternating blocks, +{warmup} warm-up each); measured "
               f"side unprivileged (uid {user.uid}); {links} links added in {fill_s:.1f} s")
         print("  connect = " + ("lookup + checks (tapvirt.qemu) + open + close" if have_checks
-                                else "lookup + open + close (tapvirt.qemu not importable)"))
+                                else "lookup + open + close (without tapvirt.qemu)"))
         line("A before", a0, what)
         line("B before", b0, what)
         line(f"A after ({n_a} links)", a1, what)
@@ -229,13 +256,22 @@ def main(argv: list[str] | None = None) -> int:
 
             def did(key: Any, sfx: str = sfx) -> float:  # difference of differences
                 def val(m: dict[str, float]) -> float:
-                    return key(m) if callable(key) else m[key + sfx]
-                return (val(b1) / val(b0)) / (val(a1) / val(a0)) - 1
+                    return float(key(m)) if callable(key) else m[key + sfx]
+                return b_over_a(blocks_after, val) / b_over_a(blocks_before, val) - 1
 
-            raw0 = a0["raw" + sfx] + b0["raw" + sfx]
-            ratio = (parts(a0) + parts(b0)) / raw0
-            loop = (a0["connect" + sfx] + b0["connect" + sfx]) / raw0
-            ratio_many = parts(b1) / b1["raw" + sfx]
+            def per_run(value: Callable[[dict[str, float]], float], phase: list[Block],
+                        spaces: tuple[int, ...] = (0, 1), sfx: str = sfx) -> float:
+                """Median over measured runs of value/raw, each run against its own raw."""
+                ratios = sorted(value(blk[i]) / blk[i]["raw" + sfx]
+                                for blk in phase for i in spaces)
+                return ratios[len(ratios) // 2]
+
+            ratio = per_run(parts, blocks_before)
+            def whole(m: dict[str, float], sfx: str = sfx) -> float:
+                return m["connect" + sfx]
+
+            loop = per_run(whole, blocks_before)
+            ratio_many = per_run(parts, blocks_after, (1,))
             scaling = did(parts)
             judged = clock == "cpu"
             if judged:
@@ -252,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
               + (" --quick" if args.quick else "")
               + (f" --links {links}" if args.links is not None else "")
               + (f" --rounds {rounds}" if args.rounds is not None else "")
-              + (f" --blocks {blocks}" if args.blocks is not None else ""))
+              + (f" --blocks {blocks}" if args.blocks is not None else "")
+              + (" --host-only" if args.host_only else ""))
         return 0 if ok or args.quick else 1
     finally:
         for ns in spaces:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tapvirt.errors import TapvirtError
 from tapvirt.host import netlink as nl
-from tapvirt.host.links import format_mac, parse_mac, validate_ifname
+from tapvirt.host.links import format_mac, parse_mac, tun_info, validate_ifname
 
 
 def _ifinfo(index: int, flags: int) -> bytes:
@@ -165,3 +165,21 @@ def test_errors_and_acks() -> None:
     with pytest.raises(nl.NetlinkError) as e:
         client.del_link(name="x")
     assert e.value.errno == 1
+
+
+@pytest.mark.parametrize(("attrs", "carrier", "queues"), [
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, True, 1),  # single-queue, attached: carrier on
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, False, 0),
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, None, 0),
+    ({nl.IFLA_TUN_MULTI_QUEUE: 1, nl.IFLA_TUN_NUM_QUEUES: 3}, True, 3),  # the kernel's count
+    ({nl.IFLA_TUN_MULTI_QUEUE: 1, nl.IFLA_TUN_NUM_QUEUES: 0}, True, 0),
+])
+def test_queue_count_of_single_queue_taps_comes_from_carrier(
+        attrs: dict[int, int], carrier: bool | None, queues: int) -> None:
+    assert tun_info(attrs, carrier).num_queues == queues
+
+
+def test_carrier_is_parsed() -> None:
+    raw = nl.parse_link(_ifinfo(3, 0) + _u8(nl.IFLA_CARRIER, 1))
+    assert raw.carrier is True
+    assert nl.parse_link(_ifinfo(3, 0)).carrier is None

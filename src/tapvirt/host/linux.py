@@ -7,16 +7,10 @@ import os
 import stat
 
 from tapvirt.host import linkops, links, macvtap, procfs, tap
-from tapvirt.host.api import IFF_UP, Identity, LinkInfo, NodeStatus, OwnedFds
-from tapvirt.host.netlink import (
-    IFLA_TUN_MULTI_QUEUE,
-    IFLA_TUN_NUM_DISABLED_QUEUES,
-    IFLA_TUN_NUM_QUEUES,
-    RtNetlink,
-)
+from tapvirt.host.api import Identity, LinkInfo, NodeStatus, OwnedFds
+from tapvirt.host.netlink import RtNetlink
 
 CAP_NET_ADMIN = 12
-IFF_LOWER_UP = 0x10000
 
 
 def effective_caps(status_path: str = "/proc/self/status") -> int:
@@ -92,18 +86,17 @@ class LinuxHost:
         # Scanning /proc costs ~0.5 ms and grows with the number of processes; netlink
         # says in ~20 us whether anything is attached at all (a detached queue still
         # counts as held). Only then look for who it is.
-        # The kernel reports the queue counts only for multi_queue taps; a single-queue
-        # tap that is UP shows an attachment by its carrier (IFF_LOWER_UP), a DOWN one
-        # not at all (then scan).
+        # The kernel reports queue counts for multi_queue taps only; links.tun_info()
+        # derives a single-queue tap's from IFLA_CARRIER (also reported when it is DOWN).
         links.validate_ifname(name)
+        # A missing device or one that is not a tun/tap has no holders here (a same-named
+        # tap in another namespace is not ours to report).
         raw = self._nl.get_link(name=name)
-        if raw is not None and raw.kind == "tun":
-            if raw.tun.get(IFLA_TUN_MULTI_QUEUE):
-                if not (raw.tun.get(IFLA_TUN_NUM_QUEUES, 0)
-                        + raw.tun.get(IFLA_TUN_NUM_DISABLED_QUEUES, 0)):
-                    return ()
-            elif raw.flags & IFF_UP and not raw.flags & IFF_LOWER_UP:
-                return ()
+        if raw is None or raw.kind != "tun":
+            return ()
+        tun = links.tun_info(raw.tun, raw.carrier)
+        if tun.num_queues + tun.num_disabled_queues == 0:
+            return ()
         return procfs.tap_holders(name)
 
     def vhost_net_available(self) -> bool:
@@ -120,7 +113,8 @@ class LinuxHost:
 
     def open_macvtap(self, link: LinkInfo, *, node: str, vnet_hdr: bool,
                      queues: int) -> OwnedFds:
-        return macvtap.open_macvtap(link, node=node, vnet_hdr=vnet_hdr, queues=queues)
+        return macvtap.open_macvtap(link, node=node, vnet_hdr=vnet_hdr, queues=queues,
+                                    privileged=self.identity().net_admin)
 
     def create_tap(self, name: str | None, *, tun_node: str, mac: str, mtu: int | None,
                    bridge: str | None, vnet_hdr: bool, queues: int) -> tuple[str, OwnedFds]:

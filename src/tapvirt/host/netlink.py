@@ -46,6 +46,7 @@ IFLA_MASTER = 10
 IFLA_OPERSTATE = 16
 IFLA_LINKINFO = 18
 IFLA_EXT_MASK = 29
+IFLA_CARRIER = 33
 IFLA_LINK_NETNSID = 37
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -101,6 +102,7 @@ class RawLink:
     kind: str  # IFLA_INFO_KIND, "" when absent
     tun: dict[int, int] = field(default_factory=dict)  # IFLA_TUN_* -> value
     macvlan_mode: int | None = None
+    carrier: bool | None = None  # IFLA_CARRIER, reported whether the link is up or not
 
 
 def _align(n: int) -> int:
@@ -146,7 +148,8 @@ def _cstr(payload: bytes) -> str:
 
 # The top-level attributes parse_link() uses, with and without the NLA_F_NESTED bit.
 _WANTED = frozenset(k | f for k in (IFLA_IFNAME, IFLA_MTU, IFLA_ADDRESS, IFLA_OPERSTATE,
-                                    IFLA_MASTER, IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO)
+                                    IFLA_MASTER, IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO,
+                                    IFLA_CARRIER)
                     for f in (0, _NLA_F_NESTED))
 
 
@@ -188,6 +191,7 @@ def parse_link(payload: bytes) -> RawLink:
     master = found.get(IFLA_MASTER)
     link = found.get(IFLA_LINK)
     netnsid = found.get(IFLA_LINK_NETNSID)
+    carrier = found.get(IFLA_CARRIER)
     mtu = found.get(IFLA_MTU)
     return RawLink(
         index, _cstr(found.get(IFLA_IFNAME, b"")), flags,
@@ -196,7 +200,7 @@ def parse_link(payload: bytes) -> RawLink:
         None if master is None else _u32(master),
         None if link is None else _u32(link),
         None if netnsid is None else int(struct.unpack_from("=i", netnsid)[0]),
-        kind, tun, mode)
+        kind, tun, mode, None if not carrier else bool(carrier[0]))
 
 
 class RtNetlink:

@@ -207,8 +207,9 @@ def _check_unmanaged(iface: Interface, facts: Facts, out: _Collector) -> None:
 
 def attached(link: LinkInfo) -> bool:
     """Whether the kernel says some fd is attached to this tap. Netlink reports the queue
-    count only for multi_queue taps; a single-queue tap that is UP shows it by its carrier
-    (IFF_LOWER_UP), which the tun driver raises on attach (kernel-facts §6)."""
+    count only for multi_queue taps; for a single-queue tap the host layer derives it from
+    the carrier, which the tun driver raises on attach and which netlink reports also while
+    the tap is DOWN (tapvirt.host.links.tun_info)."""
     tun = link.tun
     if tun is None:
         return False
@@ -216,8 +217,9 @@ def attached(link: LinkInfo) -> bool:
 
 
 def may_be_attached(link: LinkInfo) -> bool:
-    """Worth looking for holders: attached, or DOWN (then the carrier tells nothing)."""
-    return attached(link) or not link.up
+    """Worth the /proc scan that names a holder: only when the kernel says it is attached.
+    An idle tap's connect then costs no second netlink round trip (bench/connect.py)."""
+    return attached(link)
 
 
 def _check_macvtap(iface: Interface, link: LinkInfo, facts: Facts, out: _Collector) -> None:

@@ -38,7 +38,9 @@ CASES: list[tuple[str, Interface, dict[str, Any], str, tuple[str, ...]]] = [
      "device-busy", ("not visible to us",)),
     ("busy-carrier", tap(), {"links": [tap_link(flags=0x10000)]},
      "device-busy", ("not visible to us",)),
-    ("busy-down-holder", tap(), {"links": [tap_link(up=False)], "holders": {"mytap0": [77]}},
+    # A DOWN single-queue tap still reports its attached queue (derived from the carrier).
+    ("busy-down-holder", tap(), {"links": [tap_link(up=False, tun={"num_queues": 1})],
+                                 "holders": {"mytap0": [77]}},
      "device-busy", ("process 77",)),
     ("down", tap(), {"links": [tap_link(up=False)]},
      "device-down", ("administratively down", "ip link set mytap0 up")),
