@@ -98,3 +98,48 @@ def test_start_failure_leaves_nothing(capsys: pytest.CaptureFixture[str], dirs: 
     reap_orphans()
     rc, out, _ = _run(capsys, "domstate", "cli1")
     assert out.strip() == "shut off"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.12, 0.2, 0.3, 0.5])
+def test_launcher_killed_mid_start(dirs: Path, delay: float) -> None:
+    """Kill `tapvirt start` at some point: the next commands repair the state without
+    help, the guest can be started and destroyed, and no QEMU is left behind."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tapvirt.qemu.process import pid_alive
+    from tests.support.reaper import become_subreaper, reap_orphans
+
+    become_subreaper()
+    (dirs / "d.xml").write_text(XML)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+    def tv(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "tapvirt.cli.main", *argv], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    assert tv("define", str(dirs / "d.xml")).returncode == 0
+    launcher = subprocess.Popen([sys.executable, "-m", "tapvirt.cli.main", "start", "cli1"],
+                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(delay)
+    launcher.send_signal(signal.SIGKILL)
+    launcher.wait()
+    time.sleep(0.3)  # a supervisor that got its job may still be starting QEMU
+    state = tv("domstate", "cli1", "--json")
+    assert state.returncode == 0, state.stderr
+    if json.loads(state.stdout)["state"] == "shut off":
+        started = tv("start", "cli1")
+        assert started.returncode == 0, started.stderr
+    else:
+        assert json.loads(state.stdout)["state"] in ("running", "starting")
+    deadline = time.monotonic() + 10
+    while json.loads(tv("domstate", "cli1", "--json").stdout)["state"] != "running":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    st = json.loads((dirs / "run" / "tapvirt" / "cli1" / "state.json").read_text())
+    assert tv("destroy", "cli1").returncode == 0
+    assert not pid_alive(st["qemu_pid"])
+    reap_orphans()
