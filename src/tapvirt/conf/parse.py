@@ -32,7 +32,6 @@ from tapvirt.conf.model import (
 )
 from tapvirt.conf.rules import (
     ARCHES,
-    DOMAIN_GROUPS,
     IFNAME_RE,
     MAC_RE,
     MACHINE_RE,
@@ -349,7 +348,6 @@ class _Parser:
             required_attrs=("type",),
         )
         dtype = self.enum(root, "type", DomainType)
-        self.group_order(root)
         name = self.name(self.need(found, "name", root))
         uuid_el = self.one(found, "uuid")
         if uuid_el is not None:
@@ -412,25 +410,6 @@ class _Parser:
 
             dom = replace(dom, devices=parse_devices(self, devices_el, os_))
         return dom
-
-    def group_order(self, root: etree._Element) -> None:
-        spans: list[tuple[int, int, tuple[str, ...]]] = []
-        children = [c.tag for c in root]
-        for group in DOMAIN_GROUPS:
-            at = [i for i, tag in enumerate(children) if tag in group]
-            if len(at) > 1:
-                spans.append((at[0], at[-1], group))
-        for a1, a2, ga in spans:
-            for b1, b2, gb in spans:
-                if a1 < b1 < a2 < b2:
-                    names = " ".join(f"<{t}>" for t in ga)
-                    others = " ".join(f"<{t}>" for t in gb)
-                    raise self.fail(
-                        E.ELEMENT_ORDER, root[b1],
-                        f"{names} and {others} are interleaved: libvirt's schema validator "
-                        "(virt-xml-validate) rejects such a document",
-                        f"keep {names} together, e.g. in the order `tapvirt dumpxml` writes",
-                    )
 
     def name(self, el: etree._Element) -> str:
         value = self.text(el)
