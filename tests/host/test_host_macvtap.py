@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.host.hostside import (
     macvtap_rdev,
     random_ifindex,
     remove_node_if,
+    run_as_root,
     run_as_user,
 )
 from tests.support.sandbox import AsUser, Netns, User, make_group
@@ -38,6 +40,11 @@ def _open(node: Path | str, name: str = "mvt0", *, vnet_hdr: bool = True,
           queues: int = 1) -> dict[str, Any]:
     return {"op": "open_macvtap", "name": name, "node": str(node), "vnet_hdr": vnet_hdr,
             "queues": queues}
+
+
+def _private_dirs() -> set[str]:
+    return {str(p) for d in (Path(tempfile.gettempdir()), Path("/dev"))
+            for p in d.glob(".tapvirt-mvt-*")}
 
 
 def _private_node(path: Path, rdev: tuple[int, int], uid: int, mode: int = 0o600) -> Path:
@@ -139,6 +146,15 @@ def test_colliding_node_of_another_namespace(as_user: AsUser, netns: Netns,
         assert f"mknod -m 0600 /dev/tap{index}.priv c {rdevs[1][0]} {rdevs[1][1]}" in err["fix"]
         assert res[0]["leaked"] == []
         assert "error" not in res[1] and res[1]["iff"][0][0] == "mvt0"
+        # With privileges (a managed macvtap) the device is opened through a throwaway
+        # private node instead: from the foreign node's path and from a missing one.
+        leftovers = _private_dirs()
+        root = run_as_root(netns, [_open(node, queues=2), _open(scratch / "missing")])
+        for r in root:
+            assert "error" not in r, r
+            assert {n for n, _ in r["iff"]} == {"mvt0"} and r["leaked"] == []
+        assert len(root[0]["iff"]) == 2
+        assert _private_dirs() == leftovers
     finally:
         first.close()
         netns.close()

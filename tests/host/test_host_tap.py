@@ -72,9 +72,19 @@ def test_group_only_tap(as_user: AsUser, world: World, tun_node: Path, group: in
     denied = run_as_user(as_user, [_open("tapg", tun_node)])[0]
     assert denied["error"]["code"] == "device-foreign-owner"
     assert f"group {group}" in denied["error"]["cause"]
-    as_user.groups = [group]
+    as_user.groups = [group]  # as a supplementary group
     ok = run_as_user(as_user, [_open("tapg", tun_node)])[0]
     assert "error" not in ok and ok["iff"][0][0] == "tapg"
+    # Owner AND group set: the kernel wants both to match (tun_not_capable()).
+    world.netns.ip("tuntap", "add", "dev", "tapboth", "mode", "tap", "user",
+                   str(world.uid), "group", "0")
+    both = run_as_user(as_user, [_open("tapboth", tun_node)])[0]
+    assert both["error"]["code"] == "device-foreign-owner"
+    assert "belongs to group 0" in both["error"]["cause"]
+    assert "owned by" not in both["error"]["cause"]
+    as_user.groups, as_user.gid = [], group  # as the primary gid
+    both_ok = run_as_user(as_user, [_open("tapg", tun_node), _open("tapu", tun_node)])
+    assert all("error" not in r for r in both_ok), both_ok
 
 
 def test_every_bad_state_has_its_code(as_user: AsUser, world: World, tun_node: Path,
@@ -115,21 +125,33 @@ def test_every_bad_state_has_its_code(as_user: AsUser, world: World, tun_node: P
 
 
 def test_busy_names_the_holder(as_user: AsUser, world: World, tun_node: Path) -> None:
-    holder = start_holder(as_user, [_open("tapu", tun_node, hold=True)])
+    holder = start_holder(as_user, [_open("tapu", tun_node, hold=True),
+                                    _open("tapdown", tun_node, hold=True)])
     try:
-        results = run_as_user(as_user, [_open("tapu", tun_node), _open("tapmq", tun_node,
-                                                                       queues=2)])
+        results = run_as_user(as_user, [
+            _open("tapu", tun_node), _open("tapmq", tun_node, queues=2),
+            {"op": "lookup", "name": "tapu"}, {"op": "lookup", "name": "tapdown"},
+            {"op": "holders", "name": "tapu"}, {"op": "holders", "name": "tapdown"},
+            {"op": "holders", "name": "tapmac"}])
         err = results[0]["error"]
         assert err["code"] == "device-busy"
         assert err["details"]["holders"] == [holder.pid]
         assert f"pid {holder.pid}" in err["cause"]
         assert results[0]["leaked"] == []
         assert "error" not in results[1]  # other taps are unaffected
+        # The kernel reports no queue count for single-queue taps: carrier stands in,
+        # also on a tap that is administratively down.
+        assert results[2]["info"]["tun"]["num_queues"] == 1
+        assert results[3]["info"]["tun"]["num_queues"] == 1
+        assert [r["pids"] for r in results[4:]] == [[holder.pid], [holder.pid], []]
     finally:
         stop(holder)
     # Once the holder is gone the tap is free again.
-    again = run_as_user(as_user, [_open("tapu", tun_node)])[0]
-    assert "error" not in again
+    again = run_as_user(as_user, [{"op": "holders", "name": "tapu"},
+                                  {"op": "lookup", "name": "tapu"}, _open("tapu", tun_node)])
+    assert again[0]["pids"] == []
+    assert again[1]["info"]["tun"]["num_queues"] == 0
+    assert "error" not in again[2]
 
 
 def test_multiqueue_tap_shares_queues_across_processes(as_user: AsUser, world: World,

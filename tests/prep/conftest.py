@@ -4,6 +4,7 @@ the test's namespace itself with --netns), with a policy and a log file of the t
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -63,7 +64,9 @@ class Prep:
         if json_out:
             argv.append("--json")
         argv += args[1:]
-        full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(SRC),
+        # TAPVIRT_TEST_PYTHONPATH puts e.g. another pyroute2 version in front of ours
+        pypath = ":".join(p for p in (os.environ.get("TAPVIRT_TEST_PYTHONPATH"), str(SRC)) if p)
+        full_env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": pypath,
                     "LANG": "C.UTF-8", **self.env, **(env or {})}
         proc = subprocess.run(argv, capture_output=True, text=True, env=full_env,
                               timeout=60, check=False)

@@ -4,6 +4,9 @@ namespaces, injection attempts, and the decision log."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tests.prep.conftest import Prep, allow_user, link_names
@@ -116,6 +119,17 @@ def test_injection_attempts_in_names_are_rejected(
     lab.fails("invalid-name", "tap", "vm0", "--user", unpriv_user.name, f"--bridge={name}",
               requester=unpriv_user.name)
     assert link_names(netns) == before
+    log = lab.log.read_text()
+    assert f"failed requester={unpriv_user.name} verb=tap code=invalid-name" in log
+    assert all(line[0].isdigit() for line in log.splitlines())  # no forged lines
+
+
+def test_unwritable_log_means_no_action(prep: Prep, netns: Netns, scratch: Path) -> None:
+    (scratch / "link.log").symlink_to(scratch / "elsewhere.log")
+    for log in (scratch / "link.log", scratch / "no-such-dir" / "x.log"):
+        bad = prep.run("tap", "vm0", "--user", "0", "--log-file", str(log))
+        assert (bad.code, bad.rc) == ("log-unwritable", 1), bad.stdout
+    assert "vm0" not in link_names(netns) and not (scratch / "elsewhere.log").exists()
 
 
 def test_bad_netns_names_are_rejected(prep: Prep) -> None:
@@ -175,3 +189,36 @@ def test_delete_and_list_are_limited_to_the_requesters_devices(
     lab.fails("policy-denied", "delete", "rootdev", requester=unpriv_user.name, rc=3)
     assert "rootdev" in link_names(netns)
     assert lab.ok("delete", "vm0", requester=unpriv_user.name)["action"] == "deleted"
+
+
+def test_policy_writable_by_others_is_not_trusted(prep: Prep, unpriv_user: User) -> None:
+    prep.write_policy(allow_user(unpriv_user, 'netns = ["*"]'))
+    for uid, mode in ((0, 0o666), (unpriv_user.uid, 0o644)):
+        os.chown(prep.policy, uid, 0)
+        prep.policy.chmod(mode)
+        bad = prep.fails("policy-invalid", "tap", "vm0", "--user", unpriv_user.name,
+                         requester=unpriv_user.name)
+        assert "not writable by group or others" in bad.out["error"]["cause"]
+
+
+def test_runs_are_serialised(prep: Prep, netns: Netns) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from tapvirt.prep import lock
+    from tests.support.sandbox import SRC
+
+    fd = lock.acquire()
+    assert fd is not None
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tapvirt.cli.prep", "tap", "ser0", "--user", "0",
+             "--netns", netns.name, "--policy", str(prep.policy)],
+            env={"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"},
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.0)
+        assert proc.poll() is None and "ser0" not in link_names(netns)  # waiting for us
+    finally:
+        os.close(fd)
+    assert proc.wait(timeout=30) == 0 and "ser0" in link_names(netns)

@@ -183,3 +183,28 @@ def test_missing_namespace_is_an_error_and_not_created(prep: Prep) -> None:
     assert run_.code == "netns-missing"
     assert not Path("/run/netns/tv-nonexistent-ns").exists()
     assert run(["ip", "link", "show", "n0"], check=False).returncode != 0
+
+
+def test_delete_refuses_an_attached_tap_unless_forced(
+    prep: Prep, netns: Netns, as_user: AsUser, tun_node: Path
+) -> None:
+    import subprocess
+
+    prep.ok("tap", "busy0", "--user", as_user.user.name)
+    holder = subprocess.Popen(as_user.argv([
+        "python3", "-c",
+        "import fcntl, os, struct, sys, time\n"
+        f"fd = os.open({str(tun_node)!r}, os.O_RDWR)\n"
+        "fcntl.ioctl(fd, 0x400454CA, struct.pack('16sH22x', b'busy0', 0x1002))\n"
+        "print('held', flush=True); sys.stdin.read()"]),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        bad = prep.fails("device-in-use", "delete", "busy0", rc=4)
+        assert "--force" in bad.out["error"]["fix"]
+        assert "busy0" in link_names(netns)
+        assert prep.ok("delete", "busy0", "--force")["action"] == "deleted"
+        assert "busy0" not in link_names(netns)
+    finally:
+        holder.kill()
+        holder.wait()

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tapvirt.errors import TapvirtError
 from tapvirt.host import netlink as nl
-from tapvirt.host.links import format_mac, parse_mac, validate_ifname
+from tapvirt.host.links import format_mac, parse_mac, tun_info, validate_ifname
 
 
 def _ifinfo(index: int, flags: int) -> bytes:
@@ -105,3 +105,81 @@ def test_mac_round_trip(b: bytes) -> None:
 def test_bad_mac() -> None:
     with pytest.raises(ValueError):
         parse_mac("52:54:00:12:34")
+
+
+class _FakeSock:
+    """Stands in for the kernel side of a netlink socket: replays datagrams, records sends."""
+
+    def __init__(self, datagrams: list[bytes]) -> None:
+        self.datagrams = datagrams
+        self.sent: list[bytes] = []
+
+    def sendall(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def recv(self, size: int) -> bytes:
+        return self.datagrams.pop(0)
+
+    def close(self) -> None:
+        pass
+
+
+def _msg(mtype: int, flags: int, seq: int, payload: bytes) -> bytes:
+    return struct.pack("=IHHII", 16 + len(payload), mtype, flags, seq, 0) + payload
+
+
+def _link_payload(index: int, name: str) -> bytes:
+    return _ifinfo(index, 0) + nl.attr_str(nl.IFLA_IFNAME, name)
+
+
+def _client(datagrams: list[bytes]) -> tuple[nl.RtNetlink, _FakeSock]:
+    client = nl.RtNetlink()
+    sock = _FakeSock(datagrams)
+    client._sock = sock  # type: ignore[assignment]
+    return client, sock
+
+
+def test_stale_replies_are_skipped_and_multipart_is_joined() -> None:
+    multi = nl.NLM_F_MULTI
+    client, sock = _client([
+        # a late reply to an abandoned request (seq 77), then ours in two datagrams
+        _msg(nl.RTM_NEWLINK, 0, 77, _link_payload(9, "stale"))
+        + _msg(nl.RTM_NEWLINK, multi, 1, _link_payload(1, "a")),
+        _msg(nl.RTM_NEWLINK, multi, 1, _link_payload(2, "b"))
+        + _msg(nl.NLMSG_DONE, multi, 1, struct.pack("=i", 0)),
+    ])
+    replies = client.request(nl.RTM_GETLINK, 0, _ifinfo(0, 0))
+    assert [nl.parse_link(p).name for _, p in replies] == ["a", "b"]
+    hdr = struct.unpack_from("=IHHII", sock.sent[0])
+    assert hdr[1] == nl.RTM_GETLINK and hdr[2] & nl.NLM_F_REQUEST and hdr[3] == 1
+
+
+def test_errors_and_acks() -> None:
+    err = struct.pack("=i", -19) + struct.pack("=IHHII", 16, nl.RTM_GETLINK, 1, 1, 0)
+    ack = struct.pack("=i", 0) + struct.pack("=IHHII", 16, nl.RTM_NEWLINK, 5, 2, 0)
+    eperm = struct.pack("=i", -1) + struct.pack("=IHHII", 16, nl.RTM_DELLINK, 5, 3, 0)
+    client, _ = _client([_msg(nl.NLMSG_ERROR, 0, 1, err), _msg(nl.NLMSG_ERROR, 0, 2, ack),
+                         _msg(nl.NLMSG_ERROR, 0, 3, eperm)])
+    assert client.get_link(name="nosuch") is None  # ENODEV: not found
+    client.new_link(index=5, flags=1, change=1)  # acked: returns
+    with pytest.raises(nl.NetlinkError) as e:
+        client.del_link(name="x")
+    assert e.value.errno == 1
+
+
+@pytest.mark.parametrize(("attrs", "carrier", "queues"), [
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, True, 1),  # single-queue, attached: carrier on
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, False, 0),
+    ({nl.IFLA_TUN_MULTI_QUEUE: 0}, None, 0),
+    ({nl.IFLA_TUN_MULTI_QUEUE: 1, nl.IFLA_TUN_NUM_QUEUES: 3}, True, 3),  # the kernel's count
+    ({nl.IFLA_TUN_MULTI_QUEUE: 1, nl.IFLA_TUN_NUM_QUEUES: 0}, True, 0),
+])
+def test_queue_count_of_single_queue_taps_comes_from_carrier(
+        attrs: dict[int, int], carrier: bool | None, queues: int) -> None:
+    assert tun_info(attrs, carrier).num_queues == queues
+
+
+def test_carrier_is_parsed() -> None:
+    raw = nl.parse_link(_ifinfo(3, 0) + _u8(nl.IFLA_CARRIER, 1))
+    assert raw.carrier is True
+    assert nl.parse_link(_ifinfo(3, 0)).carrier is None

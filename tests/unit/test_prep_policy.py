@@ -137,3 +137,15 @@ def test_the_documented_example_policy_parses() -> None:
     assert [r.label for r in policy.allow] == ['allow[0] "lab users"']
     assert policy.deny[0].links == ("eth0",)
     assert policy.settings.node_dir == "/dev/tapvirt-prep"
+
+
+def test_prep_imports_nothing_from_qemu() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, tapvirt.cli.prep, tapvirt.prep.verbs, tapvirt.prep.requester, "
+            "tapvirt.host.admin, tapvirt.conf.parse\n"
+            "print(sorted(m for m in sys.modules if m.startswith('tapvirt.qemu')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "[]"

@@ -12,7 +12,11 @@ import sys
 
 # Modules that add verbs. Each has register(subparsers) -> None; every parser it adds
 # sets `func` (args -> exit code).
-COMMAND_MODULES: tuple[str, ...] = ("tapvirt.cli.conf_cmds",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "tapvirt.cli.conf_cmds",
+    "tapvirt.cli.net_cmds",
+    "tapvirt.cli.run_cmds",
+)
 
 
 def main(argv: list[str] | None = None) -> int:

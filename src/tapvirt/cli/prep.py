@@ -8,6 +8,7 @@ Exit codes: 0 done (created, or already there and matching), 1 error, 2 usage,
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from typing import Any
@@ -78,13 +79,17 @@ def _parser() -> argparse.ArgumentParser:
 
     dele = sub.add_parser("delete", parents=[common], help="delete a device tapvirt-prep made")
     dele.add_argument("name", metavar="NAME")
+    dele.add_argument("--force", action="store_true",
+                      help="delete a tap even while it is attached (a guest runs on it)")
 
     sub.add_parser("list", parents=[common], help="list devices tapvirt-prep made")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser().parse_args(argv)
+    args.argv = argv
     from tapvirt.cli.common import report_error
     from tapvirt.errors import INTERNAL, TapvirtError
     from tapvirt.prep.errors import exit_code
@@ -108,13 +113,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tapvirt.cli.common import print_json
     from tapvirt.errors import TapvirtError
-    from tapvirt.host import admin
-    from tapvirt.prep import verbs
-    from tapvirt.prep.errors import NETNS_MISSING
     from tapvirt.prep.log import DecisionLog
-    from tapvirt.prep.names import check_netns
     from tapvirt.prep.policy import DEFAULT_POLICY, load_policy
     from tapvirt.prep.requester import POLICY_ENV, admin_override, current_requester
 
@@ -127,7 +127,32 @@ def _run(args: argparse.Namespace) -> int:
     log = DecisionLog(verbose=args.verbose, log_file=log_file or policy.settings.log_file)
     node_dir = admin_override(requester, "--node-dir", args.node_dir)
 
+    # Written first: an unwritable log stops us before anything changes. JSON quoting
+    # keeps a name like "x\ny" from forging a log line.
+    log.write(f"request requester={requester.principal.name} via={requester.via} "
+              f"argv={json.dumps(args.argv)}")
+    try:
+        return _enter_and_dispatch(args, requester, policy, log, node_dir)
+    except TapvirtError as err:
+        # decisions are logged where they are made; this records every other failure
+        if err.code.code != "log-unwritable":
+            log.write(f"failed requester={requester.principal.name} verb={args.verb} "
+                      f"code={err.code.code} {err.message}")
+        raise
+
+
+def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, log: Any,
+                        node_dir: str | None) -> int:
+    from tapvirt.cli.common import print_json
+    from tapvirt.errors import TapvirtError
+    from tapvirt.host import admin
+    from tapvirt.netcodes import HOST_ERROR
+    from tapvirt.prep import lock, verbs
+    from tapvirt.prep.errors import NETNS_MISSING
+    from tapvirt.prep.names import check_netns
+
     netns = check_netns(args.netns) if args.netns else None
+    lock.acquire()
     if netns is not None:
         try:
             admin.enter_netns(netns)
@@ -138,7 +163,15 @@ def _run(args: argparse.Namespace) -> int:
             ) from None
     # sysfs must show this namespace (macvtap char devices); a private mount namespace
     # keeps the remount to ourselves.
-    admin.private_sysfs()
+    try:
+        admin.private_sysfs()
+    except OSError as exc:
+        if args.verb in ("macvtap", "from-domain"):
+            raise TapvirtError(
+                HOST_ERROR, "sysfs", f"cannot mount a private sysfs for this namespace: {exc}",
+                "run tapvirt-prep as real root (CAP_SYS_ADMIN is needed to read a macvtap's "
+                "device number inside its namespace)",
+            ) from None
     with admin.Admin() as adm:
         ctx = verbs.Context(requester, policy, log, adm, netns,
                             node_dir or policy.settings.node_dir)
@@ -152,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                     print(" ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "")))
             return 0
         if args.verb == "delete":
-            results = [verbs.delete(ctx, args.name)]
+            results = [verbs.delete(ctx, args.name, force=args.force)]
         elif args.verb == "tap":
             results = [verbs.prepare_tap(ctx, _tap_spec(args, requester))]
         elif args.verb == "macvtap":

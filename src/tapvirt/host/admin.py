@@ -220,6 +220,15 @@ class Admin:
         names = {int(m["index"]): str(m.get_attr("IFLA_IFNAME")) for m in msgs}
         return [self._convert(m, names) for m in msgs]
 
+    def attached(self, name: str) -> bool:
+        """Whether some process holds tap NAME open (a guest runs on it).
+
+        The tun driver turns the carrier on at the first attach and off after the last
+        detach, whether the link is up or not; IFLA_TUN_NUM_QUEUES is reported only for
+        multi-queue taps, so the carrier is the one signal for both kinds."""
+        msg = self._msg(ifname=name)
+        return msg is not None and bool(msg.get_attr("IFLA_CARRIER"))
+
     def index_of(self, name: str) -> int | None:
         found = self._ipr.link_lookup(ifname=name)
         return int(found[0]) if found else None

@@ -64,15 +64,23 @@ def parse_mac(mac: str) -> bytes:
     return bytes(int(p, 16) for p in parts)
 
 
-def _tun_info(attrs: dict[int, int]) -> TunInfo:
+def tun_info(attrs: dict[int, int], carrier: bool | None) -> TunInfo:
+    multi_queue = bool(attrs.get(IFLA_TUN_MULTI_QUEUE, 0))
+    num_queues = attrs.get(IFLA_TUN_NUM_QUEUES)
+    if num_queues is None:
+        # The kernel reports queue counts for multi_queue taps only. A single-queue tap
+        # has carrier exactly while its one queue is attached (tun_attach() turns it on,
+        # the last __tun_detach() off), unless the holder switched it off itself with
+        # TUNSETCARRIER; an attach then still fails with EBUSY, which names the holder.
+        num_queues = 1 if carrier and not multi_queue else 0
     return TunInfo(
         owner=attrs.get(IFLA_TUN_OWNER),  # absent when no owner was set
         group=attrs.get(IFLA_TUN_GROUP),
-        multi_queue=bool(attrs.get(IFLA_TUN_MULTI_QUEUE, 0)),
+        multi_queue=multi_queue,
         vnet_hdr=bool(attrs.get(IFLA_TUN_VNET_HDR, 0)),
         persist=bool(attrs.get(IFLA_TUN_PERSIST, 0)),
         pi=bool(attrs.get(IFLA_TUN_PI, 0)),
-        num_queues=attrs.get(IFLA_TUN_NUM_QUEUES, 0),
+        num_queues=num_queues,
         num_disabled_queues=attrs.get(IFLA_TUN_NUM_DISABLED_QUEUES, 0),
     )
 
@@ -119,7 +127,7 @@ def link_info(nl: RtNetlink, raw: RawLink, *, sysfs: str = SYSFS_NET) -> LinkInf
     """Turn a RawLink into a LinkInfo (resolving master and lower device names)."""
     tun: TunInfo | None = None
     if raw.kind == "tun":
-        tun = _tun_info(raw.tun)
+        tun = tun_info(raw.tun, raw.carrier)
         kind = LinkKind.TUN if raw.tun.get(IFLA_TUN_TYPE) == IFF_TUN else LinkKind.TAP
     else:
         kind = _KINDS.get(raw.kind, LinkKind.OTHER)

@@ -9,9 +9,11 @@ was verified to be ours, see links.macvtap_chardev) and TUNGETIFF must name it.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
+import tempfile
 import time
 
 from tapvirt.errors import TapvirtError
@@ -99,8 +101,13 @@ def _open_node(link: LinkInfo, node: str) -> int:
                                f"cannot open {node}: {e.strerror}", "check the node") from None
 
 
-def open_macvtap(link: LinkInfo, *, node: str, vnet_hdr: bool, queues: int) -> OwnedFds:
-    """Open `node` once per queue (each open is a queue) and set the flags QEMU needs."""
+def open_macvtap(link: LinkInfo, *, node: str, vnet_hdr: bool, queues: int,
+                 privileged: bool = False) -> OwnedFds:
+    """Open `node` once per queue (each open is a queue) and set the flags QEMU needs.
+
+    `privileged` (CAP_NET_ADMIN, as for a managed macvtap): when `node` is missing or
+    belongs to another namespace's macvtap, open the device through a throwaway private
+    node instead of failing."""
     if link.kind is not LinkKind.MACVTAP:
         raise wrong_kind_error(link)
     if queues < 1:
@@ -117,9 +124,8 @@ def open_macvtap(link: LinkInfo, *, node: str, vnet_hdr: bool, queues: int) -> O
         want |= t.IFF_MULTI_QUEUE
     with OwnedFds() as owned:
         for _ in range(queues):
-            fd = _open_node(link, node)
+            fd = _open_checked(link, node, privileged)
             owned.add(fd)
-            _verify(fd, link, node)
             try:
                 _name, flags = t.get_iff(fd)
                 new = (flags & ~(t.IFF_VNET_HDR | t.IFF_MULTI_QUEUE)) | want
@@ -132,6 +138,54 @@ def open_macvtap(link: LinkInfo, *, node: str, vnet_hdr: bool, queues: int) -> O
                                    f"setting vnet_hdr/multi_queue on {node} failed: "
                                    f"{e.strerror}", "report this as a bug") from None
         return OwnedFds(owned.release())
+
+
+def _open_checked(link: LinkInfo, node: str, privileged: bool) -> int:
+    """An fd of `link`'s char device, verified; the caller owns it."""
+    try:
+        fd = _open_node(link, node)
+        try:
+            _verify(fd, link, node)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+    except TapvirtError as err:
+        if not privileged or err.code not in (MACVTAP_NODE_FOREIGN, MACVTAP_NODE_MISSING):
+            raise
+        fd_or_none = _open_private(link)
+        if fd_or_none is None:
+            raise
+        try:
+            _verify(fd_or_none, link, "the private node")
+        except BaseException:
+            os.close(fd_or_none)
+            raise
+        return fd_or_none
+
+
+def _open_private(link: LinkInfo) -> int | None:
+    """Open the device through a node made for this one open in a private (0700)
+    directory, removed again at once. The first place that allows device nodes wins
+    (tmpfs /tmp is often mounted nodev; devtmpfs /dev never is)."""
+    assert link.macvtap_dev is not None
+    for parent in (tempfile.gettempdir(), "/dev"):
+        try:
+            directory = tempfile.mkdtemp(prefix=".tapvirt-mvt-", dir=parent)
+        except OSError:
+            continue
+        path = os.path.join(directory, "tap")
+        try:
+            os.mknod(path, 0o600 | stat.S_IFCHR, os.makedev(*link.macvtap_dev))
+            return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError:
+            continue
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.rmdir(directory)
+    return None
 
 
 def _verify(fd: int, link: LinkInfo, node: str) -> None:

@@ -46,6 +46,7 @@ IFLA_MASTER = 10
 IFLA_OPERSTATE = 16
 IFLA_LINKINFO = 18
 IFLA_EXT_MASK = 29
+IFLA_CARRIER = 33
 IFLA_LINK_NETNSID = 37
 IFLA_INFO_KIND = 1
 IFLA_INFO_DATA = 2
@@ -85,7 +86,7 @@ class NetlinkError(OSError):
         self.kernel_msg = kernel_msg
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # not frozen: construction is on the lookup's hot path
 class RawLink:
     """The attributes of one RTM_NEWLINK reply that tapvirt uses, undecoded."""
 
@@ -101,6 +102,7 @@ class RawLink:
     kind: str  # IFLA_INFO_KIND, "" when absent
     tun: dict[int, int] = field(default_factory=dict)  # IFLA_TUN_* -> value
     macvlan_mode: int | None = None
+    carrier: bool | None = None  # IFLA_CARRIER, reported whether the link is up or not
 
 
 def _align(n: int) -> int:
@@ -144,52 +146,61 @@ def _cstr(payload: bytes) -> str:
     return os.fsdecode(payload.split(b"\0", 1)[0])
 
 
-_WANTED = frozenset({IFLA_IFNAME, IFLA_MTU, IFLA_ADDRESS, IFLA_OPERSTATE, IFLA_MASTER,
-                     IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO})
+# The top-level attributes parse_link() uses, with and without the NLA_F_NESTED bit.
+_WANTED = frozenset(k | f for k in (IFLA_IFNAME, IFLA_MTU, IFLA_ADDRESS, IFLA_OPERSTATE,
+                                    IFLA_MASTER, IFLA_LINK, IFLA_LINK_NETNSID, IFLA_LINKINFO,
+                                    IFLA_CARRIER)
+                    for f in (0, _NLA_F_NESTED))
+
+
+def _scan(payload: bytes, offset: int, wanted: frozenset[int] | None = None
+          ) -> dict[int, bytes]:
+    """{type: payload} of the attributes in payload[offset:] (those in `wanted`, or all).
+
+    This loop is most of a lookup's CPU time (a reply carries ~40 top-level
+    attributes), hence a plain while loop that slices only what it keeps."""
+    found: dict[int, bytes] = {}
+    unpack = _NLATTR.unpack_from
+    end = len(payload)
+    while offset + 4 <= end:
+        length, kind_id = unpack(payload, offset)
+        if length < 4 or offset + length > end:
+            break
+        if wanted is None or kind_id in wanted:
+            found[kind_id & _NLA_TYPE_MASK] = payload[offset + 4: offset + length]
+        offset += (length + 3) & ~3
+    return found
 
 
 def parse_link(payload: bytes) -> RawLink:
     """Decode the body (ifinfomsg + attributes) of an RTM_NEWLINK message."""
     _family, _type, index, flags, _change = _IFINFOMSG.unpack_from(payload)
-    # A reply carries ~40 top-level attributes; this loop is the lookup's main CPU cost,
-    # so it skips unwanted ones without slicing them.
-    found: dict[int, bytes] = {}
-    unpack = _NLATTR.unpack_from
-    offset, end = _IFINFOMSG.size, len(payload)
-    while offset + 4 <= end:
-        length, kind_id = unpack(payload, offset)
-        if length < 4:
-            break
-        kind_id &= _NLA_TYPE_MASK
-        if kind_id in _WANTED:
-            found[kind_id] = payload[offset + 4: offset + length]
-        offset += (length + 3) & ~3
+    found = _scan(payload, _IFINFOMSG.size, _WANTED)
     kind = ""
     tun: dict[int, int] = {}
     mode: int | None = None
-    info_data = b""
-    for sub, sval in iter_attrs(found.get(IFLA_LINKINFO, b"")):
-        if sub == IFLA_INFO_KIND:
-            kind = _cstr(sval)
-        elif sub == IFLA_INFO_DATA:
-            info_data = sval
-    for sub, sval in iter_attrs(info_data):
+    linkinfo = found.get(IFLA_LINKINFO)
+    if linkinfo:
+        info = _scan(linkinfo, 0)
+        kind = _cstr(info.get(IFLA_INFO_KIND, b""))
+        data = _scan(info.get(IFLA_INFO_DATA, b""), 0)
         if kind == "tun":
-            tun[sub] = _u32(sval) if sub in _TUN_U32 else sval[0]
-        elif kind in ("macvtap", "macvlan") and sub == IFLA_MACVLAN_MODE:
-            mode = _u32(sval)
+            tun = {k: _u32(v) if k in _TUN_U32 else v[0] for k, v in data.items() if v}
+        elif kind in ("macvtap", "macvlan") and IFLA_MACVLAN_MODE in data:
+            mode = _u32(data[IFLA_MACVLAN_MODE])
     master = found.get(IFLA_MASTER)
     link = found.get(IFLA_LINK)
     netnsid = found.get(IFLA_LINK_NETNSID)
-    operstate = found.get(IFLA_OPERSTATE, b"\0")
+    carrier = found.get(IFLA_CARRIER)
+    mtu = found.get(IFLA_MTU)
     return RawLink(
-        ifindex=index, name=_cstr(found.get(IFLA_IFNAME, b"")), flags=flags,
-        mtu=_u32(found[IFLA_MTU]) if IFLA_MTU in found else 0,
-        address=found.get(IFLA_ADDRESS, b""), operstate=operstate[0],
-        master=None if master is None else _u32(master),
-        link=None if link is None else _u32(link),
-        link_netnsid=None if netnsid is None else int(struct.unpack_from("=i", netnsid)[0]),
-        kind=kind, tun=tun, macvlan_mode=mode)
+        index, _cstr(found.get(IFLA_IFNAME, b"")), flags,
+        0 if mtu is None else _u32(mtu),
+        found.get(IFLA_ADDRESS, b""), (found.get(IFLA_OPERSTATE) or b"\0")[0],
+        None if master is None else _u32(master),
+        None if link is None else _u32(link),
+        None if netnsid is None else int(struct.unpack_from("=i", netnsid)[0]),
+        kind, tun, mode, None if not carrier else bool(carrier[0]))
 
 
 class RtNetlink:

@@ -43,6 +43,10 @@ DEVICE_MISMATCH = define(
     "a device tapvirt-prep created exists but differs from the request (listed field by field)",
     layer=_L,
 )
+DEVICE_IN_USE = define(
+    "device-in-use", "delete: the tap is attached (a guest runs on it); --force deletes anyway",
+    layer=_L,
+)
 NOT_PREPARED = define(
     "not-prepared", "delete: no device of that name exists in the namespace", layer=_L
 )
@@ -56,6 +60,9 @@ NODE_DIR_UNUSABLE = define(
     "the directory for private device nodes is on a nodev filesystem or cannot be made",
     layer=_L,
 )
+LOG_UNWRITABLE = define(
+    "log-unwritable", "the decision log file cannot be written, so nothing is done", layer=_L
+)
 BAD_REQUEST = define(
     "bad-request", "an option value is invalid (queues, MAC, MTU, mode...)", layer=_L
 )
@@ -68,6 +75,7 @@ _EXIT = {
     OVERRIDE_REFUSED.code: 3,
     DEVICE_FOREIGN.code: 4,
     DEVICE_MISMATCH.code: 4,
+    DEVICE_IN_USE.code: 4,
     USAGE.code: 2,
 }
 

@@ -10,6 +10,9 @@ import os
 import sys
 import time
 
+from tapvirt.errors import TapvirtError
+from tapvirt.prep.errors import LOG_UNWRITABLE
+
 
 class DecisionLog:
     def __init__(self, *, verbose: bool = False, log_file: str | None = None) -> None:
@@ -33,13 +36,20 @@ class DecisionLog:
             stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
             data = f"{stamp} [{os.getpid()}] {line}\n".encode()
             # O_NOFOLLOW: a symlink planted at the log path is refused, not written through.
-            fd = os.open(self.log_file,
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
-                         0o640)
             try:
-                os.write(fd, data)
-            finally:
-                os.close(fd)
+                fd = os.open(self.log_file, os.O_WRONLY | os.O_APPEND | os.O_CREAT
+                             | os.O_NOFOLLOW | os.O_CLOEXEC, 0o640)
+                try:
+                    os.write(fd, data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                # no audit trail, no action: fail closed
+                raise TapvirtError(
+                    LOG_UNWRITABLE, f"log file {self.log_file}", exc.strerror or str(exc),
+                    "fix the path or permissions ([settings] log_file, --log-file); "
+                    "a symlink there is refused",
+                ) from None
 
     def decision(self, requester: str, verdict: str, rule: str, what: str, reason: str) -> None:
         self.write(f"{verdict} requester={requester} rule={rule!r} {what}: {reason}")

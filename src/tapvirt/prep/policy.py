@@ -248,11 +248,20 @@ def load_policy(path: str) -> Policy:
     """Read the policy; a missing file is a policy that denies everything."""
     try:
         with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
             text = f.read().decode("utf-8")
     except FileNotFoundError:
         return Policy(path, missing=True)
     except (OSError, UnicodeDecodeError) as exc:
         raise _invalid(path, "file", f"cannot be read: {exc}") from None
+    # Like sudoers: a policy someone else could have written decides nothing.
+    if st.st_uid != 0 or st.st_mode & 0o022:
+        raise TapvirtError(
+            POLICY_INVALID, f"policy {path}",
+            f"is owned by uid {st.st_uid} with mode {st.st_mode & 0o7777:o}: only a file "
+            "owned by root and not writable by group or others is trusted",
+            f"chown root: {path} && chmod go-w {path}",
+        )
     return parse_policy(text, source=path)
 
 

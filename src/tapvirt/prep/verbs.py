@@ -22,6 +22,7 @@ from tapvirt.netcodes import BRIDGE_MISSING, MAC_CONFLICT
 from tapvirt.prep.errors import (
     BAD_REQUEST,
     DEVICE_FOREIGN,
+    DEVICE_IN_USE,
     DEVICE_MISMATCH,
     NODE_DIR_UNUSABLE,
     NODE_UNSAFE,
@@ -424,7 +425,7 @@ def _visible_to(ctx: Context, link: AdminLink) -> bool:
     return (link.mark or {}).get("user") == str(ctx.requester.principal.uid)
 
 
-def delete(ctx: Context, name: str) -> Result:
+def delete(ctx: Context, name: str, *, force: bool = False) -> Result:
     check_ifname(name)
     link = ctx.admin.get(name)
     who = ctx.requester.principal.name
@@ -440,6 +441,12 @@ def delete(ctx: Context, name: str) -> Result:
             POLICY_DENIED, f"device {name}",
             f"was prepared for uid {link.mark.get('user')}, not for {who}",
             "only the user it was made for, or root, may delete it",
+        )
+    if link.info.tun is not None and not force and ctx.admin.attached(name):
+        raise TapvirtError(
+            DEVICE_IN_USE, f"tap {name}",
+            "is attached (e.g. by a running guest): deleting it would cut the guest off",
+            f"stop the guest first, or delete anyway: tapvirt-prep delete --force {name}",
         )
     ctx.log.decision(who, "allow", "root" if ctx.requester.is_root else "owner",
                      f"delete {name}", "made by tapvirt-prep for this user")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -38,6 +38,7 @@ from tapvirt.conf.model import (
 
 FD_BASE = 3  # the first fd number QEMU sees for tap/vhost fds (0-2 are stdio)
 DEFAULT_MACHINE = "pc"
+AHCI_PORTS = 6
 
 NetdevKind = Literal["tap", "user"]
 
@@ -97,7 +98,7 @@ def build_argv(
     fd_base: int | None = FD_BASE,
 ) -> list[str]:
     """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont."""
-    numbers = dict(fd_layout(backends, fd_base))
+    numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={_opt(dom.name)}", "-S"]
     machine = dom.os.machine or DEFAULT_MACHINE
@@ -136,8 +137,10 @@ def build_argv(
     return argv
 
 
-def netdev(backend: NetBackend, numbers: dict[int, int] | None = None) -> dict[str, Any]:
-    """The -netdev object (also the netdev_add arguments on hotplug)."""
+def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None
+           ) -> dict[str, Any]:
+    """The -netdev object. `numbers` maps the backend's fds to what QEMU calls them: fd
+    numbers on the command line, or `getfd` names (e.g. tapfd-net10) for netdev_add."""
     nid = f"host{backend.alias}"
     if backend.kind == "user":
         return {"type": "user", "id": nid}
@@ -206,8 +209,12 @@ def _disks(dom: Domain) -> list[str]:
     disks = dom.devices.disks
     machine = dom.os.machine or DEFAULT_MACHINE
     q35 = "q35" in machine
-    if any(d.target_bus is DiskBus.SATA for d in disks) and not q35:
-        argv += ["-device", _json({"driver": "ahci", "id": "sata0"})]
+    # An AHCI controller has 6 ports: sdX with index i sits on controller i // 6, port i % 6
+    # (libvirt's layout). q35 has controller 0 built in, called "ide".
+    for ctl in sorted({_disk_unit(d.target_dev) // AHCI_PORTS for d in disks
+                       if d.target_bus is DiskBus.SATA}):
+        if ctl or not q35:
+            argv += ["-device", _json({"driver": "ahci", "id": f"sata{ctl}"})]
     if any(d.target_bus is DiskBus.SCSI for d in disks):
         argv += ["-device", _json({"driver": "virtio-scsi-pci", "id": "scsi0"})]
     for n, disk in enumerate(disks):
@@ -228,12 +235,14 @@ def _disk_device(disk: Disk, alias: str, q35: bool) -> dict[str, Any]:
     if disk.target_bus is DiskBus.VIRTIO:
         out = {"driver": "virtio-blk-pci", "drive": f"{alias}-fmt", "id": alias}
     elif disk.target_bus is DiskBus.SATA:
-        bus = f"ide.{unit}" if q35 else f"sata0.{unit}"
+        ctl, port = divmod(unit, AHCI_PORTS)
+        bus = f"ide.{port}" if q35 and ctl == 0 else f"sata{ctl}.{port}"
         out = {"driver": "ide-cd" if cd else "ide-hd", "bus": bus,
                "drive": f"{alias}-fmt", "id": alias}
     else:
+        # libvirt's virtio-scsi layout: target 0, the disk index as the LUN
         out = {"driver": "scsi-cd" if cd else "scsi-hd", "bus": "scsi0.0", "channel": 0,
-               "scsi-id": unit, "lun": 0, "drive": f"{alias}-fmt", "id": alias}
+               "scsi-id": 0, "lun": unit, "drive": f"{alias}-fmt", "id": alias}
     if disk.boot_order is not None:
         out["bootindex"] = disk.boot_order
     return out

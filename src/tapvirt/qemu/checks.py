@@ -25,6 +25,7 @@ TUN_RDEV = (10, 200)
 DEFAULT_TUN_NODE = "/dev/net/tun"
 DEFAULT_MTU = 1500
 IFNAMSIZ = 16
+IFF_LOWER_UP = 0x10000
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _check_unmanaged(iface: Interface, facts: Facts, out: _Collector) -> None:
                 "a multi_queue tap; the kernel refuses the attach (EINVAL)",
                 f"recreate it as root: ip link del {name} && {create}, "
                 "or remove <driver queues>")
-    elif not tun.multi_queue and (tun.num_queues > 0 or facts.holders):
+    elif not tun.multi_queue and (facts.holders or attached(link)):
         holder = (f"process {', '.join(map(str, facts.holders))}" if facts.holders
                   else "another process (not visible to us)")
         out.add(nc.DEVICE_BUSY, name,
@@ -202,6 +203,23 @@ def _check_unmanaged(iface: Interface, facts: Facts, out: _Collector) -> None:
                 f"{managed_tap_mac(iface.mac)}")
     _check_mtu(iface, link, out)
     _check_up(link, out)
+
+
+def attached(link: LinkInfo) -> bool:
+    """Whether the kernel says some fd is attached to this tap. Netlink reports the queue
+    count only for multi_queue taps; for a single-queue tap the host layer derives it from
+    the carrier, which the tun driver raises on attach and which netlink reports also while
+    the tap is DOWN (tapvirt.host.links.tun_info)."""
+    tun = link.tun
+    if tun is None:
+        return False
+    return tun.num_queues > 0 or (link.up and bool(link.flags & IFF_LOWER_UP))
+
+
+def may_be_attached(link: LinkInfo) -> bool:
+    """Worth the /proc scan that names a holder: only when the kernel says it is attached.
+    An idle tap's connect then costs no second netlink round trip (bench/connect.py)."""
+    return attached(link)
 
 
 def _check_macvtap(iface: Interface, link: LinkInfo, facts: Facts, out: _Collector) -> None:

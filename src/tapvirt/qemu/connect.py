@@ -28,8 +28,8 @@ import contextlib
 import errno
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from typing import Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 from tapvirt import netcodes as nc
 from tapvirt.conf.model import (
@@ -42,7 +42,7 @@ from tapvirt.conf.model import (
     NicModel,
 )
 from tapvirt.errors import ErrorCode, TapvirtError
-from tapvirt.host.api import Host, LinkInfo, LinkKind, OwnedFds
+from tapvirt.host.api import Host, Identity, LinkInfo, LinkKind, OwnedFds
 from tapvirt.qemu.argv import NetBackend, NetdevKind, interface_alias
 from tapvirt.qemu.checks import (
     DEFAULT_TUN_NODE,
@@ -53,6 +53,7 @@ from tapvirt.qemu.checks import (
     invalid_name_reason,
     label,
     managed_tap_mac,
+    may_be_attached,
 )
 
 BRIDGE_HELPER = "/usr/lib/qemu/qemu-bridge-helper"
@@ -91,6 +92,7 @@ class InterfaceReport:
     alias: str
     device: str | None
     findings: tuple[Finding, ...]
+    facts: Facts | None = None  # what the checks saw; connect reuses it (no second lookup)
 
     @property
     def verdict(self) -> str:
@@ -133,23 +135,33 @@ class Connection:
             try:
                 self._host.delete_link(name)
             except TapvirtError as err:
+                err.details.setdefault("device", name)
                 failed.append(err)
             except OSError as exc:
                 failed.append(TapvirtError(
                     nc.HOST_ERROR, f"device {name}",
                     f"could not delete it: {os.strerror(exc.errno or 0)}",
-                    f"delete it as root: ip link del {name}"))
+                    f"delete it as root: ip link del {name}", details={"device": name}))
         self.to_delete.clear()
         return failed
-
-    abort = cleanup
 
     def __enter__(self) -> Connection:
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is not None:
-            self.cleanup()
+        if exc_type is None:
+            return
+        left = [e.details.get("device") for e in self.cleanup()]
+        if left and isinstance(exc, TapvirtError):
+            # The original error stays the one raised; the user must still learn what
+            # tapvirt created and could not remove.
+            names = " ".join(str(n) for n in left)
+            exc.details["left_behind"] = left
+            exc.fix = (exc.fix + "; " if exc.fix else "") + (
+                f"tapvirt could not remove what it created: as root, ip link del {names}"
+                if len(left) == 1 else
+                "tapvirt could not remove what it created: as root, for d in "
+                f"{names}; do ip link del $d; done")
 
 
 def user_label(uid: int) -> str:
@@ -175,9 +187,10 @@ def macvtap_node_for(iface: Interface, link: LinkInfo) -> str:
     return iface.backend_tap or f"/dev/tap{link.ifindex}"
 
 
-def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: str) -> Facts:
+def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: str,
+                 identity: Identity | None = None) -> Facts:
     """Read, never change, what the checks of `iface` need."""
-    ident = host.identity()
+    ident = identity if identity is not None else host.identity()
     link = _lookup(host, iface.dev)
     facts = Facts(identity=ident, user=user, link=link)
     needs_tun = iface.type in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and not (
@@ -191,7 +204,9 @@ def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: st
         if link.kind is LinkKind.MACVTAP:
             node = macvtap_node_for(iface, link)
             facts = _with(facts, macvtap_node_path=node, macvtap_node=host.node_status(node))
-        elif link.kind is LinkKind.TAP and link.tun is not None and not link.tun.multi_queue:
+        elif (link.kind is LinkKind.TAP and link.tun is not None
+              and not link.tun.multi_queue and may_be_attached(link)):
+            # The /proc scan that names the holder costs milliseconds: only when needed.
             facts = _with(facts, holders=host.tap_holders(link.name))
     src = iface.source
     src_name = getattr(src, "bridge", None) or getattr(src, "dev", None)
@@ -207,23 +222,22 @@ def _lookup(host: Host, name: str | None) -> LinkInfo | None:
     return host.lookup(name)
 
 
-def _with(facts: Facts, **changes: object) -> Facts:
-    from dataclasses import replace
-
-    return replace(facts, **changes)  # type: ignore[arg-type]
+def _with(facts: Facts, **changes: Any) -> Facts:
+    return replace(facts, **changes)
 
 
 def check_domain(dom: Domain, host: Host, *, tun_node: str | None = None,
                  user: str | None = None) -> list[InterfaceReport]:
     """Read-only pre-flight of every interface. Never opens anything."""
-    who = user if user is not None else user_label(host.identity().uid)
+    ident = host.identity()
+    who = user if user is not None else user_label(ident.uid)
     reports = []
     for i, iface in enumerate(dom.devices.interfaces):
-        facts = gather_facts(iface, host, tun_node=tun_node, user=who)
+        facts = gather_facts(iface, host, tun_node=tun_node, user=who, identity=ident)
         findings = check_interface(iface, facts)
         findings += _vhost_findings(dom, iface, host)
         reports.append(InterfaceReport(iface, interface_alias(dom, i), _device(iface),
-                                       tuple(findings)))
+                                       tuple(findings), facts))
     return reports
 
 
@@ -314,14 +328,15 @@ def connect_domain(
 ) -> Connection:
     """Check every interface, then connect them in order. Raises TapvirtError (the first
     problem) with everything already opened closed and everything created deleted."""
-    who = user if user is not None else user_label(host.identity().uid)
-    reports = check_domain(dom, host, tun_node=tun_node, user=who)
+    reports = check_domain(dom, host, tun_node=tun_node, user=user)
+    who = next((r.facts.user for r in reports if r.facts), user or "")
     raise_first_error(reports)
     conn = Connection(host)
     with conn:
         for i, (iface, report) in enumerate(zip(dom.devices.interfaces, reports, strict=True)):
             backend = _connect_one(
                 dom, iface, interface_alias(dom, i), host, conn,
+                facts=report.facts or gather_facts(iface, host, tun_node=tun_node, user=who),
                 tun_node=tun_node_for(iface, tun_node), user=who,
                 bridge_helper=bridge_helper, helper_path=helper_path,
                 vhost_opener=vhost_opener)
@@ -331,7 +346,7 @@ def connect_domain(
 
 def _connect_one(
     dom: Domain, iface: Interface, alias: str, host: Host, conn: Connection, *,
-    tun_node: str, user: str, bridge_helper: BridgeHelper | None, helper_path: str,
+    facts: Facts, tun_node: str, user: str, bridge_helper: BridgeHelper | None, helper_path: str,
     vhost_opener: VhostOpener | None,
 ) -> Backend:
     backend = Backend(iface, alias, "user" if iface.type is InterfaceType.USER else "tap")
@@ -340,7 +355,7 @@ def _connect_one(
     if iface.type is InterfaceType.USER:
         return backend
     with _mapped(iface, host, tun_node, user):
-        _open_host_side(iface, host, conn, backend, tun_node=tun_node,
+        _open_host_side(iface, facts, host, conn, backend, tun_node=tun_node,
                         bridge_helper=bridge_helper, helper_path=helper_path)
         if wants_vhost(dom, iface) and host.vhost_net_available():
             backend.vhost_fds = _open_vhost(iface, backend, vhost_opener)
@@ -348,14 +363,15 @@ def _connect_one(
 
 
 def _open_host_side(
-    iface: Interface, host: Host, conn: Connection, backend: Backend, *, tun_node: str,
+    iface: Interface, facts: Facts, host: Host, conn: Connection, backend: Backend, *,
+    tun_node: str,
     bridge_helper: BridgeHelper | None, helper_path: str,
 ) -> None:
     vnet_hdr = iface.model.vnet_hdr
-    ident = host.identity()
+    ident = facts.identity
     if iface.type is InterfaceType.ETHERNET and iface.unmanaged:
         assert iface.dev is not None
-        link = host.lookup(iface.dev)
+        link = facts.link  # as checked a moment ago; the kernel re-checks at open
         if link is None:
             raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
         if link.kind is LinkKind.MACVTAP:
@@ -373,7 +389,7 @@ def _open_host_side(
         backend.host_mtu = iface.mtu
     elif iface.type is InterfaceType.BRIDGE:
         bridge = getattr(iface.source, "bridge", "")
-        br = host.lookup(bridge)
+        br = facts.source
         backend.host_mtu = effective_host_mtu(iface, br.mtu if br is not None else None)
         if ident.net_admin:
             backend.device, backend.fds = host.create_tap(
@@ -429,6 +445,12 @@ def _mapped(iface: Interface, host: Host, tun_node: str, user: str) -> Iterator[
         yield
     except OSError as exc:
         raise map_os_error(exc, iface, host, tun_node, user) from None
+    except TapvirtError as err:
+        if err.subject.startswith("interface "):
+            raise
+        # The host names the device; the user also needs to know which interface it is.
+        raise TapvirtError(err.code, f"interface {label(iface)}, {err.subject}", err.cause,
+                           err.fix, line=err.line, details=err.details) from None
 
 
 def map_os_error(exc: OSError, iface: Interface, host: Host, tun_node: str,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ def _argv(qmp: Path, *extra: str) -> list[str]:
 
 
 @pytest.fixture
-def qemu(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], QmpClient, Path]]:
+def qemu(tmp_path: Path) -> Iterator[tuple[process.Process, QmpClient, Path]]:
     qmp = tmp_path / "qmp.sock"
     log = tmp_path / "qemu.log"
     proc = process.spawn(_argv(qmp), pass_fds=(), log_path=str(log))
@@ -43,7 +42,7 @@ def qemu(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], QmpClient, P
 
 
 def test_greeting_status_and_cont(
-    qemu: tuple[subprocess.Popen[bytes], QmpClient, Path],
+    qemu: tuple[process.Process, QmpClient, Path],
 ) -> None:
     _, client, _ = qemu
     assert client.greeting["version"]["qemu"]["major"] >= 7
@@ -54,7 +53,7 @@ def test_greeting_status_and_cont(
 
 
 def test_qmp_error_is_a_tapvirt_error(
-    qemu: tuple[subprocess.Popen[bytes], QmpClient, Path],
+    qemu: tuple[process.Process, QmpClient, Path],
 ) -> None:
     _, client, _ = qemu
     with pytest.raises(TapvirtError) as info:
@@ -68,7 +67,7 @@ def test_qmp_error_is_a_tapvirt_error(
 
 
 def test_fd_passing_getfd_then_netdev_add(
-    qemu: tuple[subprocess.Popen[bytes], QmpClient, Path],
+    qemu: tuple[process.Process, QmpClient, Path],
 ) -> None:
     """A socket fd stands in for a tap (the root test passes a real tap)."""
     proc, client, _ = qemu
@@ -88,7 +87,7 @@ def test_fd_passing_getfd_then_netdev_add(
 
 
 def test_qemu_exit_during_command_is_reported(
-    qemu: tuple[subprocess.Popen[bytes], QmpClient, Path],
+    qemu: tuple[process.Process, QmpClient, Path],
 ) -> None:
     proc, client, _ = qemu
     client.execute("quit")
@@ -167,3 +166,21 @@ def test_only_passed_fds_are_inherited(tmp_path: Path) -> None:
         for fd in (keep_r, keep_w, other_r, other_w):
             os.close(fd)
     assert not process.pid_alive(proc.pid)
+
+
+def test_fds_are_renumbered_as_the_command_line_says(tmp_path: Path) -> None:
+    """Two pipes swap numbers on the way in: ours a -> QEMU's b and ours b -> QEMU's a."""
+    a_r, a_w = os.pipe()
+    b_r, b_w = os.pipe()
+    qmp = tmp_path / "qmp.sock"
+    log = tmp_path / "qemu.log"
+    proc = process.spawn(_argv(qmp), fd_map=[(a_r, b_r), (b_r, a_r)], log_path=str(log))
+    try:
+        process.wait_for_qmp(proc, str(qmp), log_path=str(log), timeout=20).close()
+        assert os.readlink(f"/proc/{proc.pid}/fd/{b_r}") == f"pipe:[{os.fstat(a_r).st_ino}]"
+        assert os.readlink(f"/proc/{proc.pid}/fd/{a_r}") == f"pipe:[{os.fstat(b_r).st_ino}]"
+        assert not os.path.exists(f"/proc/{proc.pid}/fd/{a_w}")
+    finally:
+        process.stop(proc)
+        for fd in (a_r, a_w, b_r, b_w):
+            os.close(fd)

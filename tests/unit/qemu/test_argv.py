@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 from dataclasses import replace
+from pathlib import Path
 
 from tapvirt.conf.model import (
     BootDev,
@@ -25,14 +26,19 @@ from tapvirt.conf.model import (
     NicModel,
     Os,
 )
+from tapvirt.conf.parse import parse_domain
 from tapvirt.qemu.argv import (
     NetBackend,
     build_argv,
     fd_layout,
     link_state_commands,
+    netdev,
+    nic_device,
     remap_actions,
 )
 from tests.unit.qemu.helpers import UUID, domain, tap, user
+
+DATA = Path(__file__).resolve().parents[2] / "data" / "xml2argv"
 
 
 def _net(argv: list[str]) -> list[str]:
@@ -167,3 +173,45 @@ def test_qemu_accepts_the_command_line(tmp_path: object) -> None:
                           '{"execute":"query-status"}\n{"execute":"quit"}\n',
                           capture_output=True, text=True, timeout=60, check=False)
     assert '"status": "prelaunch"' in proc.stdout, proc.stderr
+
+
+def test_qemu_accepts_a_full_domain(tmp_path: Path) -> None:
+    """Disks on every bus (incl. a second AHCI controller), serials and console: QEMU parses
+    the whole command line up to the paused state and has every disk."""
+    for name in ("root.qcow2",):
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(tmp_path / name), "1M"],
+                       check=True)
+    for name in ("install,1.iso", "seven.raw", "data.raw"):
+        (tmp_path / name).write_bytes(b"\0" * 65536)
+    xml = (DATA / "full-domain.xml").read_text()
+    xml = xml.replace("/img/", f"{tmp_path}/").replace("/var/cache/tapvirt-guest/",
+                                                        f"{tmp_path}/")
+    xml = xml.replace("/run/user/1000/tapvirt/full-domain/", f"{tmp_path}/")
+    xml = xml.replace("/run/user/1000/", f"{tmp_path}/")
+    dom = parse_domain(xml)
+    # no NIC (no tap here) and no kernel (a fake one would stop QEMU before QMP answers)
+    dom = replace(dom, devices=replace(dom.devices, interfaces=()),
+                  os=replace(dom.os, kernel=None, initrd=None, cmdline=None))
+    argv = build_argv(dom, [], qmp_socket=str(tmp_path / "q.sock"))
+    i = argv.index("-mon")
+    argv[i - 2:i + 2] = ["-qmp", "stdio"]
+    proc = subprocess.run(argv, input='{"execute":"qmp_capabilities"}\n'
+                          '{"execute":"query-block"}\n{"execute":"quit"}\n',
+                          capture_output=True, text=True, timeout=60, check=False)
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    blocks = next(r["return"] for r in replies if isinstance(r.get("return"), list))
+    # virtio-blk reports its backend path: /machine/peripheral/ALIAS/virtio-backend
+    qdevs = {b["qdev"].removeprefix("/machine/peripheral/").split("/")[0] for b in blocks}
+    assert qdevs == {"virtio-disk0", "sata0-0-0", "sata1-0-1", "scsi0-0-0-1"}, proc.stderr
+
+
+def test_hotplug_objects_match_libvirt_sample_13() -> None:
+    # libvirt's QMP on hotplug of an unmanaged 2-queue tap (oracle sample 13), minus the
+    # PCI address: the same builders serve netdev_add/device_add with getfd names.
+    spec = NetBackend("net1", "tap", (7, 8))
+    assert netdev(spec, {7: "tapfd-net10", 8: "tapfd-net11"}) == {
+        "type": "tap", "fds": "tapfd-net10:tapfd-net11", "id": "hostnet1"}
+    iface = tap(queues=2, mac="52:54:00:13:13:02")
+    assert nic_device(iface, "net1", spec) == {
+        "driver": "virtio-net-pci", "mq": True, "vectors": 6, "netdev": "hostnet1",
+        "id": "net1", "mac": "52:54:00:13:13:02"}

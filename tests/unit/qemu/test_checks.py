@@ -36,6 +36,12 @@ CASES: list[tuple[str, Interface, dict[str, Any], str, tuple[str, ...]]] = [
      "device-busy", ("already attached by process 4242",)),
     ("busy-invisible", tap(), {"links": [tap_link(tun={"num_queues": 1})]},
      "device-busy", ("not visible to us",)),
+    ("busy-carrier", tap(), {"links": [tap_link(flags=0x10000)]},
+     "device-busy", ("not visible to us",)),
+    # A DOWN single-queue tap still reports its attached queue (derived from the carrier).
+    ("busy-down-holder", tap(), {"links": [tap_link(up=False, tun={"num_queues": 1})],
+                                 "holders": {"mytap0": [77]}},
+     "device-busy", ("process 77",)),
     ("down", tap(), {"links": [tap_link(up=False)]},
      "device-down", ("administratively down", "ip link set mytap0 up")),
     ("mac-conflict", tap(), {"links": [tap_link(mac="52:54:00:11:11:11")]},

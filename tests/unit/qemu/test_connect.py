@@ -224,3 +224,14 @@ def test_plan_predicts_the_argv_of_a_real_connect() -> None:
     assert build_argv(dom, conn.specs(), qmp_socket="/q") == planned
     conn.close()
     assert not fake.open_fds
+
+
+def test_a_device_that_cannot_be_removed_is_named_in_the_fix() -> None:
+    fake = host(identity=ROOT, links=[{"name": "lower0", "kind": "veth"}, tap_link()],
+                fail={"open_tap:mytap0": "EIO", "delete_link:macvtap0": "EBUSY"})
+    with pytest.raises(TapvirtError) as exc:
+        connect_domain(domain(direct(), tap(mac="52:54:00:11:11:13")), fake)
+    assert exc.value.code.code == "host-error"  # the original error stays the one raised
+    assert exc.value.details["left_behind"] == ["macvtap0"]
+    assert "as root, ip link del macvtap0" in exc.value.fix
+    assert not fake.open_fds

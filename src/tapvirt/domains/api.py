@@ -1,0 +1,611 @@
+"""The lifecycle API: start, create, shutdown, destroy, and what a guest looks like now.
+
+The CLI (`tapvirt.cli.run_cmds`) is a thin layer over these functions. `start` runs in
+the calling process up to the point where QEMU can be spawned (checks, fds); from then
+on a per-guest supervisor process owns the guest (see `tapvirt.domains.supervisor`).
+On any failure nothing is left behind: fds closed, QEMU reaped, managed devices
+deleted, state "shut off", and the error says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tapvirt.domains.errors import (
+    DOMAIN_NOT_FOUND,
+    DOMAIN_NOT_RUNNING,
+    DOMAIN_RUNNING,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    SUPERVISOR_FAILED,
+)
+from tapvirt.domains.runtime import (
+    RUNNING,
+    SHUTOFF,
+    STARTING,
+    DomainDir,
+    IfaceState,
+    State,
+    list_domain_dirs,
+    runtime_root,
+)
+from tapvirt.errors import TapvirtError
+from tapvirt.qemu.process import kill_quietly, pid_alive, proc_starttime
+
+if TYPE_CHECKING:
+    from tapvirt.conf.model import Domain
+    from tapvirt.host.api import Host
+
+START_TIMEOUT_S = 30.0
+STOP_WAIT_S = 15.0
+_TRACE = bool(os.environ.get("TAPVIRT_TRACE"))
+
+
+def _trace(label: str) -> None:
+    """TAPVIRT_TRACE=1: phase timestamps of a start on stderr (the supervisor's go to its
+    log), to see where start-up time goes."""
+    if _TRACE:
+        print(f"tapvirt-trace {time.time():.4f} launcher {label}", file=sys.stderr)
+
+
+# -- liveness and reconciliation ------------------------------------------------------
+
+def _same_process(pid: int | None, start: int | None) -> bool:
+    return bool(pid) and pid_alive(pid or 0) and (start is None or proc_starttime(pid or 0)
+                                                   == start)
+
+
+def supervisor_alive(st: State) -> bool:
+    return _same_process(st.supervisor_pid, st.supervisor_start)
+
+
+def qemu_alive(st: State) -> bool:
+    return _same_process(st.qemu_pid, st.qemu_start)
+
+
+def reconcile(dd: DomainDir) -> State:
+    """The domain's true state. Stale state (a supervisor or launcher that was killed,
+    QEMU gone) is repaired on the spot, so no command ever needs manual cleanup."""
+    st = dd.read()
+    if st.state == SHUTOFF:
+        return st
+    if supervisor_alive(st):
+        return st
+    if st.state == STARTING and st.supervisor_pid is None and st.launcher_pid and \
+            pid_alive(st.launcher_pid) and st.launcher_pid != os.getpid():
+        return st  # a launcher is still connecting devices
+    if qemu_alive(st):
+        # QEMU outlived its supervisor: still running, but nobody will clean up after it
+        if st.reason != "unsupervised":
+            st.reason = "unsupervised"
+            dd.write(st)
+        return st
+    _mark_shut_off(dd, st, f"stale state repaired: {st.state} guest had no live process")
+    return st
+
+
+def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
+    for name in st.to_delete:
+        with contextlib.suppress(Exception):  # needs privilege; the supervisor may have done it
+            from tapvirt.host.linux import LinuxHost
+
+            LinuxHost().delete_link(name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(dd.qmp_socket)
+    st.state, st.reason, st.stopped_at = SHUTOFF, reason, time.time()
+    st.qemu_pid = st.qemu_start = None
+    dd.write(st)
+    if st.transient:
+        import shutil
+
+        shutil.rmtree(dd.path, ignore_errors=True)
+
+
+# -- looking domains up ---------------------------------------------------------------
+
+def _store() -> Any:
+    from tapvirt.domains.store import Store
+
+    return Store()
+
+
+def _runtime(name: str) -> DomainDir:
+    return DomainDir(runtime_root(), name)
+
+
+def _not_found(name: str) -> TapvirtError:
+    return TapvirtError(DOMAIN_NOT_FOUND, f"domain {name}", "no domain of that name is defined "
+                        "or running", "see `tapvirt list --all`; define it with "
+                        "`tapvirt define FILE`")
+
+
+def state_of(name: str) -> State:
+    """The domain's reconciled state; domain-not-found if it is neither defined nor known."""
+    dd = _runtime(name)
+    if dd.state_file.exists():
+        st = reconcile(dd)
+        if st.state != SHUTOFF or not st.transient:
+            return st
+    if _store().exists(name):
+        return State(name)
+    raise _not_found(name)
+
+
+# -- start ------------------------------------------------------------------------------
+
+def _with_console_log(dom: Domain, log: Path) -> Domain:
+    """Serial port 0 goes to the runtime console log unless the XML says where it goes."""
+    from tapvirt.conf.model import Chardev, ChardevKind, ChardevType
+
+    serials = list(dom.devices.serials)
+    consoles = list(dom.devices.consoles)
+    if serials:
+        if serials[0].type is ChardevType.PTY:
+            serials[0] = dataclasses.replace(serials[0], type=ChardevType.FILE, path=str(log))
+    elif consoles and consoles[0].type is not ChardevType.PTY:
+        return dom
+    else:
+        serials = [Chardev(ChardevKind.SERIAL, ChardevType.FILE, path=str(log))]
+        consoles = []
+    devices = dataclasses.replace(dom.devices, serials=tuple(serials), consoles=tuple(consoles))
+    return dataclasses.replace(dom, devices=devices)
+
+
+def console_path(dom: Domain, dd: DomainDir) -> Path:
+    from tapvirt.conf.model import ChardevType
+
+    chars = list(dom.devices.serials) or list(dom.devices.consoles)
+    if chars and chars[0].type is ChardevType.FILE and chars[0].path:
+        return Path(chars[0].path)
+    return dd.console_log
+
+
+def _package_root() -> str:
+    import tapvirt
+
+    return str(Path(tapvirt.__file__).resolve().parent.parent)
+
+
+class PendingSupervisor:
+    """A supervisor started ahead of need: its interpreter loads while the launcher
+    parses and connects. `send()` hands it the job and the fds; dropping it (`abandon`)
+    makes it exit without touching anything."""
+
+    def __init__(self, dd: DomainDir) -> None:
+        import socket
+
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ)
+        # -S: no site (saves memory and time); the package is found through PYTHONPATH
+        env["PYTHONPATH"] = _package_root() + (
+            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        log_fd = os.open(dd.supervisor_log,
+                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-S", "-m", "tapvirt.domains.supervisor",
+                 str(theirs.fileno())],
+                stdin=subprocess.DEVNULL, stdout=log_fd, stderr=log_fd,
+                pass_fds=(theirs.fileno(),), start_new_session=True, env=env)
+        except OSError as exc:
+            ours.close()
+            raise TapvirtError(SUPERVISOR_FAILED, f"domain {dd.name}",
+                               f"cannot run the supervisor: {exc}") from None
+        finally:
+            theirs.close()
+            os.close(log_fd)
+        self.sock = ours
+        self.name = dd.name
+
+    def send(self, job: dict[str, Any], fds: list[int]) -> None:
+        import socket
+
+        data = json.dumps(job).encode()
+        try:
+            sent = socket.send_fds(self.sock, [data], fds)
+            if sent < len(data):
+                self.sock.sendall(data[sent:])
+            self.sock.shutdown(socket.SHUT_WR)
+        except OSError as exc:
+            raise TapvirtError(SUPERVISOR_FAILED, f"domain {self.name}",
+                               f"the supervisor did not take its job: {exc}") from None
+
+    def reply(self, timeout: float) -> dict[str, Any] | None:
+        """Its one-line report, None if it ended without one; TimeoutError if none came."""
+        buf = b""
+        deadline = time.monotonic() + timeout
+        while b"\n" not in buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.sock], [], [], left)[0]:
+                raise TimeoutError
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                return None
+            buf += chunk
+        msg = json.loads(buf.split(b"\n", 1)[0])
+        return msg if isinstance(msg, dict) else None
+
+    def reap(self) -> None:
+        """Reap the intermediate process (it exits as soon as the supervisor detached)."""
+        self.proc.wait()
+
+    def abandon(self) -> None:
+        self.sock.close()
+        self.reap()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _error_from_json(data: dict[str, Any]) -> TapvirtError:
+    from tapvirt.errors import INTERNAL, all_codes
+
+    codes = {c.code: c for c in all_codes()}
+    return TapvirtError(codes.get(data.get("code", ""), INTERNAL), data.get("subject", ""),
+                        data.get("cause", ""), data.get("fix", ""),
+                        details=data.get("details"))
+
+
+def _log_tail(path: Path, limit: int = 600) -> str:
+    from tapvirt.qemu.process import log_tail
+
+    return log_tail(str(path), limit)
+
+
+def start(name: str, *, tun_node: str | None = None, host: Host | None = None,
+          timeout: float = START_TIMEOUT_S, paused: bool = False) -> State:
+    """Start a defined domain; returns when the guest runs (or, paused, before its
+    first instruction: `virsh start --paused`)."""
+    store = _store()
+    if not store.exists(name):
+        raise _not_found(name)
+    return _start(name, store.get, transient=False, tun_node=tun_node, host=host,
+                  timeout=timeout, paused=paused)
+
+
+def create(xml_path: str, *, tun_node: str | None = None, host: Host | None = None,
+           timeout: float = START_TIMEOUT_S, paused: bool = False) -> State:
+    """Start a transient domain from an XML file (not defined; gone once it stops)."""
+    from tapvirt.conf.parse import parse_domain_file
+
+    dom = parse_domain_file(xml_path)
+    if _store().exists(dom.name):
+        st = state_of(dom.name)
+        if st.state != SHUTOFF:
+            raise _running(dom.name, st)
+    return _start(dom.name, lambda _: dom, transient=True, tun_node=tun_node, host=host,
+                  timeout=timeout, paused=paused)
+
+
+def _running(name: str, st: State) -> TapvirtError:
+    return TapvirtError(DOMAIN_RUNNING, f"domain {name}", f"it is already {st.state}",
+                        f"stop it first: tapvirt destroy {name}")
+
+
+def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
+           tun_node: str | None, host: Host | None, timeout: float,
+           paused: bool = False) -> State:
+    _trace("start")
+    dd = DomainDir(runtime_root(), name).ensure()
+    with dd.locked():
+        st = reconcile(dd)
+        if st.state != SHUTOFF:
+            raise _running(name, st)
+        dd.write(State(name, "", STARTING, "connecting devices", transient,
+                       launcher_pid=os.getpid(), started_at=time.time()))
+        sup = None
+        try:
+            sup = PendingSupervisor(dd)
+            _trace("supervisor spawned")
+            dom = _with_console_log(load(name), dd.console_log)
+            _trace("definition loaded")
+            from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
+            from tapvirt.qemu.connect import connect_domain
+
+            if host is None:
+                from tapvirt.host.linux import LinuxHost
+
+                host = LinuxHost()
+            if tun_node is None:
+                tun_node = os.environ.get("TAPVIRT_TUN_NODE") or None
+            with connect_domain(dom, host, tun_node=tun_node) as conn:
+                specs = conn.specs()
+                argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE)
+                pairs = fd_layout(specs, FD_BASE)
+                ifaces = [IfaceState(b.alias, b.iface.type.value, b.device,
+                                     b.iface.model.value, b.iface.mac, b.delete_at_stop)
+                          for b in conn.backends]
+                _write_live_xml(dom, dd, {i.alias: i.device for i in ifaces if i.device})
+                _trace("connected, argv built")
+                sup.send({
+                    "name": dom.name, "uuid": dom.uuid, "root": str(dd.root),
+                    "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
+                    "fd_numbers": [child for _, child in pairs],
+                    "qmp_before_cont": link_state_commands(dom),
+                    "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
+                    "interfaces": [dataclasses.asdict(i) for i in ifaces],
+                    "to_delete": list(conn.to_delete), "start_timeout": timeout,
+                    "paused": paused, "trace": _TRACE,
+                }, [parent for parent, _ in pairs])
+                _trace("job sent")
+                # the supervisor owns copies of the fds and the devices to delete now
+                conn.close()
+                conn.to_delete.clear()
+            sup.reap()
+        except BaseException:
+            if sup is not None:
+                sup.abandon()
+            st = dd.read()
+            if st.supervisor_pid is None:
+                _mark_shut_off(dd, st, "start failed")
+            raise
+        try:
+            msg = sup.reply(timeout + 10)
+            _trace("reply received")
+        except TimeoutError:
+            st = dd.read()
+            if st.supervisor_pid:
+                kill_quietly(st.supervisor_pid, signal.SIGTERM)
+            raise TapvirtError(START_TIMEOUT, f"domain {name}",
+                               f"the guest was not running after {timeout + 10:g} s",
+                               f"see {dd.qemu_log} and {dd.supervisor_log}") from None
+        finally:
+            sup.close()
+        if msg is None:
+            st = reconcile(dd)
+            raise TapvirtError(
+                SUPERVISOR_FAILED, f"domain {name}",
+                "the supervisor ended without reporting: "
+                + (_log_tail(dd.supervisor_log) or "no log"),
+                f"see {dd.supervisor_log}")
+        if not msg.get("ok"):
+            raise _error_from_json(msg.get("error", {}))
+        return dd.read()
+
+
+def _write_live_xml(dom: Domain, dd: DomainDir, actual: dict[str, str]) -> None:
+    from tapvirt.conf.format import format_domain
+    from tapvirt.domains.runtime import write_atomic
+
+    write_atomic(dd.domain_xml, format_domain(dom, live=True, actual_devs=actual))
+
+
+# -- stop -------------------------------------------------------------------------------
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    """Wait for a process that is not our child to end (pidfd: no polling)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        deadline = time.monotonic() + timeout
+        while pid_alive(pid):  # a zombie counts as gone
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            select.select([pidfd], [], [], min(left, 0.1))
+        return True
+    finally:
+        os.close(pidfd)
+
+
+def _running_dir(name: str) -> tuple[DomainDir, State]:
+    dd = _runtime(name)
+    st = reconcile(dd) if dd.state_file.exists() else None
+    if st is None or st.state == SHUTOFF:
+        if st is None and not _store().exists(name):
+            raise _not_found(name)
+        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", "it is not running",
+                           f"start it: tapvirt start {name}")
+    return dd, st
+
+
+def destroy(name: str, *, timeout: float = STOP_WAIT_S) -> State:
+    """Stop the guest now (SIGTERM, then SIGKILL) and wait until it is shut off."""
+    dd, st = _running_dir(name)
+    if supervisor_alive(st):
+        assert st.supervisor_pid is not None
+        kill_quietly(st.supervisor_pid, signal.SIGTERM)
+        if not _wait_gone(st.supervisor_pid, timeout):
+            raise TapvirtError(STOP_TIMEOUT, f"domain {name}",
+                               f"the supervisor (pid {st.supervisor_pid}) did not finish "
+                               f"within {timeout:g} s", f"see {dd.supervisor_log}")
+    elif qemu_alive(st):
+        assert st.qemu_pid is not None
+        kill_quietly(st.qemu_pid, signal.SIGTERM)
+        if not _wait_gone(st.qemu_pid, 3.0):
+            kill_quietly(st.qemu_pid, signal.SIGKILL)
+            _wait_gone(st.qemu_pid, 10.0)
+        _mark_shut_off(dd, st, "destroyed")
+    if not dd.state_file.exists():  # a transient domain is gone
+        return dataclasses.replace(st, state=SHUTOFF, reason="destroyed")
+    return reconcile(dd)
+
+
+def shutdown(name: str, *, timeout: float = 60.0) -> State:
+    """ACPI power-down through QMP; destroy if the guest is still running after `timeout`."""
+    from tapvirt.qemu.qmp import QmpClient
+
+    dd, st = _running_dir(name)
+    if st.state != RUNNING:
+        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}",
+                           f"wait, or stop it now: tapvirt destroy {name}")
+    if st.supervisor_pid:
+        kill_quietly(st.supervisor_pid, signal.SIGUSR1)  # a power-off now is final
+    with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
+        qmp.execute("system_powerdown")
+    pid = st.supervisor_pid if supervisor_alive(st) else st.qemu_pid
+    if pid and _wait_gone(pid, timeout):
+        if not dd.state_file.exists():
+            return dataclasses.replace(st, state=SHUTOFF, reason="shutdown")
+        return reconcile(dd)
+    destroy(name)
+    if not dd.state_file.exists():
+        return dataclasses.replace(st, state=SHUTOFF, reason="destroyed after shutdown timeout")
+    final = dd.read()
+    final.reason = f"destroyed: no power-off within {timeout:g} s"
+    dd.write(final)
+    return final
+
+
+def resume(name: str) -> State:
+    """Let a guest started with --paused run (QMP `cont`)."""
+    from tapvirt.domains.runtime import PAUSED
+    from tapvirt.qemu.qmp import QmpClient
+
+    dd, st = _running_dir(name)
+    if st.state != PAUSED:
+        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}, not paused",
+                           "only a guest started with --paused can be resumed")
+    with dd.locked(wait=5):
+        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
+            qmp.execute("cont")
+        st = dd.read()
+        if st.state == PAUSED:
+            st.state, st.reason = RUNNING, "resumed"
+            dd.write(st)
+    return st
+
+
+# -- looking at guests ------------------------------------------------------------------
+
+@dataclass
+class DomainRow:
+    id: int | None  # QEMU's pid while running (libvirt shows a small counter here)
+    name: str
+    uuid: str
+    state: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _stored_uuid(store: Any, name: str) -> str:
+    """The uuid of a stored definition without parsing it (the file is canonical XML)."""
+    import re
+
+    try:
+        m = re.search(r"<uuid>([^<]+)</uuid>", store.get_xml(name))
+    except TapvirtError:
+        return ""
+    return m.group(1).strip() if m else ""
+
+
+def list_domains(*, include_inactive: bool = False) -> list[DomainRow]:
+    """Running (and with include_inactive, every defined) domain, sorted by name.
+
+    Reads state files and the stored files only: no XML parsing, so it stays fast with
+    many definitions."""
+    rows: dict[str, DomainRow] = {}
+    store = _store()
+    defined = set(store.names())
+    for dd in list_domain_dirs(runtime_root()):
+        st = reconcile(dd)
+        if st.state == SHUTOFF and (st.transient or dd.name not in defined):
+            continue
+        running = st.state != SHUTOFF
+        rows[dd.name] = DomainRow(st.qemu_pid if running else None, dd.name,
+                                  st.uuid or _stored_uuid(store, dd.name), st.state)
+    if not include_inactive:
+        return sorted((r for r in rows.values() if r.state != SHUTOFF), key=lambda r: r.name)
+    for name in defined - rows.keys():
+        rows[name] = DomainRow(None, name, _stored_uuid(store, name), SHUTOFF)
+    return sorted(rows.values(), key=lambda r: r.name)
+
+
+def dominfo(name: str) -> dict[str, Any]:
+    st = state_of(name)
+    dd = _runtime(name)
+    dom = _domain_for(name, st, dd)
+    running = st.state != SHUTOFF
+    return {
+        "name": name, "uuid": dom.uuid, "state": st.state, "reason": st.reason,
+        "id": st.qemu_pid if running else None,
+        "persistent": _store().exists(name), "vcpus": dom.vcpus,
+        "memory_kib": dom.memory_kib, "qemu_pid": st.qemu_pid if running else None,
+        "supervisor_pid": st.supervisor_pid if running and supervisor_alive(st) else None,
+        "started_at": st.started_at if running else None,
+        "stopped_at": st.stopped_at, "exit_status": st.exit_status, "restarts": st.restarts,
+        "console_log": str(console_path(dom, dd)), "qemu_log": str(dd.qemu_log),
+        "interfaces": len(dom.devices.interfaces),
+    }
+
+
+def _domain_for(name: str, st: State, dd: DomainDir) -> Domain:
+    if st.state != SHUTOFF and dd.domain_xml.exists():
+        from tapvirt.conf.parse import parse_domain_file
+
+        return parse_domain_file(dd.domain_xml)
+    store = _store()
+    if not store.exists(name):
+        raise _not_found(name)
+    dom: Domain = store.get(name)
+    return dom
+
+
+def domiflist(name: str) -> list[IfaceState]:
+    """Interface, type, host device, model, MAC: live while running, else as defined."""
+    st = state_of(name)
+    if st.state != SHUTOFF and st.interfaces:
+        return st.interfaces
+    dom: Domain = _store().get(name)
+    return [IfaceState(i.alias or f"net{n}", i.type.value, i.dev, i.model.value, i.mac)
+            for n, i in enumerate(dom.devices.interfaces)]
+
+
+def dumpxml(name: str) -> str:
+    """The live XML of a running guest (aliases, actual devices), else the definition."""
+    st = state_of(name)
+    dd = _runtime(name)
+    if st.state != SHUTOFF and dd.domain_xml.exists():
+        return dd.domain_xml.read_text(encoding="utf-8")
+    text: str = _store().get_xml(name)
+    return text
+
+
+def follow_console(name: str, *, follow: bool = True, from_start: bool = True,
+                   poll: float = 0.1) -> Iterator[bytes]:
+    """The serial console log; with `follow`, keep yielding until the guest stops."""
+    st = state_of(name)
+    dd = _runtime(name)
+    path = console_path(_domain_for(name, st, dd), dd)
+    if not path.exists():
+        if st.state == SHUTOFF:
+            raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}",
+                               "it is not running and has no console log",
+                               f"start it: tapvirt start {name}")
+        # QEMU creates it a moment after start
+        deadline = time.monotonic() + 5
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(poll)
+    with open(path, "rb") as f:
+        if not from_start:
+            f.seek(0, os.SEEK_END)
+        while True:
+            chunk = f.read(65536)
+            if chunk:
+                yield chunk
+                continue
+            if not follow:
+                return
+            st = dd.read() if dd.state_file.exists() else dataclasses.replace(st, state=SHUTOFF)
+            if st.state == SHUTOFF or (st.state == RUNNING and not qemu_alive(st)
+                                       and not supervisor_alive(st)):
+                tail = f.read()
+                if tail:
+                    yield tail
+                return
+            time.sleep(poll)

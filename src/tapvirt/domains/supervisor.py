@@ -1,0 +1,326 @@
+"""The per-guest supervisor: QEMU's parent for the guest's whole life.
+
+`tapvirt start` runs `python -S -m tapvirt.domains.supervisor FD` as early as it can,
+so that the supervisor's interpreter starts while the launcher parses and connects;
+FD is one end of a socketpair. The supervisor detaches at once (forks once more, so it
+is nobody's child but init's) and waits for its job: one JSON message carrying the
+interface fds (SCM_RIGHTS). It then spawns QEMU paused with those fds renumbered as
+the command line says, waits for QMP, sends the link-state commands and `cont`,
+reports one JSON line back on the socket and waits for QEMU to end (pidfd:
+immediate). If the launcher goes away before sending a job, the supervisor just exits.
+When QEMU ends, for whatever reason, it applies on_poweroff / on_crash (restart or
+stop), closes its fd copies, deletes the managed devices that need explicit deletion,
+and writes state "shut off".
+
+Signals: SIGTERM = destroy (SIGTERM to QEMU, SIGKILL after a grace period);
+SIGUSR1 = a shutdown was requested (a guest power-off then is final, never restarted).
+
+It imports only the stdlib and tapvirt's small lifecycle modules (no lxml, no
+pyroute2): one of these runs per guest, so its memory counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from typing import Any
+
+from tapvirt.domains.errors import SUPERVISOR_FAILED
+from tapvirt.domains.runtime import (
+    PAUSED,
+    RUNNING,
+    SHUTOFF,
+    STARTING,
+    DomainDir,
+    IfaceState,
+    State,
+)
+from tapvirt.errors import INTERNAL, TapvirtError
+from tapvirt.qemu import process
+
+DESTROY_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on destroy
+QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a loop
+MAX_QUICK_RESTARTS = 3
+
+
+def trace(job: dict[str, Any], label: str) -> None:
+    if job.get("trace"):
+        log(f"tapvirt-trace {time.time():.4f} supervisor {label}")
+
+
+def log(msg: str) -> None:
+    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
+                     f"{msg}\n")
+    sys.stderr.flush()
+
+
+class Supervisor:
+    def __init__(self, job: dict[str, Any]) -> None:
+        from pathlib import Path
+
+        self.job = job
+        self.dd = DomainDir(Path(job["root"]), job["name"])
+        self.argv: list[str] = list(job["argv"])
+        self.fds: list[int] = list(job["fds"])
+        # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
+        self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
+        self.status: socket.socket | None = job.get("status")
+        self.keep_fds = job.get("on_poweroff") == "restart" or job.get("on_crash") == "restart"
+        self.proc: process.Process | None = None
+        self.destroy_requested = False
+        self.shutdown_requested = False
+        self.kill_at: float | None = None
+        self._wake_r = -1  # read end of the signal wakeup pipe (set up in run)
+        self.state = State(
+            name=job["name"], uuid=job.get("uuid", ""), state=STARTING,
+            transient=bool(job.get("transient")), launcher_pid=job.get("launcher_pid"),
+            supervisor_pid=os.getpid(), supervisor_start=process.proc_starttime(os.getpid()),
+            interfaces=[IfaceState(**i) for i in job.get("interfaces", [])],
+            to_delete=list(job.get("to_delete", [])), started_at=time.time(),
+        )
+
+    # -- reporting to the launcher ------------------------------------------------------
+
+    def report(self, msg: dict[str, Any]) -> None:
+        if self.status is None:
+            return
+        with contextlib.suppress(OSError):  # the launcher may be gone: keep going
+            self.status.sendall(json.dumps(msg).encode() + b"\n")
+        self.status.close()
+        self.status = None
+
+    # -- signals ------------------------------------------------------------------------
+
+    def _on_term(self, signum: int, frame: object) -> None:
+        self.destroy_requested = True
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(OSError):
+                self.proc.send_signal(signal.SIGTERM)
+            if self.kill_at is None:
+                self.kill_at = time.monotonic() + DESTROY_GRACE
+
+    def _on_usr1(self, signum: int, frame: object) -> None:
+        self.shutdown_requested = True
+
+    # -- the guest ----------------------------------------------------------------------
+
+    def launch(self) -> None:
+        """Spawn QEMU paused, wait for QMP, apply link state, cont."""
+        qmp_path = str(self.dd.qmp_socket)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(qmp_path)
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.dd.console_log, str(self.dd.console_log) + ".old")
+        subject = f"domain {self.state.name}"
+        self.proc = process.spawn(self.argv, fd_map=self.fd_map,
+                                  log_path=str(self.dd.qemu_log), subject=subject)
+        trace(self.job, "qemu spawned")
+        self.state.qemu_pid = self.proc.pid
+        self.state.qemu_start = process.proc_starttime(self.proc.pid)
+        self.dd.write(self.state)  # a pid on disk before anything can fail
+        if not self.keep_fds:
+            self._close_fds()
+        try:
+            client = process.wait_for_qmp(
+                self.proc, qmp_path, log_path=str(self.dd.qemu_log),
+                timeout=float(self.job.get("start_timeout", 30)), subject=subject)
+            trace(self.job, "qmp answered")
+            with client:
+                for cmd in self.job.get("qmp_before_cont", []):
+                    client.execute(cmd["execute"], cmd.get("arguments"))
+                if not self.job.get("paused"):
+                    client.execute("cont")
+                status = client.status()
+                want = "prelaunch" if self.job.get("paused") else "running"
+                if status != want:
+                    raise TapvirtError(INTERNAL, subject, f"QEMU is {status!r}, not {want!r}")
+        except BaseException:
+            process.stop(self.proc, subject=subject)
+            raise
+        trace(self.job, "cont done")
+        self.state.state = PAUSED if self.job.get("paused") else RUNNING
+        self.state.reason = "booted" if not self.state.restarts else "restarted"
+        if self.job.get("paused"):
+            self.state.reason = "started paused"
+        self.dd.write(self.state)
+
+    def watch(self) -> int:
+        """Block until QEMU ends; return its exit status. Handles destroy requests."""
+        assert self.proc is not None
+        pidfd = os.pidfd_open(self.proc.pid)
+        try:
+            while True:
+                timeout = None
+                if self.kill_at is not None:
+                    timeout = max(0.0, self.kill_at - time.monotonic())
+                ready, _, _ = select.select([pidfd, self._wake_r], [], [], timeout)
+                if self._wake_r in ready:
+                    with contextlib.suppress(BlockingIOError):
+                        os.read(self._wake_r, 512)
+                if pidfd in ready:
+                    return self.proc.wait()
+                if self.kill_at is not None and time.monotonic() >= self.kill_at:
+                    log(f"QEMU {self.proc.pid} ignored SIGTERM for {DESTROY_GRACE:g} s: SIGKILL")
+                    with contextlib.suppress(OSError):
+                        self.proc.kill()
+                    self.kill_at = time.monotonic() + 3600
+        finally:
+            os.close(pidfd)
+
+    def run(self) -> int:
+        self._wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(wake_w)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGUSR1, self._on_usr1)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        self.dd.write(self.state)
+        try:
+            self.launch()
+        except TapvirtError as err:
+            log(f"start failed: {err.render()}")
+            self.finish("failed", None)
+            self.report({"ok": False, "error": err.to_json()})
+            return 1
+        except Exception as exc:
+            log(f"start failed unexpectedly: {exc!r}")
+            bug = TapvirtError(SUPERVISOR_FAILED, f"domain {self.state.name}",
+                               f"unexpected {type(exc).__name__}: {exc}",
+                               f"see {self.dd.supervisor_log}")
+            self.finish("failed", None)
+            self.report({"ok": False, "error": bug.to_json()})
+            return 1
+        assert self.proc is not None
+        self.report({"ok": True, "qemu_pid": self.proc.pid, "supervisor_pid": os.getpid()})
+        if self.destroy_requested:  # SIGTERM arrived during start
+            self._on_term(signal.SIGTERM, None)
+        quick = 0
+        while True:
+            ran_from = time.monotonic()
+            status = self.watch()
+            ran = time.monotonic() - ran_from
+            reason, action = self.classify(status)
+            log(f"QEMU {self.proc.pid} ended ({process.describe_exit(status)}): {reason}")
+            if action != "restart":
+                self.finish(reason, status)
+                return 0
+            quick = quick + 1 if ran < QUICK_EXIT else 0
+            if quick > MAX_QUICK_RESTARTS:
+                self.finish(f"{reason}; not restarted: it ended {quick} times within "
+                            f"{QUICK_EXIT:g} s", status)
+                return 0
+            self.state.restarts += 1
+            self.state.state = STARTING
+            self.state.exit_status = status
+            self.dd.write(self.state)
+            try:
+                self.launch()
+            except TapvirtError as err:
+                log(f"restart failed: {err.render()}")
+                self.finish(f"{reason}; restart failed: {err.cause}", status)
+                return 0
+
+    def classify(self, status: int) -> tuple[str, str]:
+        """Why QEMU ended, and what to do: 'restart' or 'stop'."""
+        if self.destroy_requested:
+            return "destroyed", "stop"
+        if status == 0:
+            if self.shutdown_requested:
+                return "shutdown", "stop"
+            return "shutdown", str(self.job.get("on_poweroff", "destroy"))
+        return "crashed", str(self.job.get("on_crash", "destroy"))
+
+    def _close_fds(self) -> None:
+        for fd in self.fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.fds = []
+        self.fd_map = []
+
+    def finish(self, reason: str, status: int | None) -> None:
+        """Everything the guest held goes; unmanaged devices are never touched."""
+        if self.proc is not None and self.proc.poll() is None:
+            process.stop(self.proc)
+        self._close_fds()
+        for name in self.state.to_delete:
+            try:
+                delete_link(name)
+            except Exception as exc:  # keep cleaning; say what is left
+                log(f"could not delete managed device {name}: {exc}")
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.dd.qmp_socket)
+        self.state.state = SHUTOFF
+        self.state.reason = reason
+        self.state.exit_status = status
+        self.state.stopped_at = time.time()
+        self.state.qemu_pid = None
+        self.state.qemu_start = None
+        self.dd.write(self.state)
+        if self.state.transient:
+            remove_runtime_dir(self.dd)
+
+
+def delete_link(name: str) -> None:
+    # Only managed macvtaps get here, and only with CAP_NET_ADMIN: the import is lazy so
+    # that the common case keeps the supervisor small.
+    from tapvirt.host.linux import LinuxHost
+
+    LinuxHost().delete_link(name)
+
+
+def remove_runtime_dir(dd: DomainDir) -> None:
+    import shutil
+
+    shutil.rmtree(dd.path, ignore_errors=True)
+
+
+def receive_job(sock: socket.socket) -> dict[str, Any] | None:
+    """The launcher's job and its fds, or None if it went away without sending one."""
+    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1024, socket.MSG_CMSG_CLOEXEC)
+    chunks = [data]
+    while data:
+        data = sock.recv(1 << 20)
+        chunks.append(data)
+    raw = b"".join(chunks)
+    if not raw:
+        for fd in fds:
+            os.close(fd)
+        return None
+    job: dict[str, Any] = json.loads(raw)
+    job["fds"] = fds
+    return job
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    ready = time.time()
+    sock = socket.socket(fileno=int(args[0]))
+    os.set_inheritable(sock.fileno(), False)
+    # Detach: our parent (the launcher) reaps this intermediate process at once; the
+    # child below is adopted by init (or the nearest subreaper) and outlives the CLI.
+    if os.fork():
+        os._exit(0)
+    devnull = os.open("/dev/null", os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    job = receive_job(sock)
+    if job is None:
+        return 0  # the launcher failed before handing over anything
+    trace(job, f"imports done at {ready:.4f}")
+    job["status"] = sock
+    trace(job, "job received")
+    try:
+        return Supervisor(job).run()
+    except Exception as exc:  # never leave a guest without state
+        log(f"supervisor crashed: {exc!r}")
+        raise
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

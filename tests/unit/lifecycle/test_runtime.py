@@ -1,0 +1,147 @@
+"""Runtime directory, state files, locks and reconciliation of stale state."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tapvirt.domains import errors as codes
+from tapvirt.domains import runtime
+from tapvirt.domains.runtime import RUNNING, SHUTOFF, STARTING, DomainDir, State
+from tapvirt.errors import TapvirtError
+
+
+@pytest.fixture
+def xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "xdg"
+    d.mkdir(mode=0o700)
+    monkeypatch.delenv("TAPVIRT_RUNTIME_DIR", raising=False)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(d))
+    return d
+
+
+def test_root_is_created_private(xdg: Path) -> None:
+    root = runtime.runtime_root()
+    assert root == xdg / "tapvirt"
+    assert root.stat().st_mode & 0o777 == 0o700
+    dd = DomainDir(root, "g1").ensure()
+    assert dd.path.stat().st_mode & 0o777 == 0o700
+
+
+def test_fallback_without_xdg(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("XDG_RUNTIME_DIR", raising=False)
+    monkeypatch.delenv("TAPVIRT_RUNTIME_DIR", raising=False)
+    existed = Path(f"/tmp/tapvirt-{os.getuid()}").exists()
+    root = runtime.runtime_root()
+    assert root == Path(f"/tmp/tapvirt-{os.getuid()}")
+    assert root.stat().st_uid == os.getuid() and root.stat().st_mode & 0o077 == 0
+    if not existed:
+        root.rmdir()
+
+
+def test_open_directory_is_refused(xdg: Path) -> None:
+    (xdg / "tapvirt").mkdir(mode=0o755)
+    os.chmod(xdg / "tapvirt", 0o755)
+    with pytest.raises(TapvirtError) as info:
+        runtime.runtime_root()
+    assert info.value.code is codes.RUNTIME_DIR_UNSAFE
+    assert "chmod 700" in info.value.fix
+
+
+def test_symlink_is_refused(xdg: Path, tmp_path: Path) -> None:
+    target = tmp_path / "elsewhere"
+    target.mkdir(mode=0o700)
+    (xdg / "tapvirt").symlink_to(target)
+    with pytest.raises(TapvirtError) as info:
+        runtime.runtime_root()
+    assert info.value.code is codes.RUNTIME_DIR_UNSAFE
+
+
+def test_state_roundtrip_and_atomic_files(xdg: Path) -> None:
+    dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    assert dd.read().state == SHUTOFF  # no file yet
+    st = State("g1", "u-1", RUNNING, interfaces=[runtime.IfaceState("net0", "ethernet",
+                                                                     "tap0", "virtio", "m")])
+    dd.write(st)
+    assert dd.read() == st
+    assert dd.state_file.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in dd.path.iterdir()] == ["state.json"]  # no temp files left
+    data = json.loads(dd.state_file.read_text())
+    data["future_field"] = 1  # newer versions may add keys
+    dd.state_file.write_text(json.dumps(data))
+    assert dd.read().state == RUNNING
+    dd.state_file.write_text("{torn")
+    assert dd.read().state == SHUTOFF
+
+
+def test_long_names_get_a_short_qmp_socket(xdg: Path) -> None:
+    dd = DomainDir(runtime.runtime_root(), "x" * 64)
+    assert len(str(dd.qmp_socket).encode()) <= 100
+
+
+def test_lock_excludes_a_second_holder(xdg: Path) -> None:
+    dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    code = ("import sys; from pathlib import Path; from tapvirt.domains.runtime import DomainDir\n"
+            "from tapvirt.errors import TapvirtError\n"
+            f"dd = DomainDir(Path({str(dd.root)!r}), 'g1')\n"
+            "try:\n    with dd.locked(): print('got')\n"
+            "except TapvirtError as e: print(e.code.code)\n")
+    with dd.locked():
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                             check=True).stdout.strip()
+        assert out == "domain-busy"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+                         check=True).stdout.strip()
+    assert out == "got"
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
+
+
+def test_reconcile_repairs_dead_supervisor_and_qemu(xdg: Path) -> None:
+    from tapvirt.domains.api import reconcile
+
+    dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    dead = _dead_pid()
+    dd.qmp_socket.write_text("")  # a stale socket file
+    dd.write(State("g1", state=RUNNING, supervisor_pid=dead, qemu_pid=dead))
+    st = reconcile(dd)
+    assert st.state == SHUTOFF and "stale" in st.reason
+    assert dd.read().state == SHUTOFF
+    assert not dd.qmp_socket.exists()
+
+
+def test_reconcile_repairs_a_launcher_killed_mid_start(xdg: Path) -> None:
+    from tapvirt.domains.api import reconcile
+
+    dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    dd.write(State("g1", state=STARTING, launcher_pid=_dead_pid()))
+    assert reconcile(dd).state == SHUTOFF
+
+
+def test_reconcile_keeps_a_live_supervisor(xdg: Path) -> None:
+    from tapvirt.domains.api import reconcile
+    from tapvirt.qemu.process import proc_starttime
+
+    dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        dd.write(State("g1", state=RUNNING, supervisor_pid=sleeper.pid,
+                       supervisor_start=proc_starttime(sleeper.pid)))
+        assert reconcile(dd).state == RUNNING
+        # the same pid with another start time is a reused pid, not our supervisor
+        dd.write(State("g1", state=RUNNING, supervisor_pid=sleeper.pid, supervisor_start=1))
+        assert reconcile(dd).state == SHUTOFF
+    finally:
+        sleeper.kill()
+        sleeper.wait()
