@@ -76,14 +76,14 @@ def _with_excerpt(rendered: str, path: str, line: int | None) -> str:
     """Put the offending source line under the message, as compilers do."""
     if line is None:
         return rendered
+    import itertools
+
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            for n, text in enumerate(f, start=1):
-                if n == line:
-                    break
-            else:
-                return rendered
+            text = next(itertools.islice(f, line - 1, None), None)
     except OSError:
+        return rendered
+    if text is None:
         return rendered
     head, _, rest = rendered.partition("\n")
     excerpt = f"{line:>6} | {text.rstrip()[:160]}"
