@@ -103,7 +103,7 @@ _VALUES = [
     "sda", "hda", "vdaa", "sata", "scsi", "pty", "file", "unix", "null", "tcp", "bind",
     "connect", "serial", "static", "destroy", "restart", "preserve", "rename-restart", "hd",
     "network", "a" * 100, "\u00e9t\u00e9", "\u202e", "x\ny", "&amp;", "<", "4dea22b3-1d52-d8f3",
-    "4DEA22B31D52D8F32516782E98AB3FA0", "9" * 5000,
+    "4DEA22B31D52D8F32516782E98AB3FA0", "9" * 5000, "/", "/a\rb", "/a\tb",
 ]
 _TAGS = [
     "domain", "name", "uuid", "title", "description", "memory", "currentMemory", "vcpu", "os",
