@@ -202,3 +202,37 @@ def test_concurrent_defines_do_not_corrupt(tmp_path: Path) -> None:
     last_macs = {f"52:54:00:00:{i:02x}:0e" for i in range(8)}
     assert store.get("shared").devices.interfaces[0].mac in last_macs
     assert sorted(p.name for p in store.dir.iterdir() if p.name.startswith(".")) == [".lock"]
+
+
+def test_an_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "tapvirt"
+    blocker.write_text("not a directory")
+    with pytest.raises(TapvirtError) as info:
+        Store(blocker).define(xml())
+    assert info.value.code.code == "store-unusable"
+    assert info.value.subject == str(blocker)
+    assert "XDG_CONFIG_HOME" in info.value.fix
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory away")
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "tapvirt"
+    root.mkdir(mode=0o700)
+    os.chown(root, 65534, 65534)
+    with pytest.raises(TapvirtError) as info:
+        Store(root).define(xml())
+    assert info.value.code.code == "store-unusable"
+    assert "belongs to uid 65534" in info.value.message
+
+
+def test_failures_leak_no_file_descriptors(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tapvirt")
+    store.define(xml(uuid=U1))
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        for bad in (xml(uuid=U2), "<domain", xml().replace("52:54", "01:54")):
+            with pytest.raises(TapvirtError):
+                store.define(bad)
+        with pytest.raises(TapvirtError):
+            store.get("missing")
+    assert sorted(os.listdir("/proc/self/fd")) == before
