@@ -309,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    os.chdir("/")  # do not pin the launcher's working directory (paths in XML are absolute)
     job = receive_job(sock)
     if job is None:
         return 0  # the launcher failed before handing over anything
