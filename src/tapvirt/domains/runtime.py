@@ -59,6 +59,7 @@ def runtime_root() -> Path:
             RUNTIME_DIR_UNSAFE, str(parent), "XDG_RUNTIME_DIR does not exist",
             "unset XDG_RUNTIME_DIR or create it: install -d -m 700 " + str(parent),
         )
+    root = root.absolute()  # the supervisor changes its working directory
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o700)
     _verify_private(root, uid)
