@@ -190,3 +190,37 @@ def test_shutdown_of_a_guest_that_ignores_acpi_destroys_it(dd: DomainDir) -> Non
     st = api.shutdown(dd.name, timeout=1)
     assert st.state == SHUTOFF and "destroyed" in st.reason
     assert not pid_alive(dd.read().qemu_pid or 0)
+
+
+def test_console_follows_until_the_guest_stops(dd: DomainDir) -> None:
+    """`console NAME` streams the serial log and returns once the guest is shut off."""
+    import threading
+
+    from tapvirt.conf.format import format_domain
+    from tapvirt.conf.model import Chardev, ChardevKind, ChardevType, Devices, Domain
+    from tapvirt.qemu.qmp import QmpClient
+
+    dom = Domain(name=dd.name, uuid="00000000-0000-0000-0000-000000000001",
+                 devices=Devices(serials=(Chardev(ChardevKind.SERIAL, ChardevType.FILE,
+                                                  path=str(dd.console_log)),)))
+    dd.domain_xml.write_text(format_domain(dom, live=True))
+    job = _job(dd)
+    job["argv"] += ["-serial", f"file:{dd.console_log}"]
+    assert _start(dd, argv=job["argv"])["ok"]
+    chunks: list[bytes] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        for chunk in api.follow_console(dd.name, poll=0.02):
+            chunks.append(chunk)
+        done.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    time.sleep(0.2)
+    with open(dd.console_log, "ab") as f:  # what the guest would print on its serial port
+        f.write(b"TV-MARKER from the guest\n")
+    _wait(lambda: b"TV-MARKER" in b"".join(chunks), 15)
+    assert not done.is_set()  # still following a running guest
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        qmp.execute("quit")
+    assert done.wait(10)
