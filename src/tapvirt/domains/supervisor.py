@@ -261,9 +261,21 @@ class Supervisor:
         self.state.stopped_at = time.time()
         self.state.qemu_pid = None
         self.state.qemu_start = None
-        self.dd.write(self.state)
-        if self.state.transient:
+        if not self.state.transient:
+            self.dd.write(self.state)
+            return
+        # A transient domain is forgotten. Under the domain's lock, so that a `create` of
+        # the same name that starts meanwhile never loses its fresh files to our rmtree;
+        # during our own start the launcher holds that lock while it waits for us.
+        if reason == "failed":
             remove_runtime_dir(self.dd)
+            return
+        try:
+            with self.dd.locked(wait=30):
+                remove_runtime_dir(self.dd)
+        except TapvirtError:
+            log("the domain stayed locked for 30 s: leaving its runtime files")
+            self.dd.write(self.state)
 
 
 def delete_link(name: str) -> None:
