@@ -35,6 +35,8 @@ from tests.support.sandbox import (
     world_readable_dir,
 )
 
+from bench.common import Goal, goal, write_json
+
 GOAL_RATIO = 3.0
 GOAL_SCALING = 0.10
 
@@ -192,6 +194,29 @@ def setup_ns(netns: Netns, uid: int) -> None:
     netns.ip("link", "set", "benchtap", "up")
 
 
+def json_result(command: str, quick: bool, goals: list[Goal],
+                phases: dict[str, tuple[int, dict[str, float]]]) -> dict[str, Any]:
+    """The machine-readable form bench/report.py renders (shape: bench/common.py)."""
+    rows = [[label, n, *(round(m[k + "_cpu"], 1) for k in ("raw", "lookup", "open")),
+             round((m["lookup_cpu"] + m["open_cpu"]) / m["raw_cpu"], 2),
+             round(m["connect_cpu"], 1), round(m["raw"], 1), round(m["lookup"] + m["open"], 1)]
+            for label, (n, m) in phases.items()]
+    b = [phases["B before"], phases["B after"]]
+    return {"suite": "connect", "command": command, "quick": quick, "goals": goals,
+            "tables": [{"title": "Connect cost per interface (µs, medians; CPU time unless "
+                                 "marked wall)",
+                        "columns": ["phase", "links", "raw", "lookup+checks", "open+close",
+                                    "connect / raw", "back-to-back loop", "raw (wall)",
+                                    "connect (wall)"],
+                        "rows": rows,
+                        "note": "connect = lookup+checks + open+close measured apart; B gets "
+                                "the extra links between the phases, A is the control."}],
+            "series": {"links": [n for n, _ in b],
+                       "raw_us": [m["raw_cpu"] for _, m in b],
+                       "full_us": [m["lookup_cpu"] + m["open_cpu"] for _, m in b],
+                       "lookup_us": [m["lookup_cpu"] for _, m in b]}}
+
+
 def verdict(good: bool) -> str:
     return "OK" if good else "MISSED"
 
@@ -205,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="alternations of namespace and loop order per phase")
     ap.add_argument("--host-only", action="store_true",
                     help="time the host layer alone (lookup + open), without tapvirt.qemu")
+    ap.add_argument("--json", default=None, metavar="FILE",
+                    help="also write the results as JSON (for bench/report.py)")
     args = ap.parse_args(argv)
     HOST_ONLY[0] = args.host_only
     if not is_root():
@@ -245,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         line(f"A after ({n_a} links)", a1, what)
         line(f"B after ({n_b} links)", b1, what)
         ok = True
+        goals: list[Goal] = []
         # Judged: CPU time (CLOCK_THREAD_CPUTIME_ID, our syscalls' kernel time included;
         # on a shared machine wall time mostly measures the other tenants), and the
         # connect's parts measured apart: a real start connects each interface once, on
@@ -276,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             judged = clock == "cpu"
             if judged:
                 ok = ratio <= GOAL_RATIO and abs(scaling) <= GOAL_SCALING
+            if judged:
+                goals += [goal("connect / raw (CPU time)", ratio, "<=", GOAL_RATIO),
+                          goal(f"connect with {n_b} vs {n_b - links} links (CPU time, change)",
+                               abs(scaling) * 100, "<=", GOAL_SCALING * 100, "%")]
             v1 = f" {verdict(ratio <= GOAL_RATIO)}" if judged else ""
             v2 = f" {verdict(abs(scaling) <= GOAL_SCALING)}" if judged else ""
             print(f"[{clock}] connect/raw {ratio:.2f}x{v1} (goal <= {GOAL_RATIO:.0f}x; "
@@ -284,12 +316,16 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v2} (goal within {GOAL_SCALING * 100:.0f} %; {what} "
                   f"{did('lookup') * 100:+.1f} %, back-to-back loop "
                   f"{did('connect') * 100:+.1f} %)")
-        print(f"reproduce: cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
-              + (" --quick" if args.quick else "")
-              + (f" --links {links}" if args.links is not None else "")
-              + (f" --rounds {rounds}" if args.rounds is not None else "")
-              + (f" --blocks {blocks}" if args.blocks is not None else "")
-              + (" --host-only" if args.host_only else ""))
+        command = (f"cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
+                   + (" --quick" if args.quick else "")
+                   + (f" --links {links}" if args.links is not None else "")
+                   + (f" --rounds {rounds}" if args.rounds is not None else "")
+                   + (f" --blocks {blocks}" if args.blocks is not None else "")
+                   + (" --host-only" if args.host_only else ""))
+        print(f"reproduce: {command}")
+        write_json(args.json, json_result(command, args.quick, goals,
+                                          {"A before": (n_a, a0), "B before": (n_b - links, b0),
+                                           "A after": (n_a, a1), "B after": (n_b, b1)}))
         return 0 if ok or args.quick else 1
     finally:
         for ns in spaces:

@@ -66,6 +66,11 @@ def booted(lab: Lab) -> dict[str, dict[str, Any]]:
     cmd = lab.image.cmdline(ip="10.0.2.15/24", peer="10.0.2.2")
     lab.define("tv-user", lab.domain_xml("tv-user", _iface("user", "52:54:00:e2:00:04"), cmd))
     guests["tv-user"] = {"ip": "10.0.2.15", "mac": "52:54:00:e2:00:04"}
+    # <link state='down'/>: set_link before cont; the guest sees no carrier
+    down = _iface("user", "52:54:00:e2:00:05").replace(
+        "<model type='virtio'/>", "<model type='virtio'/>\n      <link state='down'/>")
+    lab.define("tv-down", lab.domain_xml("tv-down", down, cmd))
+    guests["tv-down"] = {"ip": "10.0.2.15", "mac": "52:54:00:e2:00:05", "link": "down"}
     for name in guests:
         lab.tv("start", name)
     return guests
@@ -77,6 +82,9 @@ def test_guests_boot_and_ping_both_ways(lab: Lab, booted: dict[str, dict[str, An
         assert m.group(1) == f"{g['ip']}/24" and m.group(2) == g["mac"], name
     for name, g in booted.items():
         lab.wait_console(name, r"TV-PING-(OK|FAIL)")
+        if g.get("link") == "down":
+            assert "TV-PING-FAIL" in lab.console(name), f"{name}: link down, yet it pinged"
+            continue
         assert "TV-PING-OK" in lab.console(name), f"{name} could not ping its peer"
         if name != "tv-user":
             assert lab.host_ping(g["ip"]), f"host cannot ping {name} at {g['ip']}"

@@ -20,14 +20,17 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as conf_errors
-from tapvirt.conf.format import format_domain
-from tapvirt.conf.model import Domain
-from tapvirt.conf.parse import parse_document
 from tapvirt.conf.rules import MAX_NAME, NAME_RE
 from tapvirt.domains import errors as E
 from tapvirt.errors import TapvirtError
+
+if TYPE_CHECKING:
+    from tapvirt.conf.model import Domain
+# conf.parse and conf.format (and the model) load only when a definition is read or
+# written: `tapvirt list` needs just the file names and stays fast (bench/cli_startup.py).
 
 __all__ = ["DefineResult", "Store", "config_dir"]
 
@@ -93,6 +96,8 @@ class Store:
             ) from None
 
     def get(self, name: str) -> Domain:
+        from tapvirt.conf.parse import parse_document
+
         text = self.get_xml(name)
         path = self.path(name)
         try:
@@ -120,6 +125,9 @@ class Store:
 
     def define(self, xml: str | bytes, *, source: str = "<string>") -> DefineResult:
         """Parse, validate and store a definition; replaces one of the same name."""
+        from tapvirt.conf.format import format_domain
+        from tapvirt.conf.parse import parse_document
+
         parsed = parse_document(xml, source=source)
         dom = parsed.domain
         with self._locked():

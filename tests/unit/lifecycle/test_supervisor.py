@@ -169,3 +169,24 @@ def test_paused_start_then_resume(dd: DomainDir) -> None:
     with QmpClient.connect(str(dd.qmp_socket)) as qmp:
         assert qmp.status() == "running"
     assert dd.read().state == RUNNING and dd.read().reason == "resumed"
+
+
+def test_on_poweroff_restart(dd: DomainDir) -> None:
+    from tapvirt.qemu.qmp import QmpClient
+
+    assert _start(dd, on_poweroff="restart")["ok"]
+    first = dd.read()
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        qmp.execute("quit")  # exit status 0, like a guest power-off
+    _wait(lambda: dd.read().restarts == 1 and dd.read().state == RUNNING, 10)
+    assert dd.read().qemu_pid != first.qemu_pid
+    os.kill(first.supervisor_pid or 0, signal.SIGTERM)
+    _wait(lambda: dd.read().state == SHUTOFF, 15)
+
+
+def test_shutdown_of_a_guest_that_ignores_acpi_destroys_it(dd: DomainDir) -> None:
+    """No OS runs (nothing answers the power button): after the timeout, destroy."""
+    assert _start(dd, on_poweroff="restart")["ok"]
+    st = api.shutdown(dd.name, timeout=1)
+    assert st.state == SHUTOFF and "destroyed" in st.reason
+    assert not pid_alive(dd.read().qemu_pid or 0)
