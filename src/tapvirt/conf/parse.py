@@ -293,7 +293,8 @@ class _Parser:
         self, el: etree._Element, attr: str | None, lo: int, hi: int,
         code: ErrorCode = E.INVALID_VALUE,
     ) -> int:
-        raw = el.get(attr) if attr else (el.text or "").strip()
+        # no white space around numbers: libvirt's schema (xmllint) refuses it
+        raw = el.get(attr) if attr else (el.text or "")
         assert raw is not None  # callers check presence first
         what = f"attribute '{attr}' in element '{el.tag}'" if attr else f"element '{el.tag}'"
         if not UINT_RE.match(raw):
@@ -442,10 +443,10 @@ class _Parser:
                 E.INVALID_MEMORY, el, f"unknown unit '{_clip(unit)}' in <{el.tag}>",
                 "use one of b, KiB, MiB, GiB, TiB, k, M, G, T, KB, MB, GB, TB", attr="unit",
             )
-        raw = (el.text or "").strip()
+        raw = el.text or ""  # digits only, as libvirt's schema wants them
         if not UINT_RE.match(raw):
             raise self.fail(
-                E.INVALID_MEMORY, el, f"malformed size {_short(raw)} in <{el.tag}>",
+                E.INVALID_MEMORY, el, f"malformed size {_clip(raw)!r} in <{el.tag}>",
                 f"write a whole number, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
             )
         value = (int(raw) if len(raw) <= 30 else MAX_MEMORY_KIB + 1) * mult
