@@ -197,3 +197,18 @@ def test_concurrent_starts_one_wins_and_console_shows_the_boot(
     assert "TV-MARKER" in out
     lab.tv("destroy", "tv-user")
     assert lab.tv_json("domstate", "tv-user")["state"] == "shut off"
+
+
+def test_a_warning_does_not_stop_the_start_but_is_shown(lab: Lab) -> None:
+    """A tap that is administratively down: start works, says device-down and the fix."""
+    down = unique("tvd")
+    lab.netns.exec("ip", "tuntap", "add", "mode", "tap", "user", lab.user.name, "vnet_hdr",
+                   "name", down)
+    lab.define("tv-warn", lab.domain_xml(
+        "tv-warn", _iface("ethernet", "52:54:00:e2:00:0a", down), lab.image.cmdline()))
+    proc = lab.tv("start", "tv-warn")
+    assert "warning[device-down]" in proc.stderr and f"ip link set {down} up" in proc.stderr
+    info = lab.tv_json("dominfo", "tv-warn")
+    assert info["state"] == "running"
+    assert [w["code"] for w in info["warnings"]] == ["device-down"]
+    lab.tv("destroy", "tv-warn")

@@ -346,6 +346,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,
                     "paused": paused, "trace": _TRACE,
+                    "warnings": [w.to_json() for w in conn.warnings()],
                 }, [parent for parent, _ in pairs])
                 _trace("job sent")
                 # the supervisor owns copies of the fds and the devices to delete now
@@ -548,6 +549,7 @@ def dominfo(name: str) -> dict[str, Any]:
         "started_at": st.started_at if running else None,
         "stopped_at": st.stopped_at, "exit_status": st.exit_status, "restarts": st.restarts,
         "console_log": str(console_path(dom, dd)), "qemu_log": str(dd.qemu_log),
+        "warnings": st.warnings if running else [],
         "interfaces": len(dom.devices.interfaces),
     }
 

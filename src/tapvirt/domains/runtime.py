@@ -122,6 +122,8 @@ class State:
     restarts: int = 0
     interfaces: list[IfaceState] = field(default_factory=list)
     to_delete: list[str] = field(default_factory=list)
+    # check findings that did not stop the start (e.g. device-down): Finding.to_json()
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:

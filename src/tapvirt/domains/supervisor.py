@@ -83,6 +83,7 @@ class Supervisor:
             supervisor_pid=os.getpid(), supervisor_start=process.proc_starttime(os.getpid()),
             interfaces=[IfaceState(**i) for i in job.get("interfaces", [])],
             to_delete=list(job.get("to_delete", [])), started_at=time.time(),
+            warnings=list(job.get("warnings", [])),
         )
 
     # -- reporting to the launcher ------------------------------------------------------
