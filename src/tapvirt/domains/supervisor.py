@@ -132,6 +132,9 @@ class Supervisor:
                 self.proc, qmp_path, log_path=str(self.dd.qemu_log),
                 timeout=float(self.job.get("start_timeout", 30)), subject=subject)
             trace(self.job, "qmp answered")
+            # QEMU makes it with the umask's mode; the directory is private already, but
+            # the socket itself is also ours alone
+            os.chmod(qmp_path, 0o600)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))

@@ -94,6 +94,8 @@ def test_runs_guest_and_notices_sigkill_within_a_second(dd: DomainDir) -> None:
     assert st.state == RUNNING and st.qemu_pid == msg["qemu_pid"]
     assert st.qemu_pid is not None and st.supervisor_pid is not None
     assert _ppid(st.qemu_pid) == st.supervisor_pid  # it can waitpid: no zombie later
+    assert dd.qmp_socket.stat().st_mode & 0o777 == 0o600
+    assert dd.path.stat().st_mode & 0o777 == 0o700
     assert os.getsid(st.supervisor_pid) != os.getsid(0)  # detached from the launcher
     # small: no lxml, no pyroute2 (goal <= 15 MiB)
     assert _rss_kib(st.supervisor_pid) < 15 * 1024
