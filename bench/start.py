@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import shutil
@@ -59,8 +60,10 @@ out = []
 for argv in jobs:
     t0 = time.perf_counter()
     p = subprocess.run(argv, capture_output=True, text=True)
-    out.append({"s": time.perf_counter() - t0, "rc": p.returncode,
-                "err": p.stderr[-800:] if p.returncode else ""})
+    out.append({"s": time.perf_counter() - t0, "rc": p.returncode, "t0": time.time() - (
+                    time.perf_counter() - t0),
+                "err": p.stderr[-800:] if p.returncode else "",
+                "trace": [l for l in p.stderr.splitlines() if "tapvirt-trace" in l]})
 print(json.dumps(out))
 '''
 
@@ -222,15 +225,47 @@ class Bench:
             (self.scratch / "direct.console").touch()
             os.chown(self.scratch / "direct.console", self.user.uid, self.user.gid)
             os.chmod(self.scratch, 0o777)
-            proc = self.as_user.run([self.py, "-c", DIRECT], timeout=120, input=json.dumps(
-                [argv, [[tap, fdnums[0]]], str(self.tun), qmp, 1]))
-            os.chmod(self.scratch, 0o755)
-            if proc.returncode:
-                raise SystemExit(f"direct QEMU failed: {proc.stderr}")
-            direct += json.loads(proc.stdout)
+            self.direct_job = [argv, [[tap, fdnums[0]]], str(self.tun), qmp, 1]
+            direct += self.direct()
         self.results["start"] = {
             "tapvirt_start_s": tv_times, "direct_qemu_to_qmp_s": direct,
             "ratio": median(tv_times) / median(direct), "goal": GOAL_START}
+
+    def phases(self, res: dict[str, Any], name: str) -> dict[str, float]:
+        """Durations between consecutive trace points of one start (launcher + supervisor)."""
+        points = [(res["t0"], "exec")]
+        lines = list(res["trace"]) + [
+            line for line in (self.xdg / "tapvirt" / name / "supervisor.log").read_text()
+            .splitlines() if "tapvirt-trace" in line]
+        for line in lines:
+            parts = line.split("tapvirt-trace ", 1)[1].split(maxsplit=2)
+            points.append((float(parts[0]), parts[2].split(" at ")[0]))
+        points.append((res["t0"] + res["s"], "exit"))
+        points.sort()
+        return {f"{a[1]} -> {b[1]}": b[0] - a[0] for a, b in itertools.pairwise(points)}
+
+    def qemu_share(self, name: str) -> float:
+        stamps = {}
+        for line in (self.xdg / "tapvirt" / name / "supervisor.log").read_text().splitlines():
+            if "tapvirt-trace" in line:
+                parts = line.split("tapvirt-trace ", 1)[1].split(maxsplit=2)
+                stamps[parts[2]] = float(parts[0])
+        return stamps["qmp answered"] - stamps["qemu spawned"]
+
+    def direct(self, rounds: int = 1) -> list[float]:
+        """Seconds from spawn until QMP answers, QEMU started directly as the user."""
+        job = list(self.direct_job)
+        job[-1] = rounds
+        os.chmod(self.scratch, 0o777)
+        try:
+            proc = self.as_user.run([self.py, "-c", DIRECT], timeout=120,
+                                    input=json.dumps(job))
+        finally:
+            os.chmod(self.scratch, 0o755)
+        if proc.returncode:
+            raise SystemExit(f"direct QEMU failed: {proc.stderr}")
+        res: list[float] = json.loads(proc.stdout)
+        return res
 
     # -- 2./3. many guests, memory, list ----------------------------------------------------
 
@@ -238,9 +273,21 @@ class Bench:
         taps = self.taps(self.n, "tvbm")
         self.define_all({f"m{i}": self.xml(f"m{i}", t, f"52:54:00:bf:{i // 256:02x}:{i % 256:02x}",
                                            boot=False) for i, t in enumerate(taps)})
-        res = self.timed([self.tv("start", f"m{i}", "--paused") for i in range(self.n)])
+        self.as_user.env["TAPVIRT_TRACE"] = "1"
+        try:
+            res = self.timed([self.tv("start", f"m{i}", "--paused") for i in range(self.n)])
+        finally:
+            del self.as_user.env["TAPVIRT_TRACE"]
         times = [r["s"] for r in res]
         k = min(10, self.n // 2)
+        # QEMU's own part of each start (supervisor trace: spawned -> QMP answered)
+        qemu_s = [self.qemu_share(f"m{i}") for i in range(self.n)]
+        phases = [self.phases(r, f"m{i}") for i, r in enumerate(res)]
+        phase_names = list(phases[0])
+        self.results["phases_first_last_ms"] = {
+            p: (round(median([ph[p] for ph in phases[:k]]) * 1000, 1),
+                round(median([ph[p] for ph in phases[-k:]]) * 1000, 1)) for p in phase_names}
+        own = [t - q for t, q in zip(times, qemu_s, strict=True)]
         rss, pss = [], []
         for i in range(self.n):
             pid = self.state(f"m{i}")["supervisor_pid"]
@@ -248,6 +295,8 @@ class Bench:
             rss.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             pss.append(int(rollup.split("\nPss:")[1].split()[0]) / 1024)
+        # is QEMU itself slower with N guests around? (the same direct start as in 1.)
+        direct_loaded = self.direct(3)
         # how fast the supervisor notices QEMU's end: SIGKILL -> state "shut off"
         detect = []
         for i in range(min(5, self.n)):
@@ -266,10 +315,13 @@ class Bench:
             "guests": self.n, "start_s": times,
             "first": median(times[:k]), "last": median(times[-k:]),
             "ratio": median(times[-k:]) / median(times[:k]), "goal": GOAL_SCALING,
+            "qemu_part_s": qemu_s, "own_first": median(own[:k]), "own_last": median(own[-k:]),
+            "own_ratio": median(own[-k:]) / median(own[:k]),
             "supervisor_rss_mib": {"mean": statistics.mean(rss), "max": max(rss)},
             "supervisor_pss_mib": {"mean": statistics.mean(pss), "max": max(pss)},
             "rss_goal_mib": GOAL_RSS_MIB,
             "sigkill_to_shut_off_s": detect,
+            "direct_qemu_to_qmp_with_guests_s": direct_loaded,
             "version_s": median(version), "list_s": median(listing),
             "list_all_s": median(listing_all),
         }
@@ -379,6 +431,13 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"{m['guests']} guests one after another (--paused): first 10 "
                      f"{m['first'] * 1000:.0f} ms, last 10 {m['last'] * 1000:.0f} ms per start:"
                      f" {m['ratio']:.2f}x (goal <= {m['goal']}x)")
+        lines.append(f"  tapvirt's own part (start minus QEMU's spawn until QMP answers): first 10 "
+                     f"{m['own_first'] * 1000:.0f} ms, last 10 {m['own_last'] * 1000:.0f} ms: "
+                     f"{m['own_ratio']:.2f}x")
+        lines.append(f"  (QEMU alone, spawn until QMP answers: "
+                     f"{median(res['start']['direct_qemu_to_qmp_s']) * 1000:.0f} ms with no guests,"
+                     f" {median(m['direct_qemu_to_qmp_with_guests_s']) * 1000:.0f} ms with "
+                     f"{m['guests']} guests)" if s else "")
         lines.append(f"supervisor memory per guest: RSS mean {m['supervisor_rss_mib']['mean']:.1f}"
                      f" MiB, max {m['supervisor_rss_mib']['max']:.1f} MiB (goal <= "
                      f"{m['rss_goal_mib']:g}); PSS mean {m['supervisor_pss_mib']['mean']:.1f} MiB")
@@ -388,6 +447,10 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"tapvirt --version {m['version_s'] * 1000:.0f} ms; tapvirt list "
                      f"({m['guests']} running) {m['list_s'] * 1000:.0f} ms; list --all "
                      f"{m['list_all_s'] * 1000:.0f} ms")
+    ph = res.get("phases_first_last_ms")
+    if ph:
+        lines.append("  phases of a start, median ms of the first -> the last guests:")
+        lines += [f"    {k:<42} {a:6.1f} -> {b:6.1f}" for k, (a, b) in ph.items()]
     lv = res.get("libvirt")
     if isinstance(lv, dict) and lv["virsh_start_s"]:
         lines.append(f"libvirt (session): virsh start {median(lv['virsh_start_s']) * 1000:.0f} ms"

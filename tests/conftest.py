@@ -3,11 +3,13 @@ marked `root` automatically and skip with a reason when not run as root."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.support.sandbox import (
     AsUser,
@@ -20,6 +22,13 @@ from tests.support.sandbox import (
 )
 
 _ROOT_DIRS = ("host", "e2e", "prep")
+
+# In CI the property tests draw the same examples every run, so a landing never depends
+# on luck; locally (no CI variable) every run explores new ones. A failure found locally is
+# a real bug with its reproduction blob printed.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

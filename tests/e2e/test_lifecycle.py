@@ -66,6 +66,11 @@ def booted(lab: Lab) -> dict[str, dict[str, Any]]:
     cmd = lab.image.cmdline(ip="10.0.2.15/24", peer="10.0.2.2")
     lab.define("tv-user", lab.domain_xml("tv-user", _iface("user", "52:54:00:e2:00:04"), cmd))
     guests["tv-user"] = {"ip": "10.0.2.15", "mac": "52:54:00:e2:00:04"}
+    # <link state='down'/>: set_link before cont; the guest sees no carrier
+    down = _iface("user", "52:54:00:e2:00:05").replace(
+        "<model type='virtio'/>", "<model type='virtio'/>\n      <link state='down'/>")
+    lab.define("tv-down", lab.domain_xml("tv-down", down, cmd))
+    guests["tv-down"] = {"ip": "10.0.2.15", "mac": "52:54:00:e2:00:05", "link": "down"}
     for name in guests:
         lab.tv("start", name)
     return guests
@@ -77,6 +82,9 @@ def test_guests_boot_and_ping_both_ways(lab: Lab, booted: dict[str, dict[str, An
         assert m.group(1) == f"{g['ip']}/24" and m.group(2) == g["mac"], name
     for name, g in booted.items():
         lab.wait_console(name, r"TV-PING-(OK|FAIL)")
+        if g.get("link") == "down":
+            assert "TV-PING-FAIL" in lab.console(name), f"{name}: link down, yet it pinged"
+            continue
         assert "TV-PING-OK" in lab.console(name), f"{name} could not ping its peer"
         if name != "tv-user":
             assert lab.host_ping(g["ip"]), f"host cannot ping {name} at {g['ip']}"
@@ -189,3 +197,18 @@ def test_concurrent_starts_one_wins_and_console_shows_the_boot(
     assert "TV-MARKER" in out
     lab.tv("destroy", "tv-user")
     assert lab.tv_json("domstate", "tv-user")["state"] == "shut off"
+
+
+def test_a_warning_does_not_stop_the_start_but_is_shown(lab: Lab) -> None:
+    """A tap that is administratively down: start works, says device-down and the fix."""
+    down = unique("tvd")
+    lab.netns.exec("ip", "tuntap", "add", "mode", "tap", "user", lab.user.name, "vnet_hdr",
+                   "name", down)
+    lab.define("tv-warn", lab.domain_xml(
+        "tv-warn", _iface("ethernet", "52:54:00:e2:00:0a", down), lab.image.cmdline()))
+    proc = lab.tv("start", "tv-warn")
+    assert "warning[device-down]" in proc.stderr and f"ip link set {down} up" in proc.stderr
+    info = lab.tv_json("dominfo", "tv-warn")
+    assert info["state"] == "running"
+    assert [w["code"] for w in info["warnings"]] == ["device-down"]
+    lab.tv("destroy", "tv-warn")

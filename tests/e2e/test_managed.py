@@ -83,6 +83,9 @@ def test_managed_macvtap_and_tap_are_removed_at_stop(root_env: dict[str, Any]) -
         rows = {r["device"] for r in json.loads(
             _tv(root_env, "domiflist", "tv-managed", "--json").stdout)["interfaces"]}
         assert rows == {mvt, tap}
+        live = _tv(root_env, "dumpxml", "tv-managed").stdout
+        assert f"<target dev='{mvt}'/>" in live and f"<target dev='{tap}'/>" in live
+        assert "<alias name='net0'/>" in live and "<alias name='net1'/>" in live
         if round_ == 0:
             assert _tv(root_env, "destroy", "tv-managed").returncode == 0
         else:  # QEMU killed: the supervisor still cleans up

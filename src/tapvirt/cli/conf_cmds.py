@@ -61,7 +61,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             results.append({"file": path, "ok": False, "error": err.to_json()})
             if not args.json:
                 print(f"{path}: invalid")
-                print(err.render())
+                print(_with_excerpt(err.render(), path, err.line))
             continue
         results.append({"file": path, "ok": True, "name": dom.name})
         if not args.json:
@@ -70,6 +70,24 @@ def cmd_validate(args: argparse.Namespace) -> int:
     if args.json:
         print_json({"ok": ok, "results": results})
     return 0 if ok else 1
+
+
+def _with_excerpt(rendered: str, path: str, line: int | None) -> str:
+    """Put the offending source line under the message, as compilers do."""
+    if line is None:
+        return rendered
+    import itertools
+
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            text = next(itertools.islice(f, line - 1, None), None)
+    except OSError:
+        return rendered
+    if text is None:
+        return rendered
+    head, _, rest = rendered.partition("\n")
+    excerpt = f"{line:>6} | {text.rstrip()[:160]}"
+    return "\n".join(x for x in (head, excerpt, rest) if x)
 
 
 def cmd_define(args: argparse.Namespace) -> int:

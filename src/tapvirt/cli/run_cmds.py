@@ -109,7 +109,12 @@ def cmd_start(args: argparse.Namespace) -> int:
         st = api.create(args.target, tun_node=args.tun_node, timeout=args.timeout,
                         paused=args.paused)
         text = f"Domain '{st.name}' created from {args.target}"
-    _print(args, {"name": st.name, "state": st.state, "qemu_pid": st.qemu_pid}, text)
+    if not args.json:
+        for w in st.warnings:  # what the checks found but did not stop the start for
+            print(f"warning[{w['code']}]: {w['message']}" + (
+                f"\n  fix: {w['fix']}" if w.get("fix") else ""), file=sys.stderr)
+    _print(args, {"name": st.name, "state": st.state, "qemu_pid": st.qemu_pid,
+                  "warnings": st.warnings}, text)
     return 0
 
 

@@ -271,7 +271,7 @@ def _disk(p: _Parser, el: etree._Element) -> Disk:
             "tapvirt supports type='file' disks (an image file or a block device path)",
             attr="type",
         )
-    device = p.enum(el, "device", DiskDevice) if el.get("device") else DiskDevice.DISK
+    device = p.enum(el, "device", DiskDevice) if el.get("device") is not None else DiskDevice.DISK
     fmt = DiskFormat.RAW
     if (d := p.one(found, "driver")) is not None:
         p.shape(d, ("name", "type"))

@@ -95,11 +95,6 @@ DUPLICATE_TARGET = define(
     "duplicate-target", "two disks have the same target dev, or two chardevs the same port",
     layer=_L,
 )
-ELEMENT_ORDER = define(
-    "element-order",
-    "elements of two libvirt schema groups are interleaved (virt-xml-validate rejects it)",
-    layer=_L,
-)
 SCHEMA_INVALID = define(
     "schema-invalid",
     "the document fails tapvirt's RelaxNG subset of libvirt's schema",

@@ -168,7 +168,9 @@ class Interface:
     type: InterfaceType
     mac: str  # lower-case aa:bb:cc:dd:ee:ff, unicast; generated 52:54:00:xx:xx:xx if absent
     model: NicModel = NicModel.VIRTIO
-    model_given: bool = True  # False: <model> was absent and is filled with the default
+    # False: <model> was absent and the parser filled in the default, rtl8139 like libvirt on
+    # x86 (tapvirt.conf.rules.DEFAULT_MODEL); the canonical XML then omits <model>
+    model_given: bool = True
     target: Target | None = None
     source: BridgeSource | DirectSource | None = None
     driver: Driver | None = None

@@ -1,12 +1,14 @@
 """libvirt domain XML -> `tapvirt.conf.model.Domain`.
 
-Three passes, each with precise errors that name the element or attribute and its line:
+One walk over the tree checks, element by element, with errors that name the element or
+attribute, its line and the fix:
 
-1. structure: every element and attribute outside the supported subset is rejected
-   (never silently dropped), required parts must be present, values well-formed;
-2. the RelaxNG subset in `schema/domain.rng` as a safety net (see `tapvirt.conf.schema`);
-3. libvirt's semantic rules: the managed tristate, reserved-prefix blanking, unicast
-   MACs, queue/MTU ranges, aliases, boot orders, generated MACs and uuid.
+* structure: every element and attribute outside the supported subset is rejected
+  (never silently dropped), required parts must be present, values well-formed;
+* libvirt's semantic rules: the managed tristate, reserved-prefix blanking, unicast
+  MACs, queue/MTU ranges, aliases, boot orders, generated MACs and uuid.
+
+Then the RelaxNG subset in `schema/domain.rng` runs as a safety net (`tapvirt.conf.schema`).
 
 Randomness (generated MACs and uuid) comes from `rand`, so that tests can seed it.
 """
@@ -32,7 +34,6 @@ from tapvirt.conf.model import (
 )
 from tapvirt.conf.rules import (
     ARCHES,
-    DOMAIN_GROUPS,
     IFNAME_RE,
     MAC_RE,
     MACHINE_RE,
@@ -59,6 +60,7 @@ __all__ = [
 
 
 _E = TypeVar("_E", bound=StrEnum)
+
 
 @dataclass(frozen=True)
 class Parsed:
@@ -271,12 +273,10 @@ class _Parser:
         return value
 
     def enum(
-        self, el: etree._Element, attr: str, enum: type[_E], *, text: str | None = None,
-        lower: bool = False,
+        self, el: etree._Element, attr: str, enum: type[_E], *, text: str | None = None
     ) -> _E:
-        raw = el.get(attr) if text is None else text
-        assert raw is not None
-        value = raw.lower() if lower else raw
+        value = el.get(attr) if text is None else text
+        assert value is not None  # callers check presence first
         choices = [m.value for m in enum]
         if value not in choices:
             where = (
@@ -284,18 +284,18 @@ class _Parser:
                 else f"element '{el.tag}'"
             )
             raise self.fail(
-                E.INVALID_VALUE, el, f"Invalid value for {where}: '{raw}'.",
+                E.INVALID_VALUE, el, f"Invalid value for {where}: '{_clip(value)}'.",
                 f"use one of: {', '.join(choices)}", attr=attr if text is None else None,
             )
         return enum(value)
 
     def uint(
         self, el: etree._Element, attr: str | None, lo: int, hi: int,
-        code: ErrorCode = E.INVALID_VALUE, *, raw: str | None = None,
+        code: ErrorCode = E.INVALID_VALUE,
     ) -> int:
-        if raw is None:
-            raw = el.get(attr) if attr else (el.text or "").strip()
-        assert raw is not None
+        # no white space around numbers: libvirt's schema (xmllint) refuses it
+        raw = el.get(attr) if attr else (el.text or "")
+        assert raw is not None  # callers check presence first
         what = f"attribute '{attr}' in element '{el.tag}'" if attr else f"element '{el.tag}'"
         if not UINT_RE.match(raw):
             raise self.fail(
@@ -313,7 +313,8 @@ class _Parser:
         return value
 
     def abspath(self, el: etree._Element, attr: str | None, value: str) -> str:
-        if not value.startswith("/") or "\n" in value or "\x00" in value:
+        # libvirt's absFilePath: '/' and at least one more character, all on one line
+        if len(value) < 2 or value[0] != "/" or "\n" in value or "\r" in value:
             where = f"attribute '{attr}'" if attr else f"<{el.tag}>"
             raise self.fail(
                 E.INVALID_PATH, el, f"{where} must be an absolute path, found {_short(value)}",
@@ -349,7 +350,6 @@ class _Parser:
             required_attrs=("type",),
         )
         dtype = self.enum(root, "type", DomainType)
-        self.group_order(root)
         name = self.name(self.need(found, "name", root))
         uuid_el = self.one(found, "uuid")
         if uuid_el is not None:
@@ -413,25 +413,6 @@ class _Parser:
             dom = replace(dom, devices=parse_devices(self, devices_el, os_))
         return dom
 
-    def group_order(self, root: etree._Element) -> None:
-        spans: list[tuple[int, int, tuple[str, ...]]] = []
-        children = [c.tag for c in root]
-        for group in DOMAIN_GROUPS:
-            at = [i for i, tag in enumerate(children) if tag in group]
-            if len(at) > 1:
-                spans.append((at[0], at[-1], group))
-        for a1, a2, ga in spans:
-            for b1, b2, gb in spans:
-                if a1 < b1 < a2 < b2:
-                    names = " ".join(f"<{t}>" for t in ga)
-                    others = " ".join(f"<{t}>" for t in gb)
-                    raise self.fail(
-                        E.ELEMENT_ORDER, root[b1],
-                        f"{names} and {others} are interleaved: libvirt's schema validator "
-                        "(virt-xml-validate) rejects such a document",
-                        f"keep {names} together, e.g. in the order `tapvirt dumpxml` writes",
-                    )
-
     def name(self, el: etree._Element) -> str:
         value = self.text(el)
         if len(value) > MAX_NAME or not NAME_RE.match(value):
@@ -462,10 +443,10 @@ class _Parser:
                 E.INVALID_MEMORY, el, f"unknown unit '{_clip(unit)}' in <{el.tag}>",
                 "use one of b, KiB, MiB, GiB, TiB, k, M, G, T, KB, MB, GB, TB", attr="unit",
             )
-        raw = (el.text or "").strip()
+        raw = el.text or ""  # digits only, as libvirt's schema wants them
         if not UINT_RE.match(raw):
             raise self.fail(
-                E.INVALID_MEMORY, el, f"malformed size {_short(raw)} in <{el.tag}>",
+                E.INVALID_MEMORY, el, f"malformed size {_clip(raw)!r} in <{el.tag}>",
                 f"write a whole number, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
             )
         value = (int(raw) if len(raw) <= 30 else MAX_MEMORY_KIB + 1) * mult

@@ -47,11 +47,3 @@ for _i, _p in enumerate("kmgtpe", start=1):
     UNIT_BYTES[_p + "b"] = 1000**_i
 
 
-# The <domain> children that libvirt's schema groups in nested <interleave>s. libxml2's
-# RelaxNG engine (xmllint, virt-xml-validate) rejects a document in which two such groups
-# cross, e.g. name, currentMemory, uuid, memory; nesting or keeping them apart is fine.
-DOMAIN_GROUPS: tuple[tuple[str, ...], ...] = (
-    ("name", "uuid"),
-    ("memory", "currentMemory", "vcpu"),
-    ("on_poweroff", "on_reboot", "on_crash"),
-)

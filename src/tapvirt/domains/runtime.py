@@ -4,7 +4,7 @@ Layout (one private directory per user, one subdirectory per domain):
 
     $XDG_RUNTIME_DIR/tapvirt/          (fallback /tmp/tapvirt-<uid>), 0700, owned by us
         NAME/lock                      flock: one start/stop of NAME at a time
-        NAME/state.json                written atomically (tempfile + rename)
+        NAME/state.json                written atomically (temp file + rename)
         NAME/qmp.sock                  QEMU's monitor, 0600 (the directory is private)
         NAME/console.log               serial port 0 (previous run: console.log.old)
         NAME/qemu.log                  QEMU's stdout/stderr
@@ -59,6 +59,7 @@ def runtime_root() -> Path:
             RUNTIME_DIR_UNSAFE, str(parent), "XDG_RUNTIME_DIR does not exist",
             "unset XDG_RUNTIME_DIR or create it: install -d -m 700 " + str(parent),
         )
+    root = root.absolute()  # the supervisor changes its working directory
     with contextlib.suppress(FileExistsError):
         os.mkdir(root, 0o700)
     _verify_private(root, uid)
@@ -121,6 +122,8 @@ class State:
     restarts: int = 0
     interfaces: list[IfaceState] = field(default_factory=list)
     to_delete: list[str] = field(default_factory=list)
+    # check findings that did not stop the start (e.g. device-down): Finding.to_json()
+    warnings: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -229,10 +232,11 @@ def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     tmp = path.parent / f".{path.name}.{os.getpid()}.{time.monotonic_ns()}"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
     try:
+        # no fsync: runtime state describes processes, which a power loss ends anyway;
+        # the rename alone keeps readers from seeing a torn file (and fsync costs
+        # milliseconds per write on a disk-backed /tmp, on the start's critical path)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:

@@ -36,6 +36,13 @@ __all__ = ["DefineResult", "Store", "config_dir"]
 
 _UUID_IN_FILE = re.compile(r"<uuid>([0-9a-f-]{36})</uuid>")
 _SUFFIX = ".xml"
+# The parsed model of each definition is cached beside it (".NAME.model", a pickle), so that
+# `tapvirt start` needs neither lxml nor the parser (~30 ms of imports). The cache is used
+# only when it was made from exactly the XML now in the file and by this version of the
+# model; anything else (a hand-edited XML file, a newer tapvirt) parses the XML again.
+# It lives in the user's private 0700 directory, as trusted as the XML beside it.
+_CACHE_SUFFIX = ".model"
+_CACHE_FORMAT = 1
 
 
 def config_dir(env: Mapping[str, str] | None = None) -> Path:
@@ -96,9 +103,18 @@ class Store:
             ) from None
 
     def get(self, name: str) -> Domain:
+        text = self.get_xml(name)
+        key = _cache_key(text)
+        cached = self._read_cache(name, key)
+        if cached is not None:
+            return cached
+        dom = self._parse_stored(name, text)
+        self._write_cache(name, key, dom)
+        return dom
+
+    def _parse_stored(self, name: str, text: str) -> Domain:
         from tapvirt.conf.parse import parse_document
 
-        text = self.get_xml(name)
         path = self.path(name)
         try:
             dom = parse_document(text, source=str(path)).domain
@@ -151,7 +167,10 @@ class Store:
                         f"'{other}' first",
                     )
             path = self.path(dom.name)
-            self._write_atomically(path, format_domain(dom))
+            text = format_domain(dom)
+            self._write_atomically(path, text)
+            # Cache what the stored text parses to (not `dom`): reading it back is the truth.
+            self._write_cache(dom.name, _cache_key(text), self._parse_stored(dom.name, text))
         return DefineResult(dom, existing_uuid is None, path)
 
     def undefine(self, name: str) -> Domain | None:
@@ -164,6 +183,8 @@ class Store:
                 if err.code is not E.STORE_CORRUPT:
                     raise
                 dom = None  # a damaged file can still be removed
+            with contextlib.suppress(OSError):
+                os.unlink(self._cache_path(name))
             try:
                 os.unlink(self.path(name))
             except FileNotFoundError:
@@ -172,6 +193,45 @@ class Store:
                 raise self._unusable(self.path(name), exc) from None
             _fsync_dir(self.dir)
         return dom
+
+    # -- the model cache
+
+    def _cache_path(self, name: str) -> Path:
+        return self.dir / f".{name}{_CACHE_SUFFIX}"
+
+    def _read_cache(self, name: str, key: str) -> Domain | None:
+        import pickle
+
+        from tapvirt.conf.model import Domain
+
+        try:
+            with open(self._cache_path(name), "rb") as f:
+                fmt, stored_key, dom = pickle.load(f)  # noqa: S301 (our own 0700 directory)
+        except FileNotFoundError:
+            return None
+        except Exception:  # damaged, or written by another version: parse the XML instead
+            return None
+        if fmt != _CACHE_FORMAT or stored_key != key or not isinstance(dom, Domain):
+            return None
+        return dom if dom.name == name else None
+
+    def _write_cache(self, name: str, key: str, dom: Domain) -> None:
+        """Best effort: without a cache, starts only parse the XML again."""
+        import pickle
+
+        if not self.dir.is_dir():
+            return
+        try:
+            tmp_fd, tmp_name = tempfile.mkstemp(prefix=".tmp-", dir=self.dir)
+        except OSError:
+            return
+        try:
+            with os.fdopen(tmp_fd, "wb") as f:
+                pickle.dump((_CACHE_FORMAT, key, dom), f, protocol=pickle.HIGHEST_PROTOCOL)
+            os.replace(tmp_name, self._cache_path(name))
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp_name)
 
     # -- internals
 
@@ -251,6 +311,18 @@ class Store:
             "check the permissions of the directory and the free space, or set "
             "XDG_CONFIG_HOME to a directory you own",
         )
+
+
+def _cache_key(text: str) -> str:
+    """Identifies the XML text and the model code the cached object was built with."""
+    import hashlib
+
+    from tapvirt.conf import model
+
+    st = os.stat(model.__file__)
+    digest = hashlib.sha256(text.encode("utf-8"))
+    digest.update(f"|{st.st_mtime_ns}|{st.st_size}".encode())
+    return digest.hexdigest()
 
 
 def _valid_name(name: str) -> bool:

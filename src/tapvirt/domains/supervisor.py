@@ -83,6 +83,7 @@ class Supervisor:
             supervisor_pid=os.getpid(), supervisor_start=process.proc_starttime(os.getpid()),
             interfaces=[IfaceState(**i) for i in job.get("interfaces", [])],
             to_delete=list(job.get("to_delete", [])), started_at=time.time(),
+            warnings=list(job.get("warnings", [])),
         )
 
     # -- reporting to the launcher ------------------------------------------------------
@@ -131,6 +132,9 @@ class Supervisor:
                 self.proc, qmp_path, log_path=str(self.dd.qemu_log),
                 timeout=float(self.job.get("start_timeout", 30)), subject=subject)
             trace(self.job, "qmp answered")
+            # QEMU makes it with the umask's mode; the directory is private already, but
+            # the socket itself is also ours alone
+            os.chmod(qmp_path, 0o600)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
@@ -261,9 +265,21 @@ class Supervisor:
         self.state.stopped_at = time.time()
         self.state.qemu_pid = None
         self.state.qemu_start = None
-        self.dd.write(self.state)
-        if self.state.transient:
+        if not self.state.transient:
+            self.dd.write(self.state)
+            return
+        # A transient domain is forgotten. Under the domain's lock, so that a `create` of
+        # the same name that starts meanwhile never loses its fresh files to our rmtree;
+        # during our own start the launcher holds that lock while it waits for us.
+        if reason == "failed":
             remove_runtime_dir(self.dd)
+            return
+        try:
+            with self.dd.locked(wait=30):
+                remove_runtime_dir(self.dd)
+        except TapvirtError:
+            log("the domain stayed locked for 30 s: leaving its runtime files")
+            self.dd.write(self.state)
 
 
 def delete_link(name: str) -> None:
@@ -309,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
     devnull = os.open("/dev/null", os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    os.chdir("/")  # do not pin the launcher's working directory (paths in XML are absolute)
     job = receive_job(sock)
     if job is None:
         return 0  # the launcher failed before handing over anything

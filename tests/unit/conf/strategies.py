@@ -44,18 +44,23 @@ _TEXT = st.characters(
 _IFCHARS = string.ascii_letters + string.digits + "_.-"
 
 
-def _text(min_size: int = 0, max_size: int = 30) -> st.SearchStrategy[str]:
-    return st.text(_TEXT, min_size=min_size, max_size=max_size)
-
-
-def _path() -> st.SearchStrategy[str]:
-    return _text(1, 30).map(lambda s: "/" + s)
-
-
-def _ifname() -> st.SearchStrategy[str]:
-    return st.text(_IFCHARS, min_size=1, max_size=15).filter(
-        lambda s: s not in (".", "..") and not s.startswith(RESERVED_PREFIXES)
-    )
+# Strategies are built once: building them inside every draw costs most of the time.
+_PATH = st.text(_TEXT, min_size=1, max_size=30).map(lambda s: "/" + s)
+_OPT_PATH = st.none() | _PATH
+_IFNAME = st.text(_IFCHARS, min_size=1, max_size=15).filter(
+    lambda s: s not in (".", "..") and not s.startswith(RESERVED_PREFIXES)
+)
+_ALIAS_TAIL = st.text(_IFCHARS, min_size=1, max_size=12)
+_TITLE = st.none() | st.text(_TEXT, min_size=1, max_size=20).filter(lambda s: "\n" not in s)
+_DESCRIPTION = st.none() | st.text(_TEXT, max_size=40)
+_CMDLINE = st.none() | st.text(_TEXT, max_size=30).filter(lambda s: "\n" not in s)
+_MACHINE = st.none() | st.sampled_from(["pc", "q35", "pc-i440fx-7.2", "virt"])
+_ARCH = st.none() | st.sampled_from(ARCHES)
+_MTU = st.none() | st.integers(68, 65521)
+_LINK = st.none() | st.sampled_from(LinkState)
+_DRIVER_NAME = st.none() | st.sampled_from(DriverName)
+_ACTION = st.sampled_from(LifecycleAction)
+_ORDERS = st.none() | st.integers(1, 65535)
 
 
 names = st.builds(
@@ -79,18 +84,18 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         if itype is InterfaceType.ETHERNET:
             managed_choices.append(False)
         managed = draw(st.sampled_from(managed_choices))
-        dev = draw(_ifname())
+        dev = draw(_IFNAME)
         if managed is False and draw(st.booleans()):
             dev = draw(st.sampled_from(RESERVED_PREFIXES)) + str(index)  # kept: unmanaged
         target = Target(dev, managed)
     source: BridgeSource | DirectSource | None = None
     if itype is InterfaceType.BRIDGE:
-        source = BridgeSource(draw(_ifname()))
+        source = BridgeSource(draw(_IFNAME))
     elif itype is InterfaceType.DIRECT:
-        source = DirectSource(draw(_ifname()), draw(st.sampled_from(DirectMode)))
+        source = DirectSource(draw(_IFNAME), draw(st.sampled_from(DirectMode)))
     driver = None
     if draw(st.booleans()):
-        name = draw(st.none() | st.sampled_from(DriverName))
+        name = draw(_DRIVER_NAME)
         queues = None
         if itype is not InterfaceType.USER and draw(st.booleans()):
             queues = draw(st.integers(1, 256)) if model is NicModel.VIRTIO else 1
@@ -98,16 +103,16 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
             driver = Driver(name, queues)
     mtu = None
     if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE):
-        mtu = draw(st.none() | st.integers(68, 65521))
+        mtu = draw(_MTU)
     alias = f"net{index}"
     if draw(st.booleans()):
-        alias = "ua-" + draw(st.text(_IFCHARS, min_size=1, max_size=12)) + f"-n{index}"
+        alias = "ua-" + draw(_ALIAS_TAIL) + f"-n{index}"
     return Interface(
         type=itype, mac=draw(macs), model=model, model_given=model_given, target=target,
         source=source, driver=driver, mtu=mtu,
-        link_state=draw(st.none() | st.sampled_from(LinkState)), alias=alias,
-        script=draw(_path()) if itype is InterfaceType.ETHERNET and draw(st.booleans()) else None,
-        backend_tap=draw(_path())
+        link_state=draw(_LINK), alias=alias,
+        script=draw(_PATH) if itype is InterfaceType.ETHERNET and draw(st.booleans()) else None,
+        backend_tap=draw(_PATH)
         if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and draw(st.booleans())
         else None,
     )
@@ -144,7 +149,7 @@ def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
         if draw(st.booleans()):
             alias = f"ua-disk{k}"
         out.append(Disk(
-            source_file=draw(_path()), target_dev=dev, target_bus=bus,
+            source_file=draw(_PATH), target_dev=dev, target_bus=bus,
             format=draw(st.sampled_from(DiskFormat)), device=device,
             readonly=device is DiskDevice.CDROM or draw(st.booleans()), alias=alias,
         ))
@@ -157,7 +162,7 @@ def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]
     ports = draw(st.lists(st.integers(0, 8), unique=True, max_size=3))
     for port in ports:
         ctype = draw(st.sampled_from(ChardevType))
-        path = draw(_path()) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
+        path = draw(_PATH) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
         listen = draw(st.booleans()) if ctype is ChardevType.UNIX else True
         serials.append(Chardev(ChardevKind.SERIAL, ctype, path, listen, port))
     consoles: tuple[Chardev, ...] = ()
@@ -176,7 +181,7 @@ def _with_boot_orders(
     from dataclasses import replace
 
     n = len(disks_) + len(ifaces)
-    orders = draw(st.lists(st.none() | st.integers(1, 65535), min_size=n, max_size=n))
+    orders = draw(st.lists(_ORDERS, min_size=n, max_size=n))
     seen: set[int] = set()
     clean: list[int | None] = []
     for o in orders:
@@ -222,25 +227,25 @@ def domains(draw: st.DrawFn) -> Domain:
         name=draw(names),
         uuid=str(uuidlib.UUID(int=draw(st.integers(0, 2**128 - 1)))),
         type=draw(st.sampled_from(DomainType)),
-        title=draw(st.none() | _text(1, 20).filter(lambda s: "\n" not in s)),
-        description=draw(st.none() | _text(0, 40)),
+        title=draw(_TITLE),
+        description=draw(_DESCRIPTION),
         memory_kib=memory,
         current_memory_kib=draw(st.none() | st.integers(1, memory)),
         vcpus=draw(st.integers(1, 1024)),
         os=Os(
-            arch=draw(st.none() | st.sampled_from(ARCHES)),
-            machine=draw(st.none() | st.sampled_from(["pc", "q35", "pc-i440fx-7.2", "virt"])),
-            kernel=draw(st.none() | _path()),
-            initrd=draw(st.none() | _path()),
-            cmdline=draw(st.none() | _text(0, 30).filter(lambda s: "\n" not in s)),
+            arch=draw(_ARCH),
+            machine=draw(_MACHINE),
+            kernel=draw(_OPT_PATH),
+            initrd=draw(_OPT_PATH),
+            cmdline=draw(_CMDLINE),
             boot=boot_devs,
         ),
         features=Features(acpi=draw(st.booleans())),
-        on_poweroff=draw(st.sampled_from(LifecycleAction)),
-        on_reboot=draw(st.sampled_from(LifecycleAction)),
-        on_crash=draw(st.sampled_from(LifecycleAction)),
+        on_poweroff=draw(_ACTION),
+        on_reboot=draw(_ACTION),
+        on_crash=draw(_ACTION),
         devices=Devices(
-            emulator=draw(st.none() | _path()), disks=disks_, interfaces=ifaces,
+            emulator=draw(_OPT_PATH), disks=disks_, interfaces=ifaces,
             serials=serials, consoles=consoles,
         ),
     )

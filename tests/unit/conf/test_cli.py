@@ -36,6 +36,8 @@ def test_validate_good_and_bad(capsys: pytest.CaptureFixture[str]) -> None:
     rc, out, _ = run(capsys, "validate", str(GOOD), str(BAD))
     assert rc == 1
     assert "error[managed-not-ethernet]" in out and "(line 12)" in out and "fix:" in out
+    # the offending line is quoted between the message and the fix
+    assert "\n    12 |     <target dev='mytap0' managed='no'/>\n  fix: " in out
 
 
 def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:

@@ -133,7 +133,7 @@ def test_a_failed_write_keeps_the_old_definition_and_no_temp_file(
     assert info.value.code.code == "store-unusable"
     assert "No space left on device" in info.value.message
     assert store.get_xml("guest") == before
-    assert sorted(p.name for p in store.dir.iterdir()) == [".lock", "guest.xml"]
+    assert sorted(p.name for p in store.dir.iterdir()) == [".guest.model", ".lock", "guest.xml"]
 
 
 def test_redefine_replaces_the_file_by_rename(tmp_path: Path) -> None:
@@ -201,4 +201,83 @@ def test_concurrent_defines_do_not_corrupt(tmp_path: Path) -> None:
     assert len(set(uuids.values())) == 9
     last_macs = {f"52:54:00:00:{i:02x}:0e" for i in range(8)}
     assert store.get("shared").devices.interfaces[0].mac in last_macs
-    assert sorted(p.name for p in store.dir.iterdir() if p.name.startswith(".")) == [".lock"]
+    leftovers = [p.name for p in store.dir.iterdir()
+                 if p.name.startswith(".") and not p.name.endswith(".model")]
+    assert leftovers == [".lock"]
+
+
+def test_an_unusable_location_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "tapvirt"
+    blocker.write_text("not a directory")
+    with pytest.raises(TapvirtError) as info:
+        Store(blocker).define(xml())
+    assert info.value.code.code == "store-unusable"
+    assert info.value.subject == str(blocker)
+    assert "XDG_CONFIG_HOME" in info.value.fix
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give the directory away")
+def test_a_directory_of_another_user_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "tapvirt"
+    root.mkdir(mode=0o700)
+    os.chown(root, 65534, 65534)
+    with pytest.raises(TapvirtError) as info:
+        Store(root).define(xml())
+    assert info.value.code.code == "store-unusable"
+    assert "belongs to uid 65534" in info.value.message
+
+
+def test_failures_leak_no_file_descriptors(tmp_path: Path) -> None:
+    store = Store(tmp_path / "tapvirt")
+    store.define(xml(uuid=U1))
+    before = sorted(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        for bad in (xml(uuid=U2), "<domain", xml().replace("52:54", "01:54")):
+            with pytest.raises(TapvirtError):
+                store.define(bad)
+        with pytest.raises(TapvirtError):
+            store.get("missing")
+    assert sorted(os.listdir("/proc/self/fd")) == before
+
+
+# -- the parsed-model cache that lets `tapvirt start` skip lxml and the parser
+
+
+def test_get_uses_the_cache_without_loading_the_parser(tmp_path: Path) -> None:
+    Store(tmp_path).define(xml(uuid=U1))
+    code = (
+        "import sys; from pathlib import Path; from tapvirt.domains.store import Store\n"
+        f"dom = Store(Path({str(tmp_path)!r})).get('guest')\n"
+        "print(dom.uuid, dom.devices.interfaces[0].mac,"
+        " 'lxml' in sys.modules, 'tapvirt.conf.parse' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [U1, "52:54:00:11:11:11", "False", "False"]
+
+
+def test_a_hand_edited_definition_is_parsed_again(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.define(xml(uuid=U1))
+    path = store.path("guest")
+    path.write_text(path.read_text().replace("52:54:00:11:11:11", "52:54:00:22:22:22"))
+    assert store.get("guest").devices.interfaces[0].mac == "52:54:00:22:22:22"
+    path.write_text(path.read_text().replace("<interface", "<bogus/><interface", 1))
+    with pytest.raises(TapvirtError) as info:
+        store.get("guest")
+    assert info.value.code.code == "store-corrupt"
+
+
+def test_a_damaged_cache_is_ignored(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.define(xml(uuid=U1))
+    (store.dir / ".guest.model").write_bytes(b"not a pickle")
+    assert store.get("guest").uuid == U1
+    assert store.get("guest") == parse_domain(store.get_xml("guest"))
+
+
+def test_undefine_removes_the_cache(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    store.define(xml(uuid=U1))
+    store.undefine("guest")
+    assert sorted(p.name for p in store.dir.iterdir()) == [".lock"]

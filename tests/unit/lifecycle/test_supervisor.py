@@ -94,6 +94,8 @@ def test_runs_guest_and_notices_sigkill_within_a_second(dd: DomainDir) -> None:
     assert st.state == RUNNING and st.qemu_pid == msg["qemu_pid"]
     assert st.qemu_pid is not None and st.supervisor_pid is not None
     assert _ppid(st.qemu_pid) == st.supervisor_pid  # it can waitpid: no zombie later
+    assert dd.qmp_socket.stat().st_mode & 0o777 == 0o600
+    assert dd.path.stat().st_mode & 0o777 == 0o700
     assert os.getsid(st.supervisor_pid) != os.getsid(0)  # detached from the launcher
     # small: no lxml, no pyroute2 (goal <= 15 MiB)
     assert _rss_kib(st.supervisor_pid) < 15 * 1024
@@ -169,3 +171,58 @@ def test_paused_start_then_resume(dd: DomainDir) -> None:
     with QmpClient.connect(str(dd.qmp_socket)) as qmp:
         assert qmp.status() == "running"
     assert dd.read().state == RUNNING and dd.read().reason == "resumed"
+
+
+def test_on_poweroff_restart(dd: DomainDir) -> None:
+    from tapvirt.qemu.qmp import QmpClient
+
+    assert _start(dd, on_poweroff="restart")["ok"]
+    first = dd.read()
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        qmp.execute("quit")  # exit status 0, like a guest power-off
+    _wait(lambda: dd.read().restarts == 1 and dd.read().state == RUNNING, 10)
+    assert dd.read().qemu_pid != first.qemu_pid
+    os.kill(first.supervisor_pid or 0, signal.SIGTERM)
+    _wait(lambda: dd.read().state == SHUTOFF, 15)
+
+
+def test_shutdown_of_a_guest_that_ignores_acpi_destroys_it(dd: DomainDir) -> None:
+    """No OS runs (nothing answers the power button): after the timeout, destroy."""
+    assert _start(dd, on_poweroff="restart")["ok"]
+    st = api.shutdown(dd.name, timeout=1)
+    assert st.state == SHUTOFF and "destroyed" in st.reason
+    assert not pid_alive(dd.read().qemu_pid or 0)
+
+
+def test_console_follows_until_the_guest_stops(dd: DomainDir) -> None:
+    """`console NAME` streams the serial log and returns once the guest is shut off."""
+    import threading
+
+    from tapvirt.conf.format import format_domain
+    from tapvirt.conf.model import Chardev, ChardevKind, ChardevType, Devices, Domain
+    from tapvirt.qemu.qmp import QmpClient
+
+    dom = Domain(name=dd.name, uuid="00000000-0000-0000-0000-000000000001",
+                 devices=Devices(serials=(Chardev(ChardevKind.SERIAL, ChardevType.FILE,
+                                                  path=str(dd.console_log)),)))
+    dd.domain_xml.write_text(format_domain(dom, live=True))
+    job = _job(dd)
+    job["argv"] += ["-serial", f"file:{dd.console_log}"]
+    assert _start(dd, argv=job["argv"])["ok"]
+    chunks: list[bytes] = []
+    done = threading.Event()
+
+    def follow() -> None:
+        for chunk in api.follow_console(dd.name, poll=0.02):
+            chunks.append(chunk)
+        done.set()
+
+    threading.Thread(target=follow, daemon=True).start()
+    time.sleep(0.2)
+    with open(dd.console_log, "ab") as f:  # what the guest would print on its serial port
+        f.write(b"TV-MARKER from the guest\n")
+    _wait(lambda: b"TV-MARKER" in b"".join(chunks), 15)
+    assert not done.is_set()  # still following a running guest
+    with QmpClient.connect(str(dd.qmp_socket)) as qmp:
+        qmp.execute("quit")
+    assert done.wait(10)
