@@ -70,9 +70,9 @@ GOAL_VS_USERNET = 2.5
 
 # What each case is, in the report's words.
 DESCRIPTION: dict[str, str] = {
-    "tapvirt": "tapvirt default: `tapvirt create` of a plain <interface type='ethernet'>",
+    "tapvirt": "tapvirt default: `tapvirt create` of a plain `<interface type='ethernet'>`",
     "hand": "hand-written QEMU tap command: fd with IFF_VNET_HDR, virtio-net defaults",
-    "hand-rxq": "the same + rx_queue_size=1024 (the one virtio-net knob that helps TCG rx)",
+    "hand-rxq": "the same + rx_queue_size=1024 (a larger receive ring)",
     "novnet": "the hand-written command, fd opened without IFF_VNET_HDR",
     "hand-setsid": "the hand-written command, QEMU in a session of its own (as tapvirt's)",
     "hand-rom": "the hand-written command with the NIC's default option ROM",
@@ -81,7 +81,7 @@ DESCRIPTION: dict[str, str] = {
     "passt": "passt (-netdev stream), guest MTU 1500",
     "passt-65520": "passt (-netdev stream), guest MTU 65520 (context)",
     "tapvirt-2cpu": "tapvirt default, 2 vCPUs, 1 queue, iperf3 -P 2",
-    "tapvirt-mq": "tapvirt default, 2 vCPUs, <driver queues='2'/> on a multi_queue tap, -P 2",
+    "tapvirt-mq": "tapvirt default, 2 vCPUs, `<driver queues='2'/>` on a multi_queue tap, -P 2",
 }
 DEFAULT_CASES = ("tapvirt", "hand", "hand-rxq", "novnet", "slirp", "passt", "tapvirt-2cpu",
                  "tapvirt-mq")

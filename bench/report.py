@@ -354,35 +354,44 @@ SECTION_NOTES: dict[str, list[str]] = {
         "main loop; passt does it in its own process but, at guest MTU 1500, moves "
         "MTU-sized frames over a unix socket. With guest MTU 65520 (passt's own default "
         "when the guest takes its address by DHCP) passt gets much closer "
-        "(/work/shared/reference/e2e-recipe.md §6 measured 0.73x / 0.71x of the tap); add "
+        "(the project's reference run, e2e-recipe.md §6, measured 0.73x / 0.71x of the tap); add "
         "`--cases passt-65520` to measure it.",
         "- tapvirt's default for `<model type='virtio'/>` on a precreated tap is exactly "
         "the fast configuration: it opens the tap with `IFF_VNET_HDR` (host/tap.py, "
         "`attach_flags`), passes the fd with `-netdev {\"type\":\"tap\",\"fd\":...}` "
         "and lets QEMU read vnet_hdr from the fd (the `vnet_hdr=` option is invalid with "
         "`fd=`), and adds `host_mtu` only when the device's MTU is not 1500. The "
-        "`-netdev`/`-device` pair tapvirt produced is shown below next to the hand-written "
+        "`-netdev`/`-device` pair tapvirt produced is shown above next to the hand-written "
         "one: apart from ids and the option ROM they are the same.",
-        "- Differences between *tapvirt* and *hand* of ±20 % come and go between runs on "
-        "this machine. They were chased with diagnostic cases (`--cases tapvirt,"
+        "- While other tenants loaded the machine (load average 4-6), single *tapvirt* / "
+        "*hand* pairs differed by up to 30 % either way, more often in the hand-written "
+        "command's favour; in a quiet period (load below 1) they agreed within a few "
+        "percent. The differences were chased with diagnostic cases (`--cases tapvirt,"
         "tapvirt-api,hand,hand-rom,hand-setsid`: tapvirt's modules without the supervisor, "
         "the hand command with the NIC option ROM, QEMU in a session of its own as the "
-        "supervisor runs it): none of these made a consistent difference across runs, "
-        "so what remains is the machine's noise (other tenants' load, visible in the "
-        "ready times and retransmits). *best hand-tuned* is the faster of *hand* and "
-        "*hand-rxq* per direction, which favours the hand side slightly.",
+        "supervisor runs it) and by sampling QEMU's per-thread CPU time during a run (the "
+        "same split, ~80 % vCPU thread and ~33 % main loop, for both): nothing in "
+        "tapvirt's configuration made a consistent difference. *best hand-tuned* is the "
+        "faster of *hand* and *hand-rxq* per direction, which favours the hand side "
+        "slightly (the larger of two noisy numbers).",
+        "- guest -> host against passt sits at the goal's edge (about 2.5x; "
+        "e2e-recipe.md §6 measured 2.4x): passt's guest-to-host path is its strong side, "
+        "and tapvirt's guest->host is bounded by the guest's own transmit path under TCG "
+        "(the hand-written command is no faster). Nothing on tapvirt's side of the tap "
+        "is left to tune there.",
         "- Multiqueue: Linux guests enable as many queue pairs as they have vCPUs. Under "
         "TCG on two shared host cores a second queue has little to work with (the guest's "
-        "iperf3 3.12 server is single-threaded, and the vCPU threads compete with the "
-        "host side for the same two cores), so the multiqueue row shows that the "
-        "configuration works end to end (a 2-fd `multi_queue` tap, `mq=on`, `vectors=6`) "
-        "rather than the gain multiqueue gives with KVM (Cloud Hypervisor reports +37 % "
-        "for 2 queue pairs).",
+        "iperf3 3.12 server is single-threaded, and the two vCPU threads compete with the "
+        "host side for the same two cores); with two streams host->guest the multiqueue "
+        "guest also saw many TCP retransmits under load (reordering across the queues). "
+        "So the multiqueue row shows that the configuration works end to end (a 2-fd "
+        "`multi_queue` tap, `mq=on`, `vectors=6`), not the gain multiqueue gives with KVM "
+        "(Cloud Hypervisor reports +37 % for 2 queue pairs).",
         "- Not tapvirt's: TCG itself (no KVM on this machine type, no `/dev/vhost-net`), "
         "and the noise of a shared 2-core host.",
     ],
     "cli": [
-        "`tapvirt --version` imports nothing beyond `tapvirt/__init__.py`. `tapvirt list` "
+        "`tapvirt --version` imports nothing but `tapvirt` and `tapvirt.cli.main`. `tapvirt list` "
         "loads argparse, the verbs' registration and the lifecycle API (runtime state "
         "files), not the XML parser: `tapvirt.domains.store` imports `conf.parse` and "
         "`conf.format` (and with them lxml) only when a definition is read or written. "
