@@ -1,25 +1,13 @@
-"""Verbs of the definition layer: validate, define, undefine, dumpxml, list.
+"""Verbs of the definition layer: validate, define, undefine.
 
-Thin: the logic lives in `tapvirt.conf` and `tapvirt.domains.store`. `list` shows every
-definition as "shut off" until the lifecycle layer supplies live states (it replaces
-`domain_states`).
+Thin: the logic lives in `tapvirt.conf` and `tapvirt.domains.store`. `list` and `dumpxml`,
+which must know whether a guest runs, are in `tapvirt.cli.run_cmds`.
 """
 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
 from typing import Any
-
-# name -> state text ("running", "shut off", ...); the lifecycle layer installs its own.
-StateProvider = Callable[[Sequence[str]], dict[str, str]]
-
-
-def _no_live_state(names: Sequence[str]) -> dict[str, str]:
-    return dict.fromkeys(names, "shut off")
-
-
-domain_states: StateProvider = _no_live_state
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -37,15 +25,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_undefine)
-
-    p = sub.add_parser("dumpxml", help="print a domain's canonical XML")
-    p.add_argument("name", metavar="NAME")
-    p.set_defaults(func=cmd_dumpxml)
-
-    p = sub.add_parser("list", help="list domains (running ones; --all: every defined one)")
-    p.add_argument("--all", action="store_true", help="also list domains that are not running")
-    p.add_argument("--json", action="store_true", help="print the list as JSON")
-    p.set_defaults(func=cmd_list)
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -125,45 +104,3 @@ def cmd_undefine(args: argparse.Namespace) -> int:
     else:
         print(f"Domain '{args.name}' has been undefined")
     return 0
-
-
-def cmd_dumpxml(args: argparse.Namespace) -> int:
-    import sys
-
-    from tapvirt.domains.store import Store
-
-    sys.stdout.write(Store().get_xml(args.name))
-    return 0
-
-
-def cmd_list(args: argparse.Namespace) -> int:
-    from tapvirt.cli.common import print_json
-
-    rows = list_rows(include_inactive=args.all)
-    if args.json:
-        print_json({"ok": True, "domains": rows})
-        return 0
-    width = max([4, *(len(r["name"]) for r in rows)])
-    print(f" {'Id':<4} {'Name':<{width}}   State")
-    print("-" * (width + 22))
-    for r in rows:
-        ident = "-" if r["id"] is None else str(r["id"])
-        print(f" {ident:<4} {r['name']:<{width}}   {r['state']}")
-    return 0
-
-
-def list_rows(*, include_inactive: bool) -> list[dict[str, Any]]:
-    """One row per domain: name, uuid, state, id (None when not running)."""
-    from tapvirt.domains.store import Store
-
-    store = Store()
-    names = store.names()
-    states = domain_states(names)
-    rows: list[dict[str, Any]] = []
-    for name in names:
-        state = states.get(name, "shut off")
-        if state == "shut off" and not include_inactive:
-            continue
-        dom = store.get(name)
-        rows.append({"id": None, "name": name, "uuid": dom.uuid, "state": state})
-    return rows

@@ -1,8 +1,5 @@
 """Verbs that run guests: start, create, shutdown, destroy, list, dominfo, dumpxml,
 domiflist, console, domstate. Thin: the logic is in `tapvirt.domains.api`.
-
-`list` and `dumpxml` replace the definition layer's versions (registered earlier by
-`tapvirt.cli.conf_cmds`) with ones that know live state.
 """
 
 from __future__ import annotations
@@ -12,16 +9,8 @@ import sys
 from typing import Any
 
 
-def _add(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
-         help: str) -> argparse.ArgumentParser:
-    if name in sub.choices:  # defined by conf_cmds: keep its parser, take over the verb
-        return sub.choices[name]
-    return sub.add_parser(name, help=help)
-
-
 def _json_flag(p: argparse.ArgumentParser) -> None:
-    if not any("--json" in a.option_strings for a in p._actions):
-        p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -56,9 +45,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_destroy)
 
-    p = _add(sub, "list", "list domains (running ones; --all: also shut off ones)")
-    if not any("--all" in a.option_strings for a in p._actions):
-        p.add_argument("--all", action="store_true", help="also list shut off domains")
+    p = sub.add_parser("list", help="list domains (running ones; --all: also shut off ones)")
+    p.add_argument("--all", action="store_true", help="also list shut off domains")
     _json_flag(p)
     p.set_defaults(func=cmd_list)
 
@@ -78,9 +66,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_domiflist)
 
-    p = _add(sub, "dumpxml", "a domain's XML (live form while it runs)")
-    if not p._actions or not any(a.dest == "name" for a in p._actions):
-        p.add_argument("name", metavar="NAME")
+    p = sub.add_parser("dumpxml", help="a domain's XML (live form while it runs)")
+    p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_dumpxml)
 
     p = sub.add_parser("console", help="print the serial console log and follow it")
