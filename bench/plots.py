@@ -21,6 +21,13 @@ def _plt() -> Any:
     return plt
 
 
+def _save(fig: Any, outdir: Path, name: str) -> list[str]:
+    fig.tight_layout()
+    fig.savefig(outdir / name, dpi=DPI)
+    _plt().close(fig)
+    return [name]
+
+
 def plot_suite(name: str, datas: list[dict[str, Any]], outdir: Path) -> list[str]:
     if name == "datapath":
         return datapath(datas[-1], outdir)
@@ -59,11 +66,7 @@ def datapath(data: dict[str, Any], outdir: Path) -> list[str]:
     ax.set_title("Guest throughput under TCG, iperf3 (ratio vs tapvirt default)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    name = "datapath-throughput.png"
-    fig.savefig(outdir / name, dpi=DPI)
-    plt.close(fig)
-    return [name]
+    return _save(fig, outdir, "datapath-throughput.png")
 
 
 def connect(datas: list[dict[str, Any]], outdir: Path) -> list[str]:
@@ -91,11 +94,7 @@ def connect(datas: list[dict[str, Any]], outdir: Path) -> list[str]:
     ax.set_title("Per-interface connect cost vs number of links")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    name = "connect-vs-links.png"
-    fig.savefig(outdir / name, dpi=DPI)
-    plt.close(fig)
-    return [name]
+    return _save(fig, outdir, "connect-vs-links.png")
 
 
 def cli(data: dict[str, Any], outdir: Path) -> list[str]:
@@ -119,11 +118,7 @@ def cli(data: dict[str, Any], outdir: Path) -> list[str]:
     ax.set_xlim(left=0)
     if cpu:
         ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    name = "cli-startup.png"
-    fig.savefig(outdir / name, dpi=DPI)
-    plt.close(fig)
-    return [name]
+    return _save(fig, outdir, "cli-startup.png")
 
 
 def start(data: dict[str, Any], outdir: Path) -> list[str]:
@@ -147,8 +142,4 @@ def start(data: dict[str, Any], outdir: Path) -> list[str]:
     ax.set_title("tapvirt start: launcher time per guest")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    name = "start-per-guest.png"
-    fig.savefig(outdir / name, dpi=DPI)
-    plt.close(fig)
-    return [name]
+    return _save(fig, outdir, "start-per-guest.png")
