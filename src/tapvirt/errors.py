@@ -109,6 +109,7 @@ _CODE_MODULES = (
     "tapvirt.conf.errors",
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
+    "tapvirt.domains.live_errors",
     "tapvirt.prep.errors",
 )
 
