@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tapvirt.conf.devices_channel import Channel, ChannelType, Redirdev
-from tapvirt.conf.devices_graphics import (
+from tapvirt.conf.devices.channel import Channel, ChannelType, Redirdev
+from tapvirt.conf.devices.graphics import (
     Graphics,
     GraphicsType,
     Listen,
@@ -20,8 +20,8 @@ from tapvirt.conf.devices_graphics import (
     Video,
     VideoModel,
 )
-from tapvirt.conf.devices_input import Input, InputBus, InputType
-from tapvirt.conf.devices_misc import (
+from tapvirt.conf.devices.input import Input, InputBus, InputType
+from tapvirt.conf.devices.misc import (
     BalloonModel,
     Memballoon,
     Panic,
@@ -32,10 +32,14 @@ from tapvirt.conf.devices_misc import (
     WatchdogAction,
     WatchdogModel,
 )
-from tapvirt.conf.devices_netextras import NetTuning, Rom, TxMode
-from tapvirt.conf.devices_sound import Audio, AudioType, CodecType, Sound, SoundModel
-from tapvirt.conf.devices_tpm import Tpm, TpmBackend, TpmModel, TpmVersion
-from tapvirt.qemu import argv_channel, argv_graphics, argv_misc, argv_netextras, argv_sound
+from tapvirt.conf.devices.netextras import NetTuning, Rom, TxMode
+from tapvirt.conf.devices.sound import Audio, AudioType, CodecType, Sound, SoundModel
+from tapvirt.conf.devices.tpm import Tpm, TpmBackend, TpmModel, TpmVersion
+from tapvirt.qemu.argv import channel as argv_channel
+from tapvirt.qemu.argv import graphics as argv_graphics
+from tapvirt.qemu.argv import misc as argv_misc
+from tapvirt.qemu.argv import netextras as argv_netextras
+from tapvirt.qemu.argv import sound as argv_sound
 
 RUN = "/run/user/1000/tapvirt/guest"
 
@@ -233,7 +237,7 @@ def test_sound_matches_libvirt() -> None:
         """-device '{"driver":"AC97","id":"sound0","audiodev":"audio1","bus":"pci.0","addr":"0x3"}'""")]
     assert argv_sound.audiodev(Audio(1)) == {"id": "audio1", "driver": "none"}
     assert argv_sound.audiodev(Audio(2, AudioType.FILE, 50, "/tmp/a.wav")) == {
-        "id": "audio2", "driver": "file", "timer-period": 50, "path": "/tmp/a.wav"}
+        "id": "audio2", "driver": "wav", "timer-period": 50, "path": "/tmp/a.wav"}
 
 
 def test_channels_match_libvirt() -> None:

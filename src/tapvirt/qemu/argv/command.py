@@ -12,6 +12,7 @@ from tapvirt.qemu.argv.encode import opt
 from tapvirt.qemu.argv.fds import FD_BASE, fd_layout
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
+from tapvirt.qemu.argv.peripherals import peripheral_args, runtime_dir_of
 
 
 def emulator(dom: Domain) -> str:
@@ -27,8 +28,12 @@ def build_argv(
     *,
     qmp_socket: str,
     fd_base: int | None = FD_BASE,
+    spice_ports: Sequence[int] = (),
 ) -> list[str]:
-    """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont."""
+    """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont.
+
+    spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
+    order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given."""
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
@@ -59,4 +64,5 @@ def build_argv(
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)
+    argv += peripheral_args(dom, runtime_dir_of(qmp_socket), spice_ports)
     return argv
