@@ -110,6 +110,7 @@ _CODE_MODULES = (
     "tapvirt.conf.addresses",
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
+    "tapvirt.domains.live_errors",
     "tapvirt.prep.errors",
 )
 

@@ -141,6 +141,7 @@ class IfaceState:
     model: str
     mac: str
     delete_at_stop: bool = False
+    link: str = "up"  # <link state>, changed live by domif-setlink / update-device
 
 
 @dataclass
@@ -189,19 +190,34 @@ class State:
         if data.get("version", STATE_VERSION) != STATE_VERSION:
             raise ValueError(f"has layout version {data['version']!r:.20}, "
                              f"this tapvirt reads {STATE_VERSION}")
-        ifaces = []
-        for item in data.get("interfaces", []):
-            if not isinstance(item, dict) or not all(
-                    isinstance(item.get(k), str) for k in ("alias", "type", "model", "mac")):
-                raise ValueError(f"has a malformed interface {item!r:.60}")
-            ifaces.append(IfaceState(
-                item["alias"], item["type"], item.get("device") if isinstance(
-                    item.get("device"), str) else None, item["model"], item["mac"],
-                item.get("delete_at_stop") is True))
+        ifaces = [_iface_from_json(item) for item in data.get("interfaces", [])]
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         known["interfaces"] = ifaces
         return cls(**known)
 
+
+def _iface_from_json(item: Any) -> IfaceState:
+    """One interface record, each field of the type IfaceState declares."""
+    from dataclasses import MISSING, fields
+
+    if not isinstance(item, dict):
+        raise ValueError(f"has a malformed interface {item!r:.60}")
+    args: dict[str, Any] = {}
+    for f in fields(IfaceState):
+        if f.name not in item:
+            if f.default is MISSING:
+                raise ValueError(f"has an interface without {f.name!r}")
+            continue
+        value = item[f.name]
+        want = _IFACE_TYPES.get(str(f.type), str)
+        if not _is(value, want):
+            raise ValueError(f"has an interface whose {f.name!r} is {value!r:.40}")
+        args[f.name] = value
+    return IfaceState(**args)
+
+
+_IFACE_TYPES: dict[str, Any] = {"str": str, "str | None": (str, None), "bool": bool,
+                                "int": int, "int | None": (int, None)}
 
 # The state file's fields and their JSON types (None: may be null)
 _OPT_INT = (int, None)
@@ -213,8 +229,8 @@ _FIELD_TYPES: dict[str, Any] = {
     "exit_status": _OPT_INT, "restarts": int, "interfaces": list, "to_delete": list,
     "warnings": list, "version": int,
 }
-_NAMES: dict[Any, str] = {str: "a string", bool: "true/false", int: "an integer",
-                          list: "a list", _OPT_INT: "an integer or null",
+_NAMES: dict[Any, str] = {str: "a string", (str, None): "a string or null",
+                          bool: "true/false", int: "an integer", list: "a list", _OPT_INT: "an integer or null",
                           (float, int, None): "a number or null"}
 
 
