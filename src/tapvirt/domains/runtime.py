@@ -230,7 +230,8 @@ _FIELD_TYPES: dict[str, Any] = {
     "warnings": list, "version": int,
 }
 _NAMES: dict[Any, str] = {str: "a string", (str, None): "a string or null",
-                          bool: "true/false", int: "an integer", list: "a list", _OPT_INT: "an integer or null",
+                          bool: "true/false", int: "an integer", list: "a list",
+                          _OPT_INT: "an integer or null",
                           (float, int, None): "a number or null"}
 
 
