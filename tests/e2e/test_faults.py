@@ -103,7 +103,7 @@ def test_destroy_during_start_says_so(lab: Lab) -> None:
                               "--json", "--tun-node", str(lab.tun)]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
-        wait_until(lambda: (lab.rundir(name) / "state.json").exists(), 10, 0.005)
+        wait_until((lab.rundir(name) / "state.json").exists, 10, 0.005)
         d = lab.tv("destroy", name, "--json", check=False)
         out, err = start.communicate(timeout=60)
         if start.returncode == 0:  # the start won the race: destroy stopped a running guest
