@@ -76,8 +76,3 @@ VHOST_UNAVAILABLE = define(
 HOST_ERROR = define(
     "host-error", "the kernel refused an operation for a reason tapvirt does not know", layer=_L
 )
-DEVICE_RACED = define(
-    "device-raced",
-    "another process attached a queue to a tap while it was being created: it was deleted",
-    layer=_L,
-)

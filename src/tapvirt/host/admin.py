@@ -28,10 +28,10 @@ from tapvirt.host.api import LinkInfo, LinkKind, TunInfo
 from tapvirt.netcodes import (
     BRIDGE_MISSING,
     DEVICE_EXISTS,
-    DEVICE_RACED,
     HOST_ERROR,
     SOURCE_DEV_MISSING,
 )
+from tapvirt.prep.errors import DEVICE_RACED
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
