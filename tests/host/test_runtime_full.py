@@ -166,7 +166,7 @@ def _scenario(case: str, tmp_path: Path) -> dict[str, Any]:
     proc = subprocess.run(
         ["unshare", "--mount", "--propagation", "private", sys.executable, str(script), case,
          str(base), shutil.which("qemu-system-x86_64") or ""],
-        capture_output=True, text=True, timeout=180, env=env)
+        capture_output=True, text=True, timeout=180, env=env, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stdout + proc.stderr
     obs: dict[str, Any] = json.loads(lines[-1][len("RESULT "):])
