@@ -110,7 +110,13 @@ _CODE_MODULES = (
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
     "tapvirt.prep.errors",
+    "tapvirt.cni.errors",
 )
+
+
+def lookup(code: str) -> ErrorCode | None:
+    """The declared code of that name, if its module has been imported."""
+    return _REGISTRY.get(code)
 
 
 def all_codes() -> list[ErrorCode]:
