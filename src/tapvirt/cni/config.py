@@ -47,7 +47,7 @@ _MAC = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}")
 _PASSIVE = {"cniVersion", "cniVersions", "name", "type", "capabilities", "runtimeConfig",
             "args", "prevResult", "dns", "ipMasq", "disableCheck", "disableGC"}
 _OWN = {"multiQueue", "mtu", "mac", "owner", "group", "bridge", "selinuxContext", "queues",
-        "macvtap", "policy", "nodeDir", "stateDir"}
+        "macvtap", "policy", "nodeDir", "stateDir", "device"}
 
 
 def version_tuple(v: str) -> tuple[int, ...]:
@@ -195,6 +195,7 @@ class NetConf:
     mtu: int | None = None
     mac: str | None = None  # already chosen by priority: runtimeConfig, args, CNI_ARGS, mac
     bridge: str | None = None
+    device: str | None = None  # the device's name when not CNI_IFNAME
     macvtap: Macvtap | None = None
     selinux_context: str | None = None
     policy: str | None = None
@@ -329,6 +330,9 @@ def parse_netconf(data: dict[str, Any], env: Env, version: str) -> NetConf:
         check_ifname(bridge, what="bridge")
     else:
         bridge = None
+    device = _string(data, "device", 64)
+    if device is not None:
+        check_ifname(device, what="device")
     macvtap: Macvtap | None = None
     if "macvtap" in data:
         m = data["macvtap"]
@@ -365,7 +369,7 @@ def parse_netconf(data: dict[str, Any], env: Env, version: str) -> NetConf:
                    "pass the previous plugin's result unchanged")
     return NetConf(
         cni_version=version, name=name, owner=owner, group=group, multi_queue=multi_queue,
-        queues=queues, mtu=mtu, mac=_choose_mac(data, env), bridge=bridge,
+        queues=queues, mtu=mtu, mac=_choose_mac(data, env), bridge=bridge, device=device,
         macvtap=macvtap, selinux_context=selinux or None, policy=policy,
         node_dir=_abs_path(data, "nodeDir", DEFAULT_NODE_DIR),
         state_dir=_abs_path(data, "stateDir", DEFAULT_STATE_DIR),

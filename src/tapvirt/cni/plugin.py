@@ -125,20 +125,28 @@ def _group(gid: int | None) -> tuple[int, str] | None:
         return gid, str(gid)
 
 
+def devname(conf: NetConf, env: Env) -> str:
+    """The device to make: `device` when given (to follow another interface plugin in a
+    chain, which made CNI_IFNAME already), else CNI_IFNAME."""
+    return conf.device or env.ifname
+
+
 def node_path(conf: NetConf, env: Env) -> str:
-    return f"{conf.node_dir}/{pod_key(env)}/{NODE_PREFIX}.{env.ifname}"
+    dev = devname(conf, env)
+    return f"{conf.node_dir}/{pod_key(env)}/{NODE_PREFIX}.{dev}"
 
 
 def _add_in_netns(conf: NetConf, env: Env, requester: Any, policy: Any,
                   dlog: Any) -> dict[str, Any]:
     """Runs in the child, inside the pod's namespace."""
+    dev = devname(conf, env)
     from tapvirt.host import admin
     from tapvirt.prep import verbs
     from tapvirt.prep.policy import Principal
 
     with admin.Admin() as adm:
-        if adm.get(env.ifname) is not None:
-            raise _exists(env)
+        if adm.get(dev) is not None:
+            raise _exists(dev)
         ctx = verbs.Context(requester, policy, dlog, adm, NODE_PREFIX,
                             f"{conf.node_dir}/{pod_key(env)}")
         owner = Principal.from_uid(conf.owner if conf.owner is not None else 0)
@@ -147,36 +155,36 @@ def _add_in_netns(conf: NetConf, env: Env, requester: Any, policy: Any,
         if conf.macvtap is not None:
             from tapvirt.prep.names import random_tap_mac
 
-            spec = verbs.MacvtapSpec(env.ifname, owner, conf.macvtap.link,
+            spec = verbs.MacvtapSpec(dev, owner, conf.macvtap.link,
                                      conf.mac or random_tap_mac(), conf.macvtap.mode,
                                      _group(conf.group), conf.queues, private_node=True,
                                      group_only=group_only)
             res = verbs.prepare_macvtap(ctx, spec)
         else:
-            spec = verbs.TapSpec(env.ifname, owner, _group(conf.group), conf.bridge,
+            spec = verbs.TapSpec(dev, owner, _group(conf.group), conf.bridge,
                                  conf.queues, conf.mac, conf.mtu, group_only=group_only)
             res = verbs.prepare_tap(ctx, spec)
         if res.action != "created":  # appeared between our look and the creation
-            raise _exists(env)
-        link = adm.get(env.ifname)
+            raise _exists(dev)
+        link = adm.get(dev)
         try:
             if link is None or link.mark is None:
-                raise TapvirtError(CNI_HOST, f"device {env.ifname}",
+                raise TapvirtError(CNI_HOST, f"device {dev}",
                                    "vanished right after creation", "try again")
             mark = {**link.mark, "cni": state.attachment_hash(env.container_id)}
             adm.set_link(link.info.ifindex, ifalias=admin.make_mark(mark))
-            link = adm.get(env.ifname)
+            link = adm.get(dev)
             assert link is not None
         except BaseException:
-            _remove_device(adm, env.ifname, env.container_id)
+            _remove_device(adm, dev, env.container_id)
             raise
         return {"mac": link.info.mac, "mtu": link.info.mtu, "ifindex": link.info.ifindex,
                 "node": res.device.get("node")}
 
 
-def _exists(env: Env) -> TapvirtError:
+def _exists(dev: str) -> TapvirtError:
     return TapvirtError(
-        CNI_EXISTS, f"CNI_IFNAME {env.ifname}",
+        CNI_EXISTS, f"interface {dev}",
         "an interface of that name already exists in the pod's namespace; it is left "
         "as it is (it may belong to someone else)",
         "choose another interface name (Multus: the `interface` of the network selection)")
@@ -219,7 +227,9 @@ def add(conf: NetConf, env: Env) -> dict[str, Any]:
     requester, policy, dlog = _requester_and_policy(conf)
     store = state.Store(conf.state_dir)
     node = node_path(conf, env) if conf.kind == "macvtap" else None
-    rec = state.Record(env.container_id, env.ifname, env.netns, conf.kind, conf.name, node)
+    dev = devname(conf, env)
+    rec = state.Record(env.container_id, env.ifname, env.netns, conf.kind, conf.name, node,
+                       device=dev)
     with locked():
         if store.read(env.container_id, env.ifname) is None:
             store.write(rec)  # before anything exists: GC can always find what we made
@@ -242,11 +252,12 @@ def add(conf: NetConf, env: Env) -> dict[str, Any]:
         if node:
             rec.rdev = _node_rdev(made.get("node"))
             store.write(rec)
-    log(f"added kind={q(conf.kind)} ifname={q(env.ifname)} container={q(env.container_id)} "
-        f"netns={q(env.netns)} mac={q(made['mac'])} mtu={made['mtu']} node={q(node)}")
+    log(f"added kind={q(conf.kind)} device={q(dev)} ifname={q(env.ifname)} "
+        f"container={q(env.container_id)} netns={q(env.netns)} mac={q(made['mac'])} "
+        f"mtu={made['mtu']} node={q(node)}")
     result = dict(conf.prev_result or {})
     result["cniVersion"] = conf.cni_version
-    iface: dict[str, Any] = {"name": env.ifname, "mac": made["mac"], "sandbox": env.netns}
+    iface: dict[str, Any] = {"name": dev, "mac": made["mac"], "sandbox": env.netns}
     if version_tuple(conf.cni_version) >= (1, 1, 0):
         iface["mtu"] = made["mtu"]
     if node:
@@ -266,7 +277,9 @@ def delete(conf: NetConf, env: Env) -> None:
         if netns:
             # a missing namespace took the device with it
             with contextlib.suppress(NetnsGone):
-                removed = bool(run_in_netns(netns, lambda: _del_in_netns(env)))
+                removed = bool(run_in_netns(netns, lambda: _del_in_netns(
+                    rec.device if rec and rec.device else devname(conf, env),
+                    env.container_id)))
         if rec is not None:
             _drop_node(rec.node, rec.rdev, conf.node_dir)
             store.remove(env.container_id, env.ifname)
@@ -274,30 +287,31 @@ def delete(conf: NetConf, env: Env) -> None:
         f"netns={q(env.netns)} device_removed={removed} record={rec is not None}")
 
 
-def _del_in_netns(env: Env) -> bool:
+def _del_in_netns(dev: str, container_id: str) -> bool:
     from tapvirt.host import admin
 
     with admin.Admin() as adm:
-        link = adm.get(env.ifname)
+        link = adm.get(dev)
         if link is not None and (link.mark is None or link.mark.get("cni") !=
-                                 state.attachment_hash(env.container_id)):
-            log(f"not deleting {q(env.ifname)}: it was not made by tapvirt-cni for "
-                f"container {q(env.container_id)}")
-        return _remove_device(adm, env.ifname, env.container_id)
+                                 state.attachment_hash(container_id)):
+            log(f"not deleting {q(dev)}: it was not made by tapvirt-cni for "
+                f"container {q(container_id)}")
+        return _remove_device(adm, dev, container_id)
 
 
 # ---------------------------------------------------------------- CHECK
 def _result_iface(conf: NetConf, env: Env) -> dict[str, Any]:
+    dev = devname(conf, env)
     prev = conf.prev_result
     if not prev:
         raise TapvirtError(CNI_CONFIG, "prevResult", "CHECK needs the cached ADD result",
                            "pass the result of ADD as prevResult (the runtime does)")
     for iface in prev.get("interfaces") or []:
-        if isinstance(iface, dict) and iface.get("name") == env.ifname and \
+        if isinstance(iface, dict) and iface.get("name") == dev and \
                 iface.get("sandbox") == env.netns:
             return iface
-    raise TapvirtError(CNI_CHECK_FAILED, f"prevResult interface {env.ifname}",
-                       f"no interface named {env.ifname!r} with sandbox {env.netns!r} in "
+    raise TapvirtError(CNI_CHECK_FAILED, f"prevResult interface {dev}",
+                       f"no interface named {dev!r} with sandbox {env.netns!r} in "
                        "prevResult", "run ADD again (delete the attachment first)")
 
 
@@ -306,8 +320,9 @@ def _check_in_netns(conf: NetConf, env: Env, iface: dict[str, Any],
     from tapvirt.host import admin
     from tapvirt.host.api import LinkKind
 
+    dev = devname(conf, env)
     with admin.Admin() as adm:
-        link = adm.get(env.ifname)
+        link = adm.get(dev)
         if link is None:
             return {"exists": [True, False]}
     info, mark = link.info, link.mark or {}
@@ -352,10 +367,11 @@ def check(conf: NetConf, env: Env) -> None:
                              sysfs=conf.macvtap is not None)
     except NetnsGone:
         diffs = {"netns": ["exists", "missing"]}
+    dev = devname(conf, env)
     if diffs:
         listed = "; ".join(f"{k}: want {w}, have {h}" for k, (w, h) in diffs.items())
         raise TapvirtError(
-            CNI_CHECK_FAILED, f"{conf.kind} {env.ifname}",
+            CNI_CHECK_FAILED, f"{conf.kind} {dev}",
             f"differs from what ADD made: {listed}",
             "recreate the attachment (DEL, then ADD; Kubernetes: restart the pod)",
             details={"fields": diffs})
@@ -377,10 +393,10 @@ def gc(data: dict[str, Any], conf: NetConf) -> None:
                 continue
             if (rec.container_id, rec.ifname) in valid or rec.network != conf.name:
                 continue
-            env = Env("DEL", rec.container_id, rec.netns, rec.ifname)
+            dev, cid = rec.device or rec.ifname, rec.container_id
             try:
                 with contextlib.suppress(NetnsGone):
-                    run_in_netns(rec.netns, lambda env=env: _del_in_netns(env))  # type: ignore[misc]
+                    run_in_netns(rec.netns, lambda d=dev, c=cid: _del_in_netns(d, c))  # type: ignore[misc]
                 _drop_node(rec.node, rec.rdev, conf.node_dir)
                 store.remove(rec.container_id, rec.ifname)
                 removed += 1

@@ -38,6 +38,7 @@ class Record:
     network: str
     node: str | None = None  # private macvtap node path
     rdev: list[int] | None = None  # its (major, minor) once made
+    device: str | None = None  # the device's name (CNI_IFNAME unless `device` was given)
 
     @property
     def key(self) -> str:
