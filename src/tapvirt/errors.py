@@ -107,8 +107,10 @@ FILE_UNREADABLE = define(
 # however little of tapvirt a process has loaded so far.
 _CODE_MODULES = (
     "tapvirt.conf.errors",
+    "tapvirt.conf.addresses",
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
+    "tapvirt.domains.live_errors",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",
 )

@@ -17,6 +17,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tapvirt.cli.conf_cmds",
     "tapvirt.cli.net_cmds",
     "tapvirt.cli.run_cmds",
+    "tapvirt.cli.live_cmds",
 )
 
 

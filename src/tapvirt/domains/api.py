@@ -333,7 +333,9 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE)
                 pairs = fd_layout(specs, FD_BASE)
                 ifaces = [IfaceState(b.alias, b.iface.type.value, b.device,
-                                     b.iface.model.value, b.iface.mac, b.delete_at_stop)
+                                     b.iface.model.value, b.iface.mac, b.delete_at_stop,
+                                     link=b.iface.link_state.value if b.iface.link_state
+                                     else "up")
                           for b in conn.backends]
                 _write_live_xml(dom, dd, {i.alias: i.device for i in ifaces if i.device})
                 _trace("connected, argv built")
@@ -471,22 +473,10 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
 
 
 def resume(name: str) -> State:
-    """Let a guest started with --paused run (QMP `cont`)."""
-    from tapvirt.domains.runtime import PAUSED
-    from tapvirt.qemu.qmp import QmpClient
+    """Let a paused guest run (QMP `cont`): started with --paused, or suspended."""
+    from tapvirt.domains import live
 
-    dd, st = _running_dir(name)
-    if st.state != PAUSED:
-        raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}, not paused",
-                           "only a guest started with --paused can be resumed")
-    with dd.locked(wait=5):
-        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
-            qmp.execute("cont")
-        st = dd.read()
-        if st.state == PAUSED:
-            st.state, st.reason = RUNNING, "resumed"
-            dd.write(st)
-    return st
+    return live.resume(name)
 
 
 # -- looking at guests ------------------------------------------------------------------

@@ -100,6 +100,7 @@ class IfaceState:
     model: str
     mac: str
     delete_at_stop: bool = False
+    link: str = "up"  # <link state>, changed live by domif-setlink / update-device
 
 
 @dataclass

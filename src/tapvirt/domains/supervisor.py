@@ -15,6 +15,11 @@ and writes state "shut off".
 Signals: SIGTERM = destroy (SIGTERM to QEMU, SIGKILL after a grace period);
 SIGUSR1 = a shutdown was requested (a guest power-off then is final, never restarted).
 
+While the guest runs, the supervisor also serves its control socket
+(`tapvirt.domains.control`): the verbs that change a running guest (hotplug, link state,
+suspend/resume, reboot) send it their QMP steps and the state change to record, so the
+supervisor stays the only writer of the guest's state and runs one change at a time.
+
 It imports only the stdlib and tapvirt's small lifecycle modules (no lxml, no
 pyroute2): one of these runs per guest, so its memory counts.
 """
@@ -31,7 +36,9 @@ import sys
 import time
 from typing import Any
 
-from tapvirt.domains.errors import SUPERVISOR_FAILED
+from tapvirt.domains import control
+from tapvirt.domains.errors import DOMAIN_NOT_RUNNING, SUPERVISOR_FAILED
+from tapvirt.domains.live_errors import CONTROL_FAILED
 from tapvirt.domains.runtime import (
     PAUSED,
     RUNNING,
@@ -40,9 +47,11 @@ from tapvirt.domains.runtime import (
     DomainDir,
     IfaceState,
     State,
+    write_atomic,
 )
 from tapvirt.errors import INTERNAL, TapvirtError
 from tapvirt.qemu import process
+from tapvirt.qemu.qmp import QmpClient
 
 DESTROY_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on destroy
 QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a loop
@@ -71,7 +80,11 @@ class Supervisor:
         # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
         self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
         self.status: socket.socket | None = job.get("status")
-        self.keep_fds = job.get("on_poweroff") == "restart" or job.get("on_crash") == "restart"
+        # Our copies of the fds are kept for the guest's life: a restart policy and an
+        # ACPI reboot (`tapvirt reboot`: power-off, then a fresh QEMU) need them again.
+        self.keep_fds = True
+        self.reboot_requested = False
+        self.control: control.ControlServer | None = None
         self.proc: process.Process | None = None
         self.destroy_requested = False
         self.shutdown_requested = False
@@ -85,6 +98,12 @@ class Supervisor:
             to_delete=list(job.get("to_delete", [])), started_at=time.time(),
             warnings=list(job.get("warnings", [])),
         )
+        # what a fresh QEMU (restart, ACPI reboot) has: the start's devices, not hotplugs
+        self.base_interfaces = [dict(i) for i in job.get("interfaces", [])]
+        try:
+            self.base_live_xml: str | None = self.dd.domain_xml.read_text(encoding="utf-8")
+        except OSError:
+            self.base_live_xml = None
 
     # -- reporting to the launcher ------------------------------------------------------
 
@@ -163,12 +182,17 @@ class Supervisor:
                 timeout = None
                 if self.kill_at is not None:
                     timeout = max(0.0, self.kill_at - time.monotonic())
-                ready, _, _ = select.select([pidfd, self._wake_r], [], [], timeout)
+                watched: list[Any] = [pidfd, self._wake_r]
+                if self.control is not None:
+                    watched.append(self.control)
+                ready, _, _ = select.select(watched, [], [], timeout)
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 512)
                 if pidfd in ready:
                     return self.proc.wait()
+                if self.control is not None and self.control in ready:
+                    self.serve_control()
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
                     log(f"QEMU {self.proc.pid} ignored SIGTERM for {DESTROY_GRACE:g} s: SIGKILL")
                     with contextlib.suppress(OSError):
@@ -201,6 +225,10 @@ class Supervisor:
             self.report({"ok": False, "error": bug.to_json()})
             return 1
         assert self.proc is not None
+        try:
+            self.control = control.ControlServer(control.control_socket(self.dd))
+        except OSError as exc:  # the guest runs; only live changes are unavailable
+            log(f"no control socket: {exc}")
         self.report({"ok": True, "qemu_pid": self.proc.pid, "supervisor_pid": os.getpid()})
         if self.destroy_requested:  # SIGTERM arrived during start
             self._on_term(signal.SIGTERM, None)
@@ -222,6 +250,11 @@ class Supervisor:
             self.state.restarts += 1
             self.state.state = STARTING
             self.state.exit_status = status
+            # a fresh QEMU has the devices of the start, not the hot-plugged ones
+            self.state.interfaces = [IfaceState(**i) for i in self.base_interfaces]
+            if self.base_live_xml is not None:
+                with contextlib.suppress(OSError):
+                    write_atomic(self.dd.domain_xml, self.base_live_xml)
             self.dd.write(self.state)
             try:
                 self.launch()
@@ -234,6 +267,9 @@ class Supervisor:
         """Why QEMU ended, and what to do: 'restart' or 'stop'."""
         if self.destroy_requested:
             return "destroyed", "stop"
+        if status == 0 and self.reboot_requested:
+            self.reboot_requested = False
+            return "rebooted", "restart"
         if status == 0:
             if self.shutdown_requested:
                 return "shutdown", "stop"
@@ -251,6 +287,9 @@ class Supervisor:
         """Everything the guest held goes; unmanaged devices are never touched."""
         if self.proc is not None and self.proc.poll() is None:
             process.stop(self.proc)
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         self._close_fds()
         for name in self.state.to_delete:
             try:
@@ -280,6 +319,77 @@ class Supervisor:
         except TapvirtError:
             log("the domain stayed locked for 30 s: leaving its runtime files")
             self.dd.write(self.state)
+
+
+    # -- live changes (the control socket) ---------------------------------------------
+
+    def serve_control(self) -> None:
+        assert self.control is not None
+        got = self.control.accept()
+        if got is None:
+            return
+        conn, req, fds = got
+        try:
+            reply = self.handle(req, fds)
+        except Exception as exc:  # a bug must not take the guest's supervisor down
+            log(f"control request failed unexpectedly: {exc!r}")
+            reply = {"ok": False, "error": TapvirtError(
+                SUPERVISOR_FAILED, f"domain {self.state.name}",
+                f"unexpected {type(exc).__name__}: {exc}",
+                f"see {self.dd.supervisor_log}").to_json()}
+        finally:
+            for fd in fds:  # QEMU has its own copies of what it took
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        control.ControlServer.answer(conn, reply)
+
+    def handle(self, req: dict[str, Any] | None, fds: list[int]) -> dict[str, Any]:
+        subject = f"domain {self.state.name}"
+        if req is None:
+            return {"ok": False, "error": TapvirtError(
+                CONTROL_FAILED, subject, "malformed control request").to_json()}
+        if (self.proc is None or self.proc.poll() is not None or self.destroy_requested
+                or self.state.state not in (RUNNING, PAUSED)):
+            return {"ok": False, "error": TapvirtError(
+                DOMAIN_NOT_RUNNING, subject, f"it is {self.state.state} (stopping?)",
+                f"start it: tapvirt start {self.state.name}").to_json()}
+        if req.get("op") == "status":
+            return {"ok": True, "state": self.state.to_json()}
+        if req.get("op") != "transaction":
+            return {"ok": False, "error": TapvirtError(
+                CONTROL_FAILED, subject, f"unknown request {req.get('op')!r}"
+            ).to_json()}
+        try:
+            with QmpClient.connect(str(self.dd.qmp_socket), subject=subject,
+                                           timeout=5) as qmp:
+                results = control.run_steps(qmp, list(req.get("steps") or []), fds, log)
+        except control.StepFailed as failed:
+            log(f"live change failed at step {failed.index}: {failed.error.get('cause')}")
+            return {"ok": False, "error": failed.error, "step": failed.index}
+        except TapvirtError as err:
+            return {"ok": False, "error": err.to_json()}
+        self.commit(dict(req.get("commit") or {}))
+        return {"ok": True, "results": results}
+
+    def commit(self, change: dict[str, Any]) -> None:
+        """Record what a successful live change did (the verb computed it)."""
+        if not change:
+            return
+        if "interfaces" in change:
+            self.state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
+        if "state" in change:
+            self.state.state = str(change["state"])
+            self.state.reason = str(change.get("reason", ""))
+        if change.get("reboot"):
+            self.reboot_requested = True
+        for warning in change.get("warnings_add") or []:
+            if warning not in self.state.warnings:
+                self.state.warnings.append(warning)
+        if isinstance(change.get("live_xml"), str):
+            write_atomic(self.dd.domain_xml, change["live_xml"])
+        self.dd.write(self.state)
+        if change.get("log"):
+            log(str(change["log"]))
 
 
 def delete_link(name: str) -> None:

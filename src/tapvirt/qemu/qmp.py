@@ -127,7 +127,8 @@ class QmpClient:
                     QMP_COMMAND_FAILED, self.subject,
                     f"QEMU refused {command}: {err.get('class', 'Error')}: "
                     f"{err.get('desc', '')}",
-                    details={"command": command, "arguments": arguments or {}},
+                    details={"command": command, "arguments": arguments or {},
+                             "class": err.get("class", ""), "desc": err.get("desc", "")},
                 )
             return reply.get("return")
 

@@ -170,7 +170,7 @@ def test_paused_start_then_resume(dd: DomainDir) -> None:
     assert api.resume(dd.name).state == RUNNING
     with QmpClient.connect(str(dd.qmp_socket)) as qmp:
         assert qmp.status() == "running"
-    assert dd.read().state == RUNNING and dd.read().reason == "resumed"
+    assert dd.read().state == RUNNING and dd.read().reason == "unpaused"
 
 
 def test_on_poweroff_restart(dd: DomainDir) -> None:

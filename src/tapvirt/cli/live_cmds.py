@@ -1,0 +1,182 @@
+"""Verbs on running guests, virsh's names and output: suspend, reset, reboot,
+domif-setlink, domif-getlink, domifstat, domifaddr, dommemstat, qemu-monitor-command
+(and the hotplug verbs in `tapvirt.cli.hotplug_cmds`). Thin: the logic is in
+`tapvirt.domains.live`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+
+def _json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def _out(args: argparse.Namespace, obj: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        from tapvirt.cli.common import print_json
+
+        print_json({"ok": True, **obj})
+    elif text:
+        print(text)
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("suspend", help="pause a running guest (state paused, reason user)")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_suspend)
+
+    p = sub.add_parser("reset", help="reset the guest at once (no guest OS shutdown)")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_reset)
+
+    p = sub.add_parser("reboot", help="reboot the guest (ACPI power-off + fresh start, "
+                                      "or reset)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--mode", choices=("acpi", "reset"),
+                   help="acpi (default with <acpi/>): ask the guest; reset: system_reset")
+    _json_flag(p)
+    p.set_defaults(func=cmd_reboot)
+
+    p = sub.add_parser("domif-setlink", help="set an interface's link state up or down")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("interface", metavar="IFACE", help="host device name or MAC")
+    p.add_argument("state", choices=("up", "down"))
+    p.add_argument("--config", action="store_true", help="change the stored definition")
+    _json_flag(p)
+    p.set_defaults(func=cmd_setlink)
+
+    p = sub.add_parser("domif-getlink", help="an interface's link state")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("interface", metavar="IFACE", help="host device name or MAC")
+    p.add_argument("--config", action="store_true", help="as in the stored definition")
+    _json_flag(p)
+    p.set_defaults(func=cmd_getlink)
+
+    p = sub.add_parser("domifstat", help="an interface's traffic counters (host side)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("interface", metavar="IFACE", help="host device name or MAC")
+    _json_flag(p)
+    p.set_defaults(func=cmd_domifstat)
+
+    p = sub.add_parser("domifaddr", help="the guest's IP addresses")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("interface", metavar="IFACE", nargs="?", help="only this interface")
+    p.add_argument("--source", choices=("lease", "arp", "agent"), default="lease",
+                   help="lease (none: tapvirt runs no DHCP), arp (the host's neighbour "
+                        "table), agent (guest agent)")
+    _json_flag(p)
+    p.set_defaults(func=cmd_domifaddr)
+
+    p = sub.add_parser("dommemstat", help="memory statistics (balloon, QEMU's rss)")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_dommemstat)
+
+    p = sub.add_parser("qemu-monitor-command",
+                       help="UNSUPPORTED: send a raw QMP command (marks the guest)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("command", metavar="JSON", help='e.g. \'{"execute":"query-status"}\'')
+    p.add_argument("--pretty", action="store_true", help="indent the reply")
+    p.set_defaults(func=cmd_monitor)
+
+
+def cmd_suspend(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    st = live.suspend(args.name)
+    _out(args, {"name": args.name, "state": st.state, "reason": st.reason},
+         f"Domain '{args.name}' suspended")
+    return 0
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    live.reset(args.name)
+    _out(args, {"name": args.name}, f"Domain '{args.name}' was reset")
+    return 0
+
+
+def cmd_reboot(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    live.reboot(args.name, mode=args.mode)
+    _out(args, {"name": args.name}, f"Domain '{args.name}' is being rebooted")
+    return 0
+
+
+def cmd_setlink(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    row = live.domif_setlink(args.name, args.interface, args.state, config=args.config)
+    _out(args, {"name": args.name, "interface": row.alias, "mac": row.mac,
+                "device": row.device, "state": row.link}, "Device updated successfully")
+    return 0
+
+
+def cmd_getlink(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    row, state = live.domif_getlink(args.name, args.interface, config=args.config)
+    _out(args, {"name": args.name, "interface": row.alias, "mac": row.mac,
+                "device": row.device, "state": state}, f"{args.interface} {state}")
+    return 0
+
+
+def cmd_domifstat(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    row, stats = live.domifstat(args.name, args.interface)
+    text = "\n".join(f"{args.interface} {k} {stats[k]}" for k in live.STAT_FIELDS)
+    _out(args, {"name": args.name, "interface": row.alias, "device": row.device,
+                "mac": row.mac, "stats": stats}, text)
+    return 0
+
+
+def cmd_domifaddr(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    rows = live.domifaddr(args.name, source=args.source, iface=args.interface)
+    if args.json:
+        _out(args, {"name": args.name, "addresses": [r.to_json() for r in rows]}, "")
+        return 0
+    print(f" {'Name':<10} {'MAC address':<20} {'Protocol':<12} Address")
+    print("-" * 79)
+    for r in rows:
+        print(f" {r.name:<10} {r.mac:<20} {r.protocol:<12} {r.address}")
+    print()
+    return 0
+
+
+def cmd_dommemstat(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    stats, warnings = live.dommemstat(args.name)
+    if args.json:
+        _out(args, {"name": args.name, "stats": stats,
+                    "warnings": [w.to_json() for w in warnings]}, "")
+        return 0
+    for w in warnings:
+        print(f"warning[{w.code}]: {w.message}\n  fix: {w.fix}", file=sys.stderr)
+    for k, v in stats.items():
+        print(f"{k} {v}")
+    return 0
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    import json
+
+    from tapvirt.domains import live
+
+    print("warning: qemu-monitor-command is unsupported territory: tapvirt does not track "
+          "what the command changes", file=sys.stderr)
+    result = live.monitor_command(args.name, args.command)
+    reply = {"return": {} if result is None else result}
+    print(json.dumps(reply, indent=2 if args.pretty else None))
+    return 0

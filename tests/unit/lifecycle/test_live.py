@@ -1,0 +1,165 @@
+"""Verbs on a running guest, against a real QEMU (no guest OS: SeaBIOS finds nothing to
+boot and idles), through the CLI as a user runs them: suspend/resume, reset, reboot,
+link state, memory statistics, the raw monitor, and their errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tapvirt.cli.main import main
+from tapvirt.qemu.qmp import QmpClient
+from tests.support.reaper import become_subreaper, reap_orphans
+
+QEMU = shutil.which("qemu-system-x86_64")
+pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
+
+XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>
+<os><type arch='x86_64' machine='pc'>hvm</type></os>{features}<devices>
+<interface type='user'><mac address='52:54:00:00:00:01'/><model type='virtio'/></interface>
+</devices></domain>"""
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _reaper() -> Iterator[None]:
+    become_subreaper()
+    yield
+    time.sleep(0.2)
+    reap_orphans()
+
+
+@pytest.fixture
+def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    xdg = tmp_path / "run"
+    xdg.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
+    monkeypatch.delenv("TAPVIRT_RUNTIME_DIR", raising=False)
+    return tmp_path
+
+
+def tv(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def tvj(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    rc, out, err = tv(capsys, *argv, "--json")
+    data = json.loads(out)
+    assert (rc == 0) == data["ok"], (out, err)
+    return data
+
+
+@pytest.fixture
+def guest(dirs: Path, capsys: pytest.CaptureFixture[str]) -> Iterator[str]:
+    (dirs / "d.xml").write_text(XML.format(name="lv1", features="<features><acpi/></features>"))
+    assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
+    assert tv(capsys, "start", "lv1")[0] == 0
+    try:
+        yield "lv1"
+    finally:
+        tv(capsys, "destroy", "lv1")
+
+
+def _qmp_status(dirs: Path, name: str) -> str:
+    with QmpClient.connect(str(dirs / "run" / "tapvirt" / name / "qmp.sock")) as qmp:
+        return qmp.status()
+
+
+def test_suspend_resume(guest: str, dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, _ = tv(capsys, "suspend", guest)
+    assert rc == 0 and out.strip() == f"Domain '{guest}' suspended"
+    assert tv(capsys, "domstate", guest, "--reason")[1].strip() == "paused (user)"
+    assert _qmp_status(dirs, guest) == "paused"
+    # suspending twice is an error with a code, not a silent no-op
+    assert tvj(capsys, "suspend", guest)["error"]["code"] == "domain-not-running"
+    assert tv(capsys, "resume", guest)[0] == 0
+    assert tv(capsys, "domstate", guest, "--reason")[1].strip() == "running (unpaused)"
+    assert _qmp_status(dirs, guest) == "running"
+    assert tvj(capsys, "resume", guest)["error"]["code"] == "domain-not-running"
+
+
+def test_link_state_live_and_config(guest: str, capsys: pytest.CaptureFixture[str]) -> None:
+    mac = "52:54:00:00:00:01"
+    assert tv(capsys, "domif-getlink", guest, mac)[1].strip() == f"{mac} up"
+    rc, out, _ = tv(capsys, "domif-setlink", guest, mac, "down")
+    assert rc == 0 and out.strip() == "Device updated successfully"
+    assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "down"
+    assert "<link state='down'/>" in tv(capsys, "dumpxml", guest)[1]
+    # the stored definition is untouched by a live change, and vice versa
+    assert tvj(capsys, "domif-getlink", guest, mac, "--config")["state"] == "up"
+    assert tv(capsys, "domif-setlink", guest, mac, "down", "--config")[0] == 0
+    assert tvj(capsys, "domif-getlink", guest, mac, "--config")["state"] == "down"
+    assert tv(capsys, "domif-setlink", guest, mac, "up")[0] == 0
+    assert tvj(capsys, "domif-getlink", guest, mac)["state"] == "up"
+    err = tvj(capsys, "domif-setlink", guest, "nosuch0", "down")["error"]
+    assert err["code"] == "device-not-found" and mac in err["cause"]
+
+
+def test_reset_reboot_and_monitor(guest: str, dirs: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    pid = tvj(capsys, "dominfo", guest)["qemu_pid"]
+    assert tv(capsys, "reset", guest)[1].strip() == f"Domain '{guest}' was reset"
+    assert tv(capsys, "reboot", guest, "--mode", "reset")[0] == 0
+    assert tvj(capsys, "dominfo", guest)["qemu_pid"] == pid  # reset keeps the process
+    rc, out, err = tv(capsys, "qemu-monitor-command", guest, "--pretty",
+                      '{"execute":"query-status"}')
+    assert rc == 0 and json.loads(out)["return"]["status"] == "running"
+    assert "unsupported" in err
+    assert [w["code"] for w in tvj(capsys, "dominfo", guest)["warnings"]] == [
+        "monitor-command-used"]
+    rc, _, err = tv(capsys, "qemu-monitor-command", guest, "not json")
+    assert rc == 1 and "error[hotplug-unsupported]" in err
+    stats = tvj(capsys, "dommemstat", guest)
+    assert stats["stats"]["actual"] == 32 * 1024 and stats["stats"]["rss"] > 0
+
+
+def test_acpi_reboot_is_a_fresh_qemu(guest: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """No guest OS answers the power button here, so the QEMU quits as a power-off would
+    (`quit` exits 0): with a reboot pending the supervisor starts a fresh QEMU."""
+    first = tvj(capsys, "dominfo", guest)
+    assert tv(capsys, "reboot", guest)[0] == 0  # acpi: the domain has <acpi/>
+    with QmpClient.connect(str(Path(first["qemu_log"]).parent / "qmp.sock")) as qmp:
+        qmp.execute("quit")
+    deadline = time.monotonic() + 15
+    info = first
+    while time.monotonic() < deadline:
+        info = tvj(capsys, "dominfo", guest)
+        if info["state"] == "running" and info["qemu_pid"] not in (None, first["qemu_pid"]):
+            break
+        time.sleep(0.05)
+    assert info["qemu_pid"] != first["qemu_pid"] and info["state"] == "running"
+    assert info["reason"] == "restarted" and info["restarts"] == 1
+
+
+def test_verbs_on_a_stopped_guest(dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (dirs / "d.xml").write_text(XML.format(name="lv2", features=""))
+    assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
+    for argv in (("suspend", "lv2"), ("reset", "lv2"), ("reboot", "lv2"),
+                 ("dommemstat", "lv2"), ("domifstat", "lv2", "net0"),
+                 ("domifaddr", "lv2", "--source", "arp")):
+        assert tvj(capsys, *argv)["error"]["code"] == "domain-not-running", argv
+    # the stored definition's link state can be changed while it is shut off
+    assert tv(capsys, "domif-setlink", "lv2", "net0", "down")[0] == 0
+    assert tvj(capsys, "domif-getlink", "lv2", "net0")["state"] == "down"
+    for argv in (("suspend", "nosuch"), ("domif-getlink", "nosuch", "x")):
+        assert tvj(capsys, *argv)["error"]["code"] == "domain-not-found"
+
+
+def test_acpi_reboot_needs_acpi(dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (dirs / "d.xml").write_text(XML.format(name="lv3", features=""))
+    assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
+    assert tv(capsys, "start", "lv3")[0] == 0
+    try:
+        err = tvj(capsys, "reboot", "lv3", "--mode", "acpi")["error"]
+        assert err["code"] == "hotplug-unsupported" and "--mode reset" in err["fix"]
+        assert tv(capsys, "reboot", "lv3")[0] == 0  # without ACPI the default is reset
+    finally:
+        tv(capsys, "destroy", "lv3")
