@@ -264,6 +264,10 @@ def test_req12_check_verifies_what_add_made_and_finds_drift(cni: Cni) -> None:
     run = cni.fails(102, "CHECK", checked)
     for field in ("owner", "group", "multi_queue", "mark"):
         assert field in run.out["details"], field
+    # kind: not a tap at all
+    cni.netns.ip("link", "del", "tap0")
+    cni.netns.ip("link", "add", "tap0", "type", "veth", "peer", "name", "tap0p")
+    assert "kind" in cni.fails(102, "CHECK", checked).out["details"]
     # the result must name the interface in this sandbox
     bad = {**conf, "prevResult": {**result, "interfaces": [{"name": "tap0", "sandbox": "/x"}]}}
     cni.fails(102, "CHECK", bad)

@@ -100,7 +100,7 @@ _FROM_PREP: dict[str, int] = {
     "host-error": 103, "bridge-missing": 104, "source-dev-missing": 104,
     "node-unsafe": 105, "node-dir-unusable": 105, "log-unwritable": IO_FAILURE,
     "invalid-name": INVALID_CONFIG, "bad-request": INVALID_CONFIG,
-    "mac-conflict": INVALID_CONFIG,
+    "mac-conflict": INVALID_CONFIG, "device-raced": TRY_AGAIN_LATER,
 }
 
 

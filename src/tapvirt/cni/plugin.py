@@ -249,9 +249,9 @@ def add(conf: NetConf, env: Env) -> dict[str, Any]:
             if fresh:
                 store.remove(env.container_id, env.ifname)
             raise
-        if node:
-            rec.rdev = _node_rdev(made.get("node"))
-            store.write(rec)
+        # rewritten also after a repeated ADD that found a stale record: this is the truth
+        rec.rdev = _node_rdev(made.get("node"))
+        store.write(rec)
     log(f"added kind={q(conf.kind)} device={q(dev)} ifname={q(env.ifname)} "
         f"container={q(env.container_id)} netns={q(env.netns)} mac={q(made['mac'])} "
         f"mtu={made['mtu']} node={q(node)}")
