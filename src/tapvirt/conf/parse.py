@@ -78,8 +78,11 @@ def parse_domain(
     return parse_document(text, source=source, rand=rand).domain
 
 
-def parse_domain_file(path: str | Path, *, rand: random.Random | None = None) -> Domain:
-    """Read and parse a domain XML file (its own encoding declaration is honoured)."""
+def parse_domain_file(path: str | Path, *, rand: random.Random | None = None,
+                      live: bool = False) -> Domain:
+    """Read and parse a domain XML file (its own encoding declaration is honoured).
+    live: the file is a running guest's live XML (aliases tapvirt assigned may have gaps
+    after hotplug and unplug: net0, net2)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -87,15 +90,17 @@ def parse_domain_file(path: str | Path, *, rand: random.Random | None = None) ->
             FILE_UNREADABLE, str(path), f"cannot read the file: {exc.strerror or exc}",
             "check the path and its permissions",
         ) from None
-    return parse_document(data, source=str(path), rand=rand).domain
+    return parse_document(data, source=str(path), rand=rand, live=live).domain
 
 
 def parse_document(
-    data: str | bytes, *, source: str = "<string>", rand: random.Random | None = None
+    data: str | bytes, *, source: str = "<string>", rand: random.Random | None = None,
+    live: bool = False,
 ) -> Parsed:
     """Parse `data` (text, or bytes in the encoding they declare) into a `Parsed`."""
     root = _load(data, source)
     parser = _Parser(root, source, rand if rand is not None else random.SystemRandom())
+    parser.live = live
     dom = parser.domain()
     from tapvirt.conf import schema
 
@@ -164,6 +169,7 @@ class _Parser:
         self.rand = rand
         self.uuid_generated = False
         self.generated_macs: list[str] = []
+        self.live = False  # parsing live XML: tapvirt-assigned aliases are kept as they are
 
     # -- error helpers
 
