@@ -29,7 +29,7 @@ from tapvirt.errors import ErrorCode, TapvirtError, define
 if TYPE_CHECKING:
     from lxml import etree
 
-    from tapvirt.conf.parse import _Parser
+    from tapvirt.conf.xml import Reader as _Parser
 
 _L = "conf"
 ADDRESS_INVALID = define(

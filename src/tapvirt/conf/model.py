@@ -5,13 +5,38 @@ types. They are frozen dataclasses with tuples for sequences, so a `Domain` can 
 hashed, compared and shared freely. `tapvirt.conf.parse` builds them (and applies
 libvirt's semantic rules); `tapvirt.conf.format` turns them back into canonical XML.
 
-Modes that exclude each other are one enum, not two optional fields.
+The `<domain>`-level types live here; each device family's types live in its module
+under `tapvirt.conf.devices` and are re-exported here, so `from tapvirt.conf.model import
+Disk` keeps working. Modes that exclude each other are one enum, not two optional fields.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+
+from tapvirt.conf.devices import Devices
+from tapvirt.conf.devices.chardev import Chardev, ChardevKind, ChardevType
+from tapvirt.conf.devices.disk import Disk, DiskBus, DiskDevice, DiskFormat
+from tapvirt.conf.devices.interface import (
+    BridgeSource,
+    DirectMode,
+    DirectSource,
+    Driver,
+    DriverName,
+    Interface,
+    InterfaceType,
+    LinkState,
+    NicModel,
+    Target,
+)
+
+__all__ = [
+    "BootDev", "BridgeSource", "Chardev", "ChardevKind", "ChardevType", "Devices",
+    "DirectMode", "DirectSource", "Disk", "DiskBus", "DiskDevice", "DiskFormat", "Domain",
+    "DomainType", "Driver", "DriverName", "Features", "Interface", "InterfaceType",
+    "LifecycleAction", "LinkState", "NicModel", "Os", "Target",
+]
 
 
 class DomainType(StrEnum):
@@ -47,163 +72,6 @@ class Os:
 @dataclass(frozen=True)
 class Features:
     acpi: bool = False
-
-
-class DiskBus(StrEnum):
-    VIRTIO = "virtio"
-    SATA = "sata"
-    SCSI = "scsi"
-
-
-class DiskFormat(StrEnum):
-    RAW = "raw"
-    QCOW2 = "qcow2"
-
-
-class DiskDevice(StrEnum):
-    DISK = "disk"
-    CDROM = "cdrom"
-
-
-@dataclass(frozen=True)
-class Disk:
-    source_file: str
-    target_dev: str  # vda, sda, ...
-    target_bus: DiskBus
-    format: DiskFormat = DiskFormat.RAW
-    device: DiskDevice = DiskDevice.DISK
-    readonly: bool = False
-    boot_order: int | None = None
-    alias: str | None = None  # assigned stably at parse: virtio-disk0, sata0-0-0, ...
-
-
-class ChardevKind(StrEnum):
-    SERIAL = "serial"
-    CONSOLE = "console"
-
-
-class ChardevType(StrEnum):
-    PTY = "pty"
-    FILE = "file"
-    UNIX = "unix"
-    NULL = "null"
-
-
-@dataclass(frozen=True)
-class Chardev:
-    kind: ChardevKind
-    type: ChardevType
-    path: str | None = None  # file and unix only
-    unix_listen: bool = True  # unix: <source mode='bind'> (True) or 'connect'
-    port: int = 0  # <target port='N'/>
-
-
-class InterfaceType(StrEnum):
-    ETHERNET = "ethernet"  # a tap: managed (tapvirt creates it) or precreated (managed='no')
-    USER = "user"  # QEMU user-mode networking (slirp)
-    BRIDGE = "bridge"  # a tap on a bridge: created by tapvirt, or by qemu-bridge-helper
-    DIRECT = "direct"  # a macvtap that tapvirt creates on <source dev>
-
-
-class NicModel(StrEnum):
-    VIRTIO = "virtio"
-    E1000 = "e1000"
-    E1000E = "e1000e"
-    RTL8139 = "rtl8139"
-
-    @property
-    def vnet_hdr(self) -> bool:
-        """Whether QEMU's device model can use a virtio-net header on the tap fd."""
-        return self in (NicModel.VIRTIO, NicModel.E1000E)
-
-
-class DirectMode(StrEnum):
-    VEPA = "vepa"
-    BRIDGE = "bridge"
-    PRIVATE = "private"
-    PASSTHROUGH = "passthrough"
-
-
-class DriverName(StrEnum):
-    QEMU = "qemu"
-    VHOST = "vhost"
-
-
-class LinkState(StrEnum):
-    UP = "up"
-    DOWN = "down"
-
-
-@dataclass(frozen=True)
-class Target:
-    """`<target dev='...' managed='...'/>`. `managed` is a tristate: None when absent."""
-
-    dev: str
-    managed: bool | None = None
-
-    @property
-    def unmanaged(self) -> bool:
-        return self.managed is False
-
-
-@dataclass(frozen=True)
-class BridgeSource:
-    bridge: str
-
-
-@dataclass(frozen=True)
-class DirectSource:
-    dev: str
-    mode: DirectMode = DirectMode.VEPA
-
-
-@dataclass(frozen=True)
-class Driver:
-    name: DriverName | None = None
-    queues: int | None = None  # 1..256 when given
-
-
-@dataclass(frozen=True)
-class Interface:
-    type: InterfaceType
-    mac: str  # lower-case aa:bb:cc:dd:ee:ff, unicast; generated 52:54:00:xx:xx:xx if absent
-    model: NicModel = NicModel.VIRTIO
-    # False: <model> was absent and the parser filled in the default, rtl8139 like libvirt on
-    # x86 (tapvirt.conf.rules.DEFAULT_MODEL); the canonical XML then omits <model>
-    model_given: bool = True
-    target: Target | None = None
-    source: BridgeSource | DirectSource | None = None
-    driver: Driver | None = None
-    mtu: int | None = None  # 68..65521
-    link_state: LinkState | None = None
-    alias: str | None = None  # net0, net1, ... assigned stably, or user 'ua-...'
-    boot_order: int | None = None
-    script: str | None = None
-    backend_tap: str | None = None  # <backend tap='/path'/>: the tun clone device to open
-
-    @property
-    def queues(self) -> int:
-        """The number of queues (= fds) this interface needs: at least 1."""
-        if self.driver is None or self.driver.queues is None:
-            return 1
-        return max(1, self.driver.queues)
-
-    @property
-    def unmanaged(self) -> bool:
-        return self.target is not None and self.target.unmanaged
-
-    @property
-    def dev(self) -> str | None:
-        return self.target.dev if self.target is not None else None
-
-
-@dataclass(frozen=True)
-class Devices:
-    emulator: str | None = None
-    disks: tuple[Disk, ...] = ()
-    interfaces: tuple[Interface, ...] = ()
-    serials: tuple[Chardev, ...] = ()
-    consoles: tuple[Chardev, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -1,14 +1,12 @@
-"""The constants and patterns of the supported XML subset, shared by the parsers."""
+"""The constants and patterns of the supported XML subset, shared by the parsers.
+
+Imports nothing of `tapvirt.conf` (every module may import it). Constants that belong
+to one element live in its family module (e.g. `devices.interface.DEFAULT_MODEL`)."""
 
 from __future__ import annotations
 
 import re
 
-from tapvirt.conf.model import DiskBus, NicModel
-
-# libvirt's QEMU driver picks rtl8139 on x86 when <model> is absent; tapvirt does the
-# same so that one XML gives the same guest hardware under libvirt and under tapvirt.
-DEFAULT_MODEL = NicModel.RTL8139
 # Names libvirt generates itself: a managed device named like this is dropped at define
 # time and auto-named at start (an unmanaged one is kept).
 RESERVED_PREFIXES = ("vnet", "macvtap", "macvlan")
@@ -33,11 +31,6 @@ UINT_RE = re.compile(r"[0-9]+\Z")
 IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}\Z")
 ALIAS_RE = re.compile(r"ua-[A-Za-z0-9_.-]+\Z")
 MACHINE_RE = re.compile(r"[A-Za-z0-9_.-]+\Z")
-DISK_DEV_RE = {
-    DiskBus.VIRTIO: re.compile(r"vd([a-z]{1,3})\Z"),
-    DiskBus.SATA: re.compile(r"sd([a-z]{1,3})\Z"),
-    DiskBus.SCSI: re.compile(r"sd([a-z]{1,3})\Z"),
-}
 ARCHES = ("x86_64", "i686", "aarch64", "armv7l", "ppc64", "ppc64le", "riscv64", "s390x")
 # The unit suffixes libvirt's virScaleInteger understands, as multipliers of a byte.
 UNIT_BYTES: dict[str, int] = {"b": 1, "byte": 1, "bytes": 1}

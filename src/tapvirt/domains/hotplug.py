@@ -1,7 +1,7 @@
 """attach-device, detach-device, update-device, attach-interface, detach-interface.
 
 Live changes run the same checks as `start` (`tapvirt.qemu.connect`), open the fds, and
-hand the supervisor the QMP steps (`tapvirt.qemu.hotplug`) together with the new live
+hand the supervisor the QMP steps (`tapvirt.qemu.argv.hotplug`) together with the new live
 state (interfaces, live XML, devices to delete at stop); it records that only if every
 step succeeded. On any failure the fds are closed, what QEMU got is removed again
 (netdev_del, blockdev-del, closefd) and devices tapvirt created are deleted; a
@@ -119,7 +119,7 @@ def read_device_file(path: str) -> DeviceXml:
 
 
 def device_xml(text: str, source: str = "<string>") -> DeviceXml:
-    from tapvirt.conf.parse import _load
+    from tapvirt.conf.xml import load as _load
 
     root = _load(text, source)  # the same safe parser as for domains (no DTD, no entities)
     if root.tag not in ("interface", "disk"):
@@ -216,7 +216,7 @@ def _link(iface: Interface) -> str:
 def _hotplug_bus(dd: DomainDir, dom: Domain) -> str | None:
     if "q35" not in (dom.os.machine or ""):
         return None  # pc: QEMU picks a free slot of pci.0 itself
-    from tapvirt.qemu.hotplug import free_root_port
+    from tapvirt.qemu.argv.hotplug import free_root_port
 
     return free_root_port(live.transact(dd, [{"execute": "query-pci"}])[0])
 
@@ -244,7 +244,7 @@ def _plug(dd: DomainDir, dom: Domain, steps: list[dict[str, Any]], commit: dict[
 
 def _attach_interface_live(name: str, dev: DeviceXml, *, host: Host | None,
                            tun_node: str | None) -> Outcome:
-    from tapvirt.qemu import hotplug as hp
+    from tapvirt.qemu.argv import hotplug as hp
     from tapvirt.qemu.connect import connect_domain
 
     dd, _ = live.supervised(name)
@@ -326,7 +326,7 @@ def _pick_interface(rows: list[IfaceState], name: str, *, mac: str | None = None
 
 def _detach_interface_live(name: str, crit: dict[str, str | None], *, timeout: float,
                            host: Host | None) -> Outcome:
-    from tapvirt.qemu import hotplug as hp
+    from tapvirt.qemu.argv import hotplug as hp
 
     dd, _ = live.supervised(name)
     with live.ops_lock(dd):
@@ -393,7 +393,7 @@ def _is_block(path: str) -> bool:
 
 def _attach_disk_live(name: str, dev: DeviceXml) -> Outcome:
     from tapvirt.conf.model import DiskBus
-    from tapvirt.qemu import hotplug as hp
+    from tapvirt.qemu.argv import hotplug as hp
 
     dd, _ = live.supervised(name)
     with live.ops_lock(dd):
@@ -443,7 +443,7 @@ def _find_disk(dom: Domain, target: str, name: str) -> Disk:
 
 
 def _detach_disk_live(name: str, target: str, *, timeout: float) -> Outcome:
-    from tapvirt.qemu import hotplug as hp
+    from tapvirt.qemu.argv import hotplug as hp
 
     dd, _ = live.supervised(name)
     with live.ops_lock(dd):
@@ -639,7 +639,7 @@ def _only_media_changes(old: Disk, new: Disk, name: str) -> None:
 
 
 def _change_media_live(name: str, disk: Disk, source: str) -> None:
-    from tapvirt.qemu import hotplug as hp
+    from tapvirt.qemu.argv import hotplug as hp
 
     dd, _ = live.supervised(name)
     with live.ops_lock(dd):

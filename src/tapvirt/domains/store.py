@@ -315,11 +315,19 @@ class Store:
 
 def _cache_key(text: str) -> str:
     """Identifies the XML text and the model code the cached object was built with: the
-    text itself (definitions are small; comparing is cheaper than importing hashlib)."""
-    from tapvirt.conf import model
+    text itself (definitions are small; comparing is cheaper than importing hashlib) and
+    the size and mtime of every module of `tapvirt.conf` (the model types live in
+    `conf/model.py` and in the family modules under `conf/devices/`)."""
+    from tapvirt import conf
 
-    st = os.stat(model.__file__)
-    return f"{st.st_mtime_ns}|{st.st_size}|{text}"
+    parts: list[str] = []
+    for folder in (conf.__path__[0], os.path.join(conf.__path__[0], "devices")):
+        with os.scandir(folder) as entries:
+            for entry in sorted(entries, key=lambda e: e.name):
+                if entry.name.endswith(".py"):
+                    st = entry.stat()
+                    parts.append(f"{entry.name}:{st.st_mtime_ns}:{st.st_size}")
+    return f"{'|'.join(parts)}|{text}"
 
 
 def _valid_name(name: str) -> bool:

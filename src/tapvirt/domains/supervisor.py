@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from tapvirt.domains import control
-from tapvirt.domains.errors import DOMAIN_NOT_RUNNING, SUPERVISOR_FAILED
+from tapvirt.domains.errors import DESTROYED_WHILE_STARTING, DOMAIN_NOT_RUNNING, SUPERVISOR_FAILED
 from tapvirt.domains.live_errors import CONTROL_FAILED
 from tapvirt.domains.runtime import (
     PAUSED,
@@ -64,9 +64,11 @@ def trace(job: dict[str, Any], label: str) -> None:
 
 
 def log(msg: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
-                     f"{msg}\n")
-    sys.stderr.flush()
+    # never raises: a full disk under supervisor.log must not stop the cleanup that follows
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
+                         f"{msg}\n")
+        sys.stderr.flush()
 
 
 class Supervisor:
@@ -90,6 +92,7 @@ class Supervisor:
         self.shutdown_requested = False
         self.kill_at: float | None = None
         self._wake_r = -1  # read end of the signal wakeup pipe (set up in run)
+        self._lock_fd = -1  # the supervisor lock: held until this process ends
         self.state = State(
             name=job["name"], uuid=job.get("uuid", ""), state=STARTING,
             transient=bool(job.get("transient")), launcher_pid=job.get("launcher_pid"),
@@ -138,8 +141,12 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.dd.console_log, str(self.dd.console_log) + ".old")
         subject = f"domain {self.state.name}"
+        if self.destroy_requested:
+            raise self._destroyed_while_starting()
         self.proc = process.spawn(self.argv, fd_map=self.fd_map,
                                   log_path=str(self.dd.qemu_log), subject=subject)
+        if self.destroy_requested:  # the SIGTERM came between the check and the spawn
+            self._on_term(signal.SIGTERM, None)
         trace(self.job, "qemu spawned")
         self.state.qemu_pid = self.proc.pid
         self.state.qemu_start = process.proc_starttime(self.proc.pid)
@@ -165,13 +172,24 @@ class Supervisor:
                     raise TapvirtError(INTERNAL, subject, f"QEMU is {status!r}, not {want!r}")
         except BaseException:
             process.stop(self.proc, subject=subject)
+            if self.destroy_requested:  # QEMU ended because of it: say so, not "SIGTERM"
+                raise self._destroyed_while_starting() from None
             raise
+        if self.destroy_requested:
+            process.stop(self.proc, subject=subject)
+            raise self._destroyed_while_starting()
         trace(self.job, "cont done")
         self.state.state = PAUSED if self.job.get("paused") else RUNNING
         self.state.reason = "booted" if not self.state.restarts else "restarted"
         if self.job.get("paused"):
             self.state.reason = "started paused"
         self.dd.write(self.state)
+
+    def _destroyed_while_starting(self) -> TapvirtError:
+        return TapvirtError(
+            DESTROYED_WHILE_STARTING, f"domain {self.state.name}",
+            "destroyed while starting: `tapvirt destroy` stopped it before it ran",
+            f"start it again if that was not meant: tapvirt start {self.state.name}")
 
     def watch(self) -> int:
         """Block until QEMU ends; return its exit status. Handles destroy requests."""
@@ -208,12 +226,22 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.dd.write(self.state)
         try:
+            # from here until this process ends, the lock says "this guest has a live
+            # supervisor", whatever the state file says (or whether it can be written)
+            self._lock_fd = self.dd.hold_supervisor_lock()
+        except TapvirtError as err:
+            log(f"start refused: {err.render()}")
+            self._close_fds()
+            self.report({"ok": False, "error": err.to_json()})
+            return 1
+        try:
+            self.dd.write(self.state)
             self.launch()
         except TapvirtError as err:
             log(f"start failed: {err.render()}")
-            self.finish("failed", None)
+            self.finish("destroyed" if err.code is DESTROYED_WHILE_STARTING else "failed",
+                        None)
             self.report({"ok": False, "error": err.to_json()})
             return 1
         except Exception as exc:
@@ -305,20 +333,37 @@ class Supervisor:
         self.state.qemu_pid = None
         self.state.qemu_start = None
         if not self.state.transient:
-            self.dd.write(self.state)
+            self._write_final()
             return
         # A transient domain is forgotten. Under the domain's lock, so that a `create` of
         # the same name that starts meanwhile never loses its fresh files to our rmtree;
         # during our own start the launcher holds that lock while it waits for us.
-        if reason == "failed":
-            remove_runtime_dir(self.dd)
+        if reason in ("failed", "destroyed") and self.status is not None:
+            remove_runtime_dir(self.dd)  # still in our own start: the launcher holds the lock
             return
         try:
             with self.dd.locked(wait=30):
                 remove_runtime_dir(self.dd)
-        except TapvirtError:
+        except (TapvirtError, OSError):
             log("the domain stayed locked for 30 s: leaving its runtime files")
+            self._write_final()
+
+    def _write_final(self) -> None:
+        """The last state, also on a full disk: the file being replaced is removed first
+        if that is what it takes to make room (a missing state reads as shut off, which
+        is true by now)."""
+        try:
             self.dd.write(self.state)
+            return
+        except TapvirtError as err:
+            log(f"could not write the final state: {err.render()}; retrying in place")
+        with contextlib.suppress(OSError):
+            os.unlink(self.dd.state_file)
+        try:
+            self.dd.write(self.state)
+        except TapvirtError as err:
+            log(f"could not write the final state: {err.render()} (the lock is released "
+                "when this process ends, so readers still see the guest shut off)")
 
 
     # -- live changes (the control socket) ---------------------------------------------

@@ -8,6 +8,7 @@ import uuid as uuidlib
 
 from hypothesis import strategies as st
 
+from tapvirt.conf.devices.interface import DEFAULT_MODEL
 from tapvirt.conf.model import (
     BootDev,
     BridgeSource,
@@ -34,7 +35,7 @@ from tapvirt.conf.model import (
     Os,
     Target,
 )
-from tapvirt.conf.rules import ARCHES, DEFAULT_MODEL, RESERVED_PREFIXES
+from tapvirt.conf.rules import ARCHES, RESERVED_PREFIXES
 
 # Characters XML 1.0 can carry, minus the ones its parsers normalise (CR) or that make
 # the test data unreadable (other controls); non-ASCII is included on purpose.

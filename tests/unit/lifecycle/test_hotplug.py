@@ -269,3 +269,21 @@ def test_hotplug_racing_destroy_or_crash(how: str, guest: str, dirs: Path,
     # the next start is clean: only the defined NIC
     assert tv(capsys, "start", guest)[0] == 0
     assert macs(capsys, guest) == [("net0", "52:54:00:00:00:01")]
+
+
+def test_live_xml_keeps_alias_gaps(tmp_path: Path) -> None:
+    """After net1 is unplugged the live XML has net0 and net2: it must parse as live XML
+    (dominfo, the next hotplug), while a definition still accepts only ua- aliases."""
+    from tapvirt.conf.parse import parse_domain_file
+    from tapvirt.errors import TapvirtError
+
+    path = tmp_path / "live.xml"
+    path.write_text(XML.format(name="gap", features="").replace(
+        "<boot order='1'/></interface>",
+        "<boot order='1'/><alias name='net0'/></interface>\n<interface type='user'><mac "
+        "address='52:54:00:00:00:02'/><alias name='net2'/></interface>"))
+    dom = parse_domain_file(path, live=True)
+    assert [i.alias for i in dom.devices.interfaces] == ["net0", "net2"]
+    with pytest.raises(TapvirtError) as exc:
+        parse_domain_file(path)
+    assert exc.value.code.code == "invalid-alias"

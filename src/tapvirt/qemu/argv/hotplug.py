@@ -1,4 +1,5 @@
-"""QMP steps for hot-plugging and unplugging devices. PURE: model -> steps.
+"""QMP steps for hot-plugging and unplugging devices. PURE: model -> steps (the hotplug
+counterpart of the command line: the same -netdev/-device/-blockdev objects).
 
 The steps are what the supervisor runs (`tapvirt.domains.control`): each QMP command
 with its undo, so that a failure anywhere leaves nothing behind. The NIC sequence is
@@ -30,8 +31,8 @@ from tapvirt.domains.live_errors import (
     NO_PCI_SLOT,
 )
 from tapvirt.errors import TapvirtError
-from tapvirt.qemu import argv as qargv
-from tapvirt.qemu.argv import NetBackend
+from tapvirt.qemu.argv.disk import _disk_device as disk_device
+from tapvirt.qemu.argv.interface import NetBackend, netdev, nic_device
 
 Step = dict[str, Any]
 DETACH_TIMEOUT = 10.0  # libvirt waits 5 s for DEVICE_DELETED (then reports it pending)
@@ -56,12 +57,12 @@ def nic_attach(iface: Interface, alias: str, backend: NetBackend, *,
                           "undo": {"execute": "closefd", "arguments": {"fdname": name},
                                    "quiet": True}})
             fds.append(fd)
-    netdev = qargv.netdev(backend, names)
-    steps.append({"execute": "netdev_add", "arguments": netdev,
-                  "undo": {"execute": "netdev_del", "arguments": {"id": netdev["id"]}},
+    backend_args = netdev(backend, names)
+    steps.append({"execute": "netdev_add", "arguments": backend_args,
+                  "undo": {"execute": "netdev_del", "arguments": {"id": backend_args["id"]}},
                   "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the network backend",
                                 "see the reason; the device was left as it was")})
-    device = qargv.nic_device(iface, alias, backend)
+    device = nic_device(iface, alias, backend)
     if bus is not None:
         device["bus"] = bus
     steps.append({"execute": "device_add", "arguments": device,
@@ -121,7 +122,7 @@ def disk_attach(disk: Disk, *, q35: bool, block: bool, has_scsi: bool,
              "node-name": f"{alias}-file", "read-only": ro}
     fmt = {"driver": disk.format.value, "file": f"{alias}-file", "node-name": f"{alias}-fmt",
            "read-only": ro}
-    device = qargv._disk_device(disk, alias, q35)
+    device = disk_device(disk, alias, q35)
     if bus is not None and disk.target_bus is DiskBus.VIRTIO:
         device["bus"] = bus
     refused = "see the reason; nothing was left behind"

@@ -1,0 +1,151 @@
+"""Character devices: `<serial>` and `<console>` (model, parse, rules, canonical format).
+
+On x86 the one `<console>` is serial port 0 (libvirt's rule), not a second device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from tapvirt.conf import errors as E
+from tapvirt.conf.rules import MAX_PORT
+from tapvirt.conf.xmlout import IND, Writer, a
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from tapvirt.conf.xml import Reader
+
+
+class ChardevKind(StrEnum):
+    SERIAL = "serial"
+    CONSOLE = "console"
+
+
+class ChardevType(StrEnum):
+    PTY = "pty"
+    FILE = "file"
+    UNIX = "unix"
+    NULL = "null"
+
+
+@dataclass(frozen=True)
+class Chardev:
+    kind: ChardevKind
+    type: ChardevType
+    path: str | None = None  # file and unix only
+    unix_listen: bool = True  # unix: <source mode='bind'> (True) or 'connect'
+    port: int = 0  # <target port='N'/>
+
+
+def parse_chardevs(
+    r: Reader, els: list[etree._Element], kind: ChardevKind
+) -> tuple[Chardev, ...]:
+    parsed: list[tuple[etree._Element, ChardevType, str | None, bool, int | None]] = []
+    for el in els:
+        found = r.shape(el, ("type",), ("source", "target"), required_attrs=("type",))
+        ctype = r.enum(el, "type", ChardevType)
+        path, listen = None, True
+        s = r.one(found, "source")
+        if ctype in (ChardevType.FILE, ChardevType.UNIX):
+            if s is None:
+                raise r.fail(
+                    E.MISSING_ELEMENT, el, f"a {kind} of type '{ctype}' needs <source path=...>",
+                    f"add <source path='/path'/> inside <{kind}>",
+                )
+            r.shape(s, ("path", "mode") if ctype is ChardevType.UNIX else ("path",),
+                    required_attrs=("path",))
+            path = r.abspath(s, "path", s.get("path", ""))
+            if ctype is ChardevType.UNIX:
+                mode = s.get("mode", "connect")
+                if mode not in ("bind", "connect"):
+                    raise r.fail(
+                        E.INVALID_VALUE, s,
+                        f"Invalid value for attribute 'mode' in element 'source': '{mode[:40]}'.",
+                        "use mode='bind' (QEMU listens) or mode='connect'", attr="mode",
+                    )
+                listen = mode == "bind"
+        elif s is not None:
+            raise r.fail(
+                E.NOT_FOR_TYPE, s, f"a {kind} of type '{ctype}' takes no <source>",
+                "remove <source> (the pty path is chosen at start)"
+                if ctype is ChardevType.PTY else "remove <source>",
+            )
+        port = None
+        if (t := r.one(found, "target")) is not None:
+            if kind is ChardevKind.CONSOLE:
+                r.shape(t, ("type", "port"))
+                if t.get("type", "serial") != "serial":
+                    raise r.fail(
+                        E.INVALID_VALUE, t,
+                        f"Invalid value for attribute 'type' in element 'target': "
+                        f"'{t.get('type', '')[:40]}'.", "use type='serial'", attr="type",
+                    )
+            else:
+                r.shape(t, ("port",))
+            if t.get("port") is not None:
+                port = r.uint(t, "port", 0, MAX_PORT)
+        parsed.append((el, ctype, path, listen, port))
+    taken: dict[int, etree._Element] = {}
+    for el, _, _, _, port in parsed:
+        if port is not None:
+            if port in taken:
+                raise r.fail(
+                    E.DUPLICATE_TARGET, el,
+                    f"{kind} port {port} is used twice (first at line {taken[port].sourceline})",
+                    "give each a different <target port='N'/>",
+                )
+            taken[port] = el
+    out: list[Chardev] = []
+    for el, ctype, path, listen, given in parsed:
+        port = given
+        if port is None:  # libvirt's way: the lowest free port
+            port = next(n for n in range(len(parsed) + 1) if n not in taken)
+            taken[port] = el
+        out.append(Chardev(kind=kind, type=ctype, path=path, unix_listen=listen, port=port))
+    return tuple(out)
+
+
+def console_is_serial0(
+    r: Reader, els: list[etree._Element], consoles: tuple[Chardev, ...],
+    serials: tuple[Chardev, ...],
+) -> None:
+    """libvirt's x86 rule: the one <console> is the first serial port, not a second device."""
+    if len(consoles) > 1:
+        raise r.fail(
+            E.DUPLICATE_ELEMENT, els[1], "only one <console> is supported: it is serial port 0",
+            "remove the extra <console>; add more <serial> ports instead",
+        )
+    if not consoles:
+        return
+    console = consoles[0]
+    if console.port != 0:
+        raise r.fail(
+            E.INVALID_VALUE, els[0], f"the console is serial port 0, not port {console.port}",
+            "write <target type='serial' port='0'/> or leave <target> out",
+        )
+    first = next((s for s in serials if s.port == 0), None)
+    if first is not None and (first.type, first.path, first.unix_listen) != (
+        console.type, console.path, console.unix_listen
+    ):
+        raise r.fail(
+            E.INVALID_VALUE, els[0],
+            "the console is serial port 0 but its type or source differs from that <serial>",
+            "make <console> match <serial> port 0, or remove <console>",
+        )
+
+
+def format_chardev(c: Chardev, w: Writer) -> None:
+    i2, i3 = IND * 2, IND * 3
+    w(f"{i2}<{c.kind} type={a(c.type)}>")
+    if c.type is ChardevType.UNIX and c.path is not None:
+        mode = "bind" if c.unix_listen else "connect"
+        w(f"{i3}<source mode='{mode}' path={a(c.path)}/>")
+    elif c.type is ChardevType.FILE and c.path is not None:
+        w(f"{i3}<source path={a(c.path)}/>")
+    if c.kind is ChardevKind.CONSOLE:
+        w(f"{i3}<target type='serial' port='{c.port}'/>")
+    else:
+        w(f"{i3}<target port='{c.port}'/>")
+    w(f"{i2}</{c.kind}>")

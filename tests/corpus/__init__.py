@@ -1,0 +1,1 @@
+"""Real-world domain XML corpora (fetched, never committed) and the coverage measurement."""

@@ -1,0 +1,5 @@
+import sys
+
+from tests.corpus.coverage import main
+
+sys.exit(main())
