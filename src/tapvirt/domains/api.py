@@ -266,11 +266,19 @@ class PendingSupervisor:
     def send(self, job: dict[str, Any], fds: list[int]) -> None:
         import socket
 
+        from tapvirt.domains.supervisor import FDS_PER_MESSAGE
+
         data = json.dumps(job).encode()
         try:
-            sent = socket.send_fds(self.sock, [data], fds)
+            # one SCM_RIGHTS message carries at most 253 fds (the kernel's SCM_MAX_FD):
+            # the rest follow in batches, each on a blank that JSON ignores
+            batches = [fds[i:i + FDS_PER_MESSAGE] for i in range(0, len(fds), FDS_PER_MESSAGE)]
+            first = batches.pop(0) if batches else []
+            sent = socket.send_fds(self.sock, [data], first) if first else self.sock.send(data)
             if sent < len(data):
                 self.sock.sendall(data[sent:])
+            for batch in batches:
+                socket.send_fds(self.sock, [b" "], batch)
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise TapvirtError(SUPERVISOR_FAILED, f"domain {self.name}",
@@ -779,7 +787,7 @@ def _domain_for(name: str, st: State, dd: DomainDir) -> Domain:
     if st.state != SHUTOFF and dd.domain_xml.exists():
         from tapvirt.conf.parse import parse_domain_file
 
-        return parse_domain_file(dd.domain_xml)
+        return parse_domain_file(dd.domain_xml, live=True)
     store = _store()
     if not store.exists(name):
         raise _not_found(name)

@@ -56,6 +56,7 @@ from tapvirt.qemu.qmp import QmpClient
 DESTROY_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on destroy
 QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a loop
 MAX_QUICK_RESTARTS = 3
+FDS_PER_MESSAGE = 250  # SCM_RIGHTS carries at most 253 fds per message (SCM_MAX_FD)
 
 
 def trace(job: dict[str, Any], label: str) -> None:
@@ -422,6 +423,8 @@ class Supervisor:
             return
         if "interfaces" in change:
             self.state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
+        if "to_delete" in change:
+            self.state.to_delete = [str(d) for d in change["to_delete"]]
         if "state" in change:
             self.state.state = str(change["state"])
             self.state.reason = str(change.get("reason", ""))
@@ -452,18 +455,31 @@ def remove_runtime_dir(dd: DomainDir) -> None:
 
 
 def receive_job(sock: socket.socket) -> dict[str, Any] | None:
-    """The launcher's job and its fds, or None if it went away without sending one."""
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1024, socket.MSG_CMSG_CLOEXEC)
-    chunks = [data]
-    while data:
-        data = sock.recv(1 << 20)
+    """The launcher's job and its fds, or None if it went away without sending one.
+
+    The fds come in batches of at most FDS_PER_MESSAGE (one SCM_RIGHTS message holds at
+    most 253), so a start may pass any number; the job says how many to expect."""
+    fds: list[int] = []
+    chunks: list[bytes] = []
+    truncated = False
+    while True:
+        data, got, flags, _ = socket.recv_fds(sock, 1 << 20, FDS_PER_MESSAGE + 3,
+                                              socket.MSG_CMSG_CLOEXEC)
+        fds += got
+        truncated = truncated or bool(flags & socket.MSG_CTRUNC)
+        if not data:
+            break
         chunks.append(data)
     raw = b"".join(chunks)
-    if not raw:
+    job: dict[str, Any] | None = json.loads(raw) if raw.strip() else None
+    want = len(job.get("fd_numbers", fds)) if job is not None else 0
+    if job is None or truncated or len(fds) != want:
         for fd in fds:
             os.close(fd)
-        return None
-    job: dict[str, Any] = json.loads(raw)
+        if job is None:
+            return None
+        raise RuntimeError(f"received {len(fds)} of the start's {want} fds"
+                           + (" (ancillary data truncated)" if truncated else ""))
     job["fds"] = fds
     return job
 
@@ -481,7 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.chdir("/")  # do not pin the launcher's working directory (paths in XML are absolute)
-    job = receive_job(sock)
+    try:
+        job = receive_job(sock)
+    except (RuntimeError, ValueError) as exc:  # a job we cannot run: say so, touch nothing
+        log(f"bad job: {exc}")
+        bug = TapvirtError(SUPERVISOR_FAILED, "supervisor", f"the start's job: {exc}",
+                           "please report this")
+        with contextlib.suppress(OSError):
+            sock.sendall(json.dumps({"ok": False, "error": bug.to_json()}).encode() + b"\n")
+        return 1
     if job is None:
         return 0  # the launcher failed before handing over anything
     trace(job, f"imports done at {ready:.4f}")
