@@ -38,17 +38,22 @@ def image() -> guest.GuestImage:
 @pytest.fixture
 def qemu_user(scratch: Path) -> Iterator[User]:
     """uid/gid 107, created for the test when free (removed after)."""
-    made = False
-    try:
-        import pwd
+    import grp
+    import pwd
 
+    made_user = made_group = False
+    name = "tv-qemu107"
+    try:
+        grp.getgrgid(QEMU_UID)
+    except KeyError:  # only the number matters: reuse a group 107 another package made
+        run(["groupadd", "-g", str(QEMU_UID), name])
+        made_group = True
+    try:
         name = pwd.getpwuid(QEMU_UID).pw_name
     except KeyError:
-        name = "tv-qemu107"
-        run(["groupadd", "-g", str(QEMU_UID), name])
         run(["useradd", "--system", "-u", str(QEMU_UID), "-g", str(QEMU_UID),
              "--no-create-home", "--shell", "/usr/sbin/nologin", name])
-        made = True
+        made_user = True
     home = scratch / "home107"
     home.mkdir()
     os.chown(home, QEMU_UID, QEMU_UID)
@@ -56,9 +61,10 @@ def qemu_user(scratch: Path) -> Iterator[User]:
     try:
         yield user
     finally:
-        if made:
+        if made_user:
             run(["userdel", name], check=False)
-            run(["groupdel", name], check=False)
+        if made_group:
+            run(["groupdel", "tv-qemu107"], check=False)
 
 
 @pytest.fixture
@@ -179,3 +185,14 @@ def test_tapvirt_run_turns_sigterm_into_an_acpi_power_off(
     assert proc.returncode == 0, (out[-2000:], err[-2000:])
     assert b"TV-POWERDOWN" in out
     assert b"ACPI power-down" in err and b"ended: shutdown" in err
+
+
+def test_tapvirt_run_fails_with_exit_1_and_a_coded_error_when_nothing_can_start(
+    launcher: AsUser, scratch: Path
+) -> None:
+    proc = launcher.tapvirt("run", "no-such-domain")
+    assert proc.returncode == 1 and "domain-not-found" in proc.stderr, proc.stderr
+    missing = scratch / "missing.xml"
+    proc = launcher.tapvirt("run", str(missing))
+    assert proc.returncode == 1 and "file-unreadable" in proc.stderr, proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -238,8 +238,10 @@ def test_podman_kube_play_runs_the_shipped_pod_and_kube_down_deletes_the_tap(
         time.sleep(1)
     assert "TV-PING-OK" in logs, logs[-3000:]
     # the launcher really ran as 107 without capabilities (what the container saw)
-    top = p("top", "tapvirt-vm-launcher", "user", "capeff", check=False).stdout
-    assert "107" in top or "qemu" in top, top
+    top = p("top", "tapvirt-vm-launcher", "user", "capeff", "args").stdout
+    rows = [line.split(None, 2) for line in top.splitlines()[1:] if line.strip()]
+    assert rows and all(r[0] in ("107", "qemu") and r[1] == "none" for r in rows), top
+    assert any("qemu-system" in r[2] for r in rows), top
 
     # stop: the runtime's SIGTERM becomes an ACPI power-down, the guest powers off
     p("pod", "stop", "-t", "90", "tapvirt-vm", timeout=120)
