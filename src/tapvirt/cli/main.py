@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tapvirt.cli.net_cmds",
     "tapvirt.cli.run_cmds",
     "tapvirt.cli.live_cmds",
+    "tapvirt.cli.hotplug_cmds",
+    "tapvirt.cli.fg_cmds",
 )
 
 

@@ -832,7 +832,7 @@ def _domain_for(name: str, st: State, dd: DomainDir) -> Domain:
     if st.state != SHUTOFF and dd.domain_xml.exists():
         from tapvirt.conf.parse import parse_domain_file
 
-        return parse_domain_file(dd.domain_xml)
+        return parse_domain_file(dd.domain_xml, live=True)
     store = _store()
     if not store.exists(name):
         raise _not_found(name)
