@@ -30,9 +30,12 @@ def test_allowed_request_names_its_rule_and_is_logged(lab: Prep, unpriv_user: Us
     res = lab.ok("tap", "vm0", "--user", unpriv_user.name, "--bridge", "br0",
                  requester=unpriv_user.name)
     assert res["action"] == "created" and res["rule"] == 'allow[0] "test"'
-    log = lab.log.read_text()
-    assert f"allow requester={unpriv_user.name} rule='allow[0] \"test\"' tap vm0" in log
-    assert "created name=vm0 kind=tap ifindex=" in log
+    events = lab.events()
+    assert {"event": "allow", "requester": unpriv_user.name, "rule": 'allow[0] "test"',
+            "request": f"tap vm0 user={unpriv_user.name} bridge=br0 queues=1 "
+                       f"netns={lab.netns.name}", "reason": "allowed"} in events
+    created = [e for e in events if e["event"] == "created"]
+    assert len(created) == 1 and created[0]["name"] == "vm0" and created[0]["ifindex"] > 0
 
 
 @pytest.mark.parametrize(
@@ -53,7 +56,8 @@ def test_denials(lab: Prep, netns: Netns, unpriv_user: User, *, args: tuple[str,
     bad = lab.fails(code, *argv, requester=unpriv_user.name, rc=3)
     assert needle in bad.out["error"]["cause"]
     assert args[0] not in link_names(netns)
-    assert f"deny requester={unpriv_user.name}" in lab.log.read_text()
+    assert any(e["event"] == "deny" and e["requester"] == unpriv_user.name
+               for e in lab.events())
 
 
 def test_user_pattern_expands_to_the_requester(lab: Prep, unpriv_user: User) -> None:
@@ -119,9 +123,9 @@ def test_injection_attempts_in_names_are_rejected(
     lab.fails("invalid-name", "tap", "vm0", "--user", unpriv_user.name, f"--bridge={name}",
               requester=unpriv_user.name)
     assert link_names(netns) == before
-    log = lab.log.read_text()
-    assert f"failed requester={unpriv_user.name} verb=tap code=invalid-name" in log
-    assert all(line[0].isdigit() for line in log.splitlines())  # no forged lines
+    events = lab.events()  # every line one JSON event: no forged lines
+    assert {"event": "failed", "requester": unpriv_user.name, "verb": "tap",
+            "code": "invalid-name"}.items() <= events[-1].items()
 
 
 def test_unwritable_log_means_no_action(prep: Prep, netns: Netns, scratch: Path) -> None:
@@ -222,3 +226,25 @@ def test_runs_are_serialised(prep: Prep, netns: Netns) -> None:
     finally:
         os.close(fd)
     assert proc.wait(timeout=30) == 0 and "ser0" in link_names(netns)
+
+
+def test_no_input_can_forge_a_log_line_or_a_stderr_line(
+    lab: Prep, netns: Netns, unpriv_user: User, scratch: Path
+) -> None:
+    forged = "2026-01-01T00:00:00Z [1] allow requester=root rule='root' tap evil0: ok"
+    path = scratch / f"x\n{forged}\n.xml"
+    path.write_text(f"<domain type='qemu'><name>a\n{forged}</name><devices><interface "
+                    f"type='ethernet'><target dev='e0\n{forged}' managed='no'/></interface>"
+                    "</devices></domain>")
+    path.chmod(0o644)
+    run = lab.run("from-domain", str(path), "--user", unpriv_user.name, "--verbose",
+                  requester=unpriv_user.name, json_out=False)
+    assert run.rc != 0
+    events = lab.events()  # every line of the file is one JSON event
+    assert [e["event"] for e in events] == ["request", "failed"]
+    assert all(e["requester"] == unpriv_user.name for e in events)
+    assert str(path) in events[0]["argv"]  # the path is there, quoted
+    # on stderr too: the decisions as JSON lines, the error on one line (plus its fix)
+    for line in run.stderr.splitlines():
+        assert line.startswith(("tapvirt-prep: {", "error[", "  fix: ")), line
+    assert len([x for x in run.stderr.splitlines() if x.startswith("error[")]) == 1

@@ -8,7 +8,6 @@ Exit codes: 0 done (created, or already there and matching), 1 error, 2 usage,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
@@ -83,6 +82,8 @@ def _parser() -> argparse.ArgumentParser:
                       help="delete a tap even while it is attached (a guest runs on it)")
 
     sub.add_parser("list", parents=[common], help="list devices tapvirt-prep made")
+    sub.add_parser("gc", parents=[common],
+                   help="remove private macvtap nodes whose device is gone (all namespaces)")
     return parser
 
 
@@ -90,14 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = _parser().parse_args(argv)
     args.argv = argv
-    from tapvirt.cli.common import report_error
     from tapvirt.errors import INTERNAL, TapvirtError
     from tapvirt.prep.errors import exit_code
 
     try:
         return _run(args)
     except TapvirtError as err:
-        report_error(err, as_json=args.json)
+        _report(err, as_json=args.json)
         return exit_code(err.code)
     except KeyboardInterrupt:
         return 130
@@ -108,8 +108,26 @@ def main(argv: list[str] | None = None) -> int:
             INTERNAL, "tapvirt-prep", f"unexpected {type(exc).__name__}: {exc}",
             "please report this; run with TAPVIRT_DEBUG=1 for a traceback",
         )
-        report_error(bug, as_json=args.json)
+        _report(bug, as_json=args.json)
         return 70
+
+
+def _one_line(text: str) -> str:
+    """Control and other unprintable characters escaped: a file path or XML value
+    with a newline cannot start a line of its own on stderr."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _report(err: Any, *, as_json: bool) -> None:
+    from tapvirt.cli.common import print_json
+
+    if as_json:
+        print_json({"ok": False, "error": err.to_json()})
+        return
+    text = f"error[{err.code.code}]: {_one_line(err.message)}"
+    if err.fix:
+        text += f"\n  fix: {_one_line(err.fix)}"
+    print(text, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -127,24 +145,24 @@ def _run(args: argparse.Namespace) -> int:
     log = DecisionLog(verbose=args.verbose, log_file=log_file or policy.settings.log_file)
     node_dir = admin_override(requester, "--node-dir", args.node_dir)
 
-    # Written first: an unwritable log stops us before anything changes. JSON quoting
-    # keeps a name like "x\ny" from forging a log line.
-    log.write(f"request requester={requester.principal.name} via={requester.via} "
-              f"argv={json.dumps(args.argv)}")
+    # Written first: an unwritable log stops us before anything changes. Every field
+    # is JSON-quoted: a name like "x\ny" cannot forge a log line.
+    log.event("request", requester=requester.principal.name, via=requester.via,
+              argv=args.argv)
     try:
         return _enter_and_dispatch(args, requester, policy, log, node_dir)
     except TapvirtError as err:
         # decisions are logged where they are made; this records every other failure
         if err.code.code != "log-unwritable":
-            log.write(f"failed requester={requester.principal.name} verb={args.verb} "
-                      f"code={err.code.code} {err.message}")
+            log.event("failed", requester=requester.principal.name, verb=args.verb,
+                      code=err.code.code, message=err.message)
         raise
 
 
 def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, log: Any,
                         node_dir: str | None) -> int:
     from tapvirt.cli.common import print_json
-    from tapvirt.errors import TapvirtError
+    from tapvirt.errors import USAGE, TapvirtError
     from tapvirt.host import admin
     from tapvirt.netcodes import HOST_ERROR
     from tapvirt.prep import lock, verbs
@@ -152,6 +170,10 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     from tapvirt.prep.names import check_netns
 
     netns = check_netns(args.netns) if args.netns else None
+    if args.verb == "gc" and netns is not None:
+        raise TapvirtError(USAGE, "tapvirt-prep gc --netns",
+                           "gc looks at the nodes of every namespace, not of one",
+                           "leave out --netns")
     lock.acquire()
     if netns is not None:
         try:
@@ -166,7 +188,7 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     try:
         admin.private_sysfs()
     except OSError as exc:
-        if args.verb in ("macvtap", "from-domain"):
+        if args.verb in ("macvtap", "from-domain", "gc"):
             raise TapvirtError(
                 HOST_ERROR, "sysfs", f"cannot mount a private sysfs for this namespace: {exc}",
                 "run tapvirt-prep as real root (CAP_SYS_ADMIN is needed to read a macvtap's "
@@ -183,6 +205,16 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
             else:
                 for d in devices:
                     print(" ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "")))
+            return 0
+        if args.verb == "gc":
+            removed = verbs.gc(ctx)
+            if args.json:
+                print_json({"ok": True, "removed": removed})
+            else:
+                for gone in removed:
+                    print(f"removed {gone['node']} (device {gone['rdev']} is gone)")
+                if not removed:
+                    print("nothing to remove: every node belongs to a live device")
             return 0
         if args.verb == "delete":
             results = [verbs.delete(ctx, args.name, force=args.force)]
