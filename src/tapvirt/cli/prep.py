@@ -150,7 +150,9 @@ def _run(args: argparse.Namespace) -> int:
     log.event("request", requester=requester.principal.name, via=requester.via,
               argv=args.argv)
     try:
-        return _enter_and_dispatch(args, requester, policy, log, node_dir)
+        # the user's file is read (bounded) before the lock: it cannot hold up other runs
+        domain = _read_domain(args.file, requester) if args.verb == "from-domain" else None
+        return _enter_and_dispatch(args, requester, policy, log, node_dir, domain=domain)
     except TapvirtError as err:
         # decisions are logged where they are made; this records every other failure
         if err.code.code != "log-unwritable":
@@ -160,7 +162,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, log: Any,
-                        node_dir: str | None) -> int:
+                        node_dir: str | None, *, domain: Any) -> int:
     from tapvirt.cli.common import print_json
     from tapvirt.errors import USAGE, TapvirtError
     from tapvirt.host import admin
@@ -223,7 +225,6 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
         elif args.verb == "macvtap":
             results = [verbs.prepare_macvtap(ctx, _macvtap_spec(args, requester))]
         else:
-            domain = _read_domain(args.file, requester)
             results = verbs.from_domain(ctx, domain, _domain_opts(args, requester))
         if args.json:
             out = {"ok": True, "netns": netns, "results": [r.to_json() for r in results]}
@@ -292,9 +293,11 @@ def _domain_opts(args: argparse.Namespace, requester: Any) -> Any:
 
 
 def _read_domain(path: str, requester: Any) -> Any:
-    """Read the domain XML with the requester's file permissions: root reading a file
-    for a sudo user must not let them see a file they could not read themselves."""
+    """Read and parse the domain XML with the requester's file permissions (root reading
+    a file for a sudo user must not let them see a file they could not read), before
+    the global lock is taken, and bounded: a regular file of at most 1 MiB."""
     from tapvirt.errors import FILE_UNREADABLE, TapvirtError
+    from tapvirt.prep.files import DOMAIN_LIMIT, read_regular
 
     who = requester.principal
     saved = (os.getegid(), os.getgroups())
@@ -304,15 +307,14 @@ def _read_domain(path: str, requester: Any) -> Any:
             os.setegid(min(who.gids) if who.gids else who.uid)
             os.seteuid(who.uid)
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_regular(path, limit=DOMAIN_LIMIT, what="domain file").decode("utf-8")
         finally:
             if not requester.is_root:
                 os.seteuid(0)
                 os.setegid(saved[0])
                 os.setgroups(saved[1])
     except (OSError, UnicodeDecodeError) as exc:
-        raise TapvirtError(FILE_UNREADABLE, path, f"cannot be read by {who.name}: "
+        raise TapvirtError(FILE_UNREADABLE, repr(path), f"cannot be read by {who.name}: "
                            f"{getattr(exc, 'strerror', None) or exc}",
                            "give the path of a libvirt domain XML file the user can read") from None
     from tapvirt.conf.parse import parse_domain  # type: ignore[import-not-found,unused-ignore]

@@ -68,6 +68,14 @@ DEVICE_RACED = define(
     "another process attached a queue to a tap while it was being created: it was deleted",
     layer=_L,
 )
+FILE_NOT_REGULAR = define(
+    "file-not-regular",
+    "a file named for tapvirt-prep is a FIFO, device, socket or directory, not a regular file",
+    layer=_L,
+)
+FILE_TOO_LARGE = define(
+    "file-too-large", "a file named for tapvirt-prep is larger than its limit (1 MiB)", layer=_L
+)
 BAD_REQUEST = define(
     "bad-request", "an option value is invalid (queues, MAC, MTU, mode...)", layer=_L
 )
