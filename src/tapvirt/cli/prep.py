@@ -10,13 +10,33 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 _COMMON_HELP = "network namespace (a name under /run/netns) to work in"
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so that a usage error can
+    be reported as JSON under --json (subparsers are made of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_argument("--netns", metavar="NS", help=_COMMON_HELP)
     common.add_argument("-v", "--verbose", action="store_true",
@@ -29,12 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--requester", metavar="USER",
                         help="root service acting for USER: apply the policy to USER")
 
-    owner = argparse.ArgumentParser(add_help=False)
+    owner = _Parser(add_help=False)
     owner.add_argument("--user", help="user who gets the device (--user and/or --group)")
     owner.add_argument("--group", help="group that gets the device; with --user, the "
                        "kernel lets only that user attach, and only while in the group")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tapvirt-prep",
         description="Create tap and macvtap devices for unprivileged tapvirt users, "
         "under a deny-by-default policy.",
@@ -89,7 +109,10 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        return _usage_error(exc, as_json=_wants_json(argv))
     args.argv = argv
     from tapvirt.errors import INTERNAL, TapvirtError
     from tapvirt.prep.errors import exit_code
@@ -110,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         _report(bug, as_json=args.json)
         return 70
+
+
+def _usage_error(exc: _UsageError, *, as_json: bool) -> int:
+    from tapvirt.errors import USAGE, TapvirtError
+
+    if not as_json:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {_one_line(exc.message)}", file=sys.stderr)
+        return 2
+    err = TapvirtError(USAGE, exc.parser.prog, exc.message,
+                       f"see {exc.parser.prog} --help",
+                       details={"usage": exc.parser.format_usage().strip()})
+    _report(err, as_json=True)
+    return 2
 
 
 def _one_line(text: str) -> str:
@@ -234,6 +271,8 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
                 print("nothing to do: the domain has no managed='no' ethernet interface")
             for r in results:
                 print(r.render())
+                for warning in r.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
         return 0
 
 

@@ -28,6 +28,11 @@ OVERRIDE_REFUSED = define(
     "an administrator-only option (--policy, --log-file, --requester...) was used under sudo",
     layer=_L,
 )
+REQUESTER_INVALID = define(
+    "requester-invalid",
+    "SUDO_UID, SUDO_USER, PKEXEC_UID or DOAS_USER is malformed, unknown or contradicts another",
+    layer=_L,
+)
 NOT_ROOT = define("not-root", "tapvirt-prep must run as root (e.g. through sudo)", layer=_L)
 UNKNOWN_USER = define("unknown-user", "a user or group name does not exist", layer=_L)
 NETNS_MISSING = define(
@@ -86,6 +91,7 @@ _EXIT = {
     POLICY_QUOTA.code: 3,
     POLICY_MISSING.code: 3,
     OVERRIDE_REFUSED.code: 3,
+    REQUESTER_INVALID.code: 3,
     DEVICE_FOREIGN.code: 4,
     DEVICE_MISMATCH.code: 4,
     DEVICE_IN_USE.code: 4,

@@ -100,10 +100,11 @@ class Result:
     name: str
     rule: str = ""
     device: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"action": self.action, "kind": self.kind, "name": self.name,
-                "rule": self.rule, "device": self.device}
+                "rule": self.rule, "device": self.device, "warnings": self.warnings}
 
     def render(self) -> str:
         verb = {"created": "created", "exists": "already exists and matches:",
@@ -115,6 +116,23 @@ class Result:
 
 
 # ---------------------------------------------------------------- shared steps
+def _advise_queues(ctx: Context, result: Result, queues: int) -> Result:
+    """Say that max_queues is advisory where the kernel does not enforce it: a
+    multi-queue tap takes up to 256 queues from its owner (each TUNSETIFF attaches one
+    more), and every open() of a macvtap's node is one more queue. Only a single-queue
+    tap is limited by the kernel (a second attach is EBUSY)."""
+    rule = next((r for r in ctx.policy.allow if r.label == result.rule), None)
+    if rule is None or (result.kind == "tap" and queues <= 1):
+        return result
+    how = ("the kernel lets its owner attach up to 256 queues" if result.kind == "tap"
+           else "every open() of its node is one more queue")
+    result.warnings.append(
+        f"max_queues {rule.max_queues} of {rule.label} is advisory for this {result.kind}: "
+        f"{how}; tapvirt-prep checks only the --queues asked for")
+    return result
+
+
+
 def _owned_count(ctx: Context, uid: int, exclude: str) -> int:
     return sum(1 for link in ctx.admin.all_links()
                if link.mark is not None and link.mark.get("user") == str(uid)
@@ -270,8 +288,9 @@ def prepare_tap(ctx: Context, spec: TapSpec) -> Result:
         diffs = _tap_diffs(link, spec)
         if diffs:
             raise _mismatch("tap", spec.name, diffs)
-        return Result("exists", "tap", spec.name, rule, describe_link(link))
-    return _create_tap(ctx, spec, rule)
+        return _advise_queues(ctx, Result("exists", "tap", spec.name, rule,
+                                          describe_link(link)), spec.queues)
+    return _advise_queues(ctx, _create_tap(ctx, spec, rule), spec.queues)
 
 
 # ---------------------------------------------------------------- macvtap
@@ -417,8 +436,9 @@ def prepare_macvtap(ctx: Context, spec: MacvtapSpec) -> Result:
         diffs = _macvtap_diffs(link, spec)
         if diffs:
             raise _mismatch("macvtap", spec.name, diffs)
-        return Result("exists", "macvtap", spec.name, rule, describe_link(link))
-    return _create_macvtap(ctx, spec, rule)
+        return _advise_queues(ctx, Result("exists", "macvtap", spec.name, rule,
+                                          describe_link(link)), spec.queues)
+    return _advise_queues(ctx, _create_macvtap(ctx, spec, rule), spec.queues)
 
 
 # ---------------------------------------------------------------- removing, gc
@@ -647,4 +667,5 @@ def from_domain(ctx: Context, domain: Any, opts: DomainOptions) -> list[Result]:
             else:
                 results.append(_create_macvtap(ctx, spec, rule))
             created.append(spec.name)
-    return results
+    return [_advise_queues(ctx, r, spec.queues) for r, (spec, _, _) in zip(results, plan,
+                                                                             strict=True)]
