@@ -106,7 +106,7 @@ def qmp_read(name: str, command: str, arguments: dict[str, Any] | None = None) -
 def live_domain(dd: DomainDir) -> Domain:
     from tapvirt.conf.parse import parse_domain_file
 
-    return parse_domain_file(dd.domain_xml)
+    return parse_domain_file(dd.domain_xml, live=True)
 
 
 def format_live(dom: Domain, interfaces: list[IfaceState]) -> str:

@@ -423,6 +423,8 @@ class Supervisor:
             return
         if "interfaces" in change:
             self.state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
+        if "to_delete" in change:
+            self.state.to_delete = [str(d) for d in change["to_delete"]]
         if "state" in change:
             self.state.state = str(change["state"])
             self.state.reason = str(change.get("reason", ""))
