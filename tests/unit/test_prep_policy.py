@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tapvirt.errors import TapvirtError
@@ -207,3 +210,21 @@ def test_sudo_pkexec_and_doas_callers() -> None:
     doas = _sudo({"DOAS_USER": "nobody"})
     assert doas is not None and (doas.principal.name, doas.via) == ("nobody", "doas")
     assert _sudo({"DOAS_USER": "root"}) is None
+
+
+def test_node_dir_registry_records_once_and_prunes_missing_dirs(tmp_path: Path) -> None:
+    from tapvirt.host import privnodes
+
+    if os.geteuid() != 0:
+        pytest.skip("the record is trusted only when root owns it")
+    registry = str(tmp_path / "dirs")
+    live, gone = tmp_path / "live", tmp_path / "gone"
+    live.mkdir()
+    for d in (live, gone, live):
+        privnodes.register_dir(str(d), registry)
+    assert privnodes.registered_dirs(registry) == [str(live), str(gone)]
+    assert privnodes.node_dirs(str(tmp_path / "new"), registry)[-1] == str(tmp_path / "new")
+    privnodes.prune_registry(registry)
+    assert privnodes.registered_dirs(registry) == [str(live)]
+    os.chmod(registry, 0o666)  # a record others could write is not trusted at all
+    assert privnodes.registered_dirs(registry) == []

@@ -143,9 +143,34 @@ def registered_dirs(registry: str = REGISTRY) -> list[str]:
             if line.startswith("/")]
 
 
+def prune_registry(registry: str = REGISTRY) -> None:
+    """Rewrite the record without the directories that no longer exist (atomically:
+    a new file renamed over it), so that it stays far below its read limit."""
+    dirs = registered_dirs(registry)
+    keep = list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
+    if keep == dirs:
+        return
+    tmp = f"{registry}.new"
+    with contextlib.suppress(OSError):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600)
+        try:
+            os.write(fd, "".join(f"{d}\n" for d in keep).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, registry)
+
+
 def register_dir(path: str, registry: str = REGISTRY) -> None:
     """Record that nodes are made in `path` (best effort: no /run, no record)."""
-    if path in registered_dirs(registry) or "\n" in path:
+    if "\n" in path:
+        return
+    with contextlib.suppress(OSError):
+        if os.stat(registry).st_size > _REGISTRY_MAX // 2:
+            prune_registry(registry)
+    if path in registered_dirs(registry):
         return
     with contextlib.suppress(OSError):
         fd = os.open(registry, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW

@@ -470,6 +470,7 @@ def gc(ctx: Context) -> list[dict[str, Any]]:
     Looks into every namespace, so the caller must not have entered one for the run,
     and must be in a private mount namespace (admin.private_sysfs): sysfs is remounted
     in each. Returns what was removed. (tapvirt-cni calls this for its GC.)"""
+    privnodes.prune_registry()
     dirs = privnodes.node_dirs(ctx.node_dir)
     nodes = [n for d in dirs for n in privnodes.nodes_in(d)]
     live = _claimed(nodes)
@@ -497,10 +498,10 @@ def _claimed(nodes: list[privnodes.Node]) -> set[str]:
             try:
                 if ns is not None:
                     admin.enter_netns(check_netns(ns))
-                admin.remount_sysfs()
             except (TapvirtError, OSError):
                 continue  # no such namespace (any more): nothing there claims a node
             try:
+                admin.remount_sysfs()
                 with Admin() as adm:
                     for dev, node in items:
                         if _claims(adm, dev, node):
