@@ -78,6 +78,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_dommemstat)
 
+    p = sub.add_parser("edit", help="edit the stored definition in $VISUAL/$EDITOR")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_edit)
+
     p = sub.add_parser("qemu-monitor-command",
                        help="UNSUPPORTED: send a raw QMP command (marks the guest)")
     p.add_argument("name", metavar="NAME")
@@ -166,6 +170,17 @@ def cmd_dommemstat(args: argparse.Namespace) -> int:
         print(f"warning[{w.code}]: {w.message}\n  fix: {w.fix}", file=sys.stderr)
     for k, v in stats.items():
         print(f"{k} {v}")
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from tapvirt.domains import edit
+
+    result = edit.edit(args.name)
+    if result.changed:
+        print(f"Domain '{args.name}' XML configuration edited.")
+    else:
+        print(f"Domain '{args.name}' XML configuration not changed.")
     return 0
 
 
