@@ -211,6 +211,7 @@ def test_edit_valid_invalid_unchanged(dirs: Path, capsys: pytest.CaptureFixture[
 def test_edit_invalid_interactive_offers_to_edit_again(
         dirs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     from tapvirt.domains import edit
+    from tapvirt.errors import TapvirtError
 
     (dirs / "d.xml").write_text(XML.format(name="ed2", features=""))
     assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
@@ -221,6 +222,11 @@ def test_edit_invalid_interactive_offers_to_edit_again(
         "s/32768/49152/' \"$1\"; else touch " f"{flag}; sed -i 's/<memory/<mem0ry/; "
         "s/memory>/mem0ry>/' \"$1\"; fi")))
     asked: list[str] = []
-    result = edit.edit("ed2", ask=lambda err: asked.append(err.code.code) or True)
+
+    def again(err: TapvirtError) -> bool:
+        asked.append(err.code.code)
+        return True
+
+    result = edit.edit("ed2", ask=again)
     assert result.changed and len(asked) == 1  # asked once, about the broken edit
     assert "49152" in (dirs / "cfg" / "tapvirt" / "domains" / "ed2.xml").read_text()
