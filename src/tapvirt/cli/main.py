@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tapvirt.cli.run_cmds",
     "tapvirt.cli.live_cmds",
     "tapvirt.cli.hotplug_cmds",
+    "tapvirt.cli.fg_cmds",
 )
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapvirt.conf.defaults import apply_defaults
-from tapvirt.conf.domain import parse_domain_element
+from tapvirt.conf.domain.root import parse_domain_element
 from tapvirt.conf.model import Domain
 from tapvirt.conf.xml import Reader, load
 from tapvirt.errors import FILE_UNREADABLE, TapvirtError
