@@ -338,3 +338,22 @@ def test_disks_list_attach_stats_info_and_cdrom_media(dirs: Path,
     finally:
         tv(capsys, "destroy", "hp4")
     assert tvj(capsys, "domblkinfo", "hp4", "vda")["capacity"] == 8 << 20  # from the file
+
+
+def test_update_device_link_state_only(guest: str, dirs: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    base = ("<interface type='user'><mac address='52:54:00:00:00:01'/>"
+            "<model type='virtio'/><boot order='1'/>{}</interface>")
+    down = write(dirs, "u.xml", base.format("<link state='down'/>"))
+    rc, out, _ = tv(capsys, "update-device", guest, down)
+    assert rc == 0 and out.strip() == "Device updated successfully"
+    assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "down"
+    assert tvj(capsys, "domif-getlink", guest, "net0", "--config")["state"] == "up"
+    other = write(dirs, "u2.xml", base.format("").replace("virtio", "e1000"))
+    err = tvj(capsys, "update-device", guest, other)["error"]
+    assert err["code"] == "hotplug-unsupported" and "model" in err["cause"]
+    nomac = write(dirs, "u3.xml", "<interface type='user'><link state='up'/></interface>")
+    assert tvj(capsys, "update-device", guest, nomac)["error"]["code"] == "device-file-invalid"
+    assert tv(capsys, "update-device", guest, write(dirs, "u4.xml", base.format("")),
+              "--persistent")[0] == 0
+    assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "up"
