@@ -117,6 +117,19 @@ def reconcile(dd: DomainDir) -> State:
     if st.state == STARTING and st.supervisor_pid is None and \
             _same_process(st.launcher_pid, st.launcher_start) and st.launcher_pid != os.getpid():
         return st  # a launcher is still connecting devices
+    if st.state == STARTING:
+        # its supervisor died before the start completed (the launcher reported that):
+        # nobody will ever finish it, so its QEMU goes: the recorded one (pid and start
+        # time checked), or one spawned before its pid could be recorded
+        found = _qemus_of(dd)
+        if qemu_alive(st):
+            found.append((st.qemu_pid or 0, st.qemu_start))
+        for pid, start in found:
+            _kill_qemu(dataclasses.replace(st, qemu_pid=pid, qemu_start=start))
+        if found:
+            _mark_shut_off(dd, st, "start failed: its supervisor was killed before the "
+                                   "guest ran")
+            return st
     if qemu_alive(st):
         # QEMU outlived its supervisor: still running, but nobody will clean up after it
         if st.reason != "unsupervised":
@@ -125,6 +138,28 @@ def reconcile(dd: DomainDir) -> State:
         return st
     _mark_shut_off(dd, st, f"stale state repaired: {st.state} guest had no live process")
     return st
+
+
+def _qemus_of(dd: DomainDir) -> list[tuple[int, int | None]]:
+    """(pid, start time) of our processes whose command line names this domain's QMP
+    socket: its QEMUs, found without any record (the socket path is in our private
+    directory, so no other program names it). Only for repairs: it scans /proc."""
+    needle = str(dd.qmp_socket).encode()
+    uid, found = os.getuid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(needle) or needle + b"," in a for a in args[1:]) and \
+                pid_alive(int(entry)):
+            found.append((int(entry), proc_starttime(int(entry))))
+    return found
 
 
 def _write_best_effort(dd: DomainDir, st: State) -> None:
@@ -140,10 +175,14 @@ def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
             from tapvirt.host.linux import LinuxHost
 
             LinuxHost().delete_link(name)
-    with contextlib.suppress(OSError):
-        os.unlink(dd.qmp_socket)
+    from tapvirt.domains.control import control_socket
+
+    for sock in (dd.qmp_socket, control_socket(dd)):  # a killed process leaves them
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
     st.state, st.reason, st.stopped_at = SHUTOFF, reason, time.time()
     st.qemu_pid = st.qemu_start = None
+    dd.remove_stale_temps()
     _write_best_effort(dd, st)
     if st.transient:
         import shutil
@@ -366,6 +405,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
         st = reconcile(dd)
         if st.state != SHUTOFF:
             raise _running(name, st)
+        dd.remove_stale_temps()
         dd.write(State(name, "", STARTING, "connecting devices", transient,
                        launcher_pid=os.getpid(), launcher_start=proc_starttime(os.getpid()),
                        started_at=time.time()))
@@ -433,6 +473,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             sup.close()
         if msg is None:
             st = reconcile(dd)
+            if st.state != SHUTOFF and not dd.supervisor_locked():
+                # it died after QEMU ran but before it said so: this start failed, so
+                # nothing of it may keep running unsupervised
+                _kill_qemu(st)
+                _mark_shut_off(dd, st, "start failed: its supervisor was killed")
             raise TapvirtError(
                 SUPERVISOR_FAILED, f"domain {name}",
                 "the supervisor ended without reporting: "

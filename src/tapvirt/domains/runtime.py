@@ -363,6 +363,22 @@ class DomainDir:
         except OSError as exc:
             raise write_error(self.state_file, exc) from None
 
+    def remove_stale_temps(self) -> None:
+        """Temporary files of writers that were killed between create and rename
+        (write_atomic names them .FILE.PID.NS): removed once that pid is gone."""
+        try:
+            entries = os.listdir(self.path)
+        except OSError:
+            return
+        for entry in entries:
+            parts = entry.rsplit(".", 2)
+            if not entry.startswith(".") or len(parts) != 3 or not (
+                    parts[1].isdigit() and parts[2].isdigit()):
+                continue
+            if not os.path.exists(f"/proc/{parts[1]}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(self.path / entry)
+
     # -- liveness: the supervisor's lock, not the record ------------------------------
 
     def hold_supervisor_lock(self, *, wait: float = 2.0) -> int:
