@@ -2,9 +2,10 @@
 
 libvirt does these things with root on the host side or with its own drivers (a network
 driver making taps, VFIO, tc, ebtables, Open vSwitch, host addresses, storage pools, AMD
-SEV). tapvirt's unprivileged side has none of it, so a document asking for them is refused before anything else is looked
-at, naming the element, why it cannot work, and what to do instead — usually a step for
-the privileged side (tapvirt-prep or root's `ip`/`tc`/`ovs-vsctl`) plus the element to use.
+SEV). tapvirt's unprivileged side has none of it, so a document asking for them is
+refused before anything else is looked at, naming the element, why it cannot work, and
+what to do instead — usually a step for the privileged side (tapvirt-prep or root's
+`ip`/`tc`/`ovs-vsctl`) plus the element to use.
 Nothing here is silently dropped: dropping bandwidth limits or a packet filter would run
 the guest with less isolation than its owner asked for.
 
