@@ -1,10 +1,11 @@
 """How much real-world domain XML tapvirt accepts, and whether what it accepts starts.
 
-    python -m tests.corpus DIR [DIR...] [--start [--jobs N]] [--json] [--list]
+    python -m tests.corpus DIR [DIR...] [--blockers] [--start [--jobs N]] [--json] [--list]
 
 For every `*.xml` in DIR: accepted (tapvirt parses and validates it, as `tapvirt validate`
 does) or refused, counted by the first refusal's code and element (the parser stops at the
-first one, so the table says what blocks a document first). With `--start` (root: it makes
+first one, so the table says what blocks a document first; `--blockers` finds every
+refusal of each document, see tests.corpus.blockers). With `--start` (root: it makes
 a user, namespaces and taps) every accepted document is made startable on this host
 (tests.corpus.startable) and started paused by `tapvirt create --paused` as an
 unprivileged user; started means QMP answered that the guest is paused.
@@ -40,6 +41,7 @@ class Outcome:
     message: str = ""
     started: bool | None = None  # None: not tried
     start_error: str = ""
+    blockers: tuple[str, ...] = ()  # with --blockers: every refusal, deduplicated
 
     @property
     def refusal(self) -> str:
@@ -84,6 +86,7 @@ class Corpus:
                 "file": o.path.name, "accepted": o.accepted, "code": o.code or None,
                 "subject": o.subject or None, "message": o.message or None,
                 "started": o.started, "start_error": o.start_error or None,
+                "blockers": list(o.blockers) or None,
             } for o in self.outcomes],
         }
 
@@ -148,6 +151,24 @@ def measure(directory: Path) -> Corpus:
     return Corpus(directory, [classify(p) for p in paths], excluded, wrongly, len(rejected))
 
 
+def blocker_table(c: Corpus, *, top: int = 30) -> str:
+    """For the refused documents: how many each refusal blocks at all, and alone."""
+    refused = [o for o in c.outcomes if not o.accepted]
+    anywhere: Counter[str] = Counter()
+    alone: Counter[str] = Counter()
+    for o in refused:
+        anywhere.update(o.blockers)
+        if len(o.blockers) == 1:
+            alone.update(o.blockers)
+    lines = [f"\nEvery refusal in the {len(refused)} refused `{c.directory.name}` documents "
+             "(the element blanked out and the document parsed again, until accepted):\n",
+             "| blocks documents | the only blocker of | code and element |", "|---|---|---|"]
+    lines += [f"| {n} | {alone[k]} | `{k}` |" for k, n in anywhere.most_common(top)]
+    if len(anywhere) > top:
+        lines.append(f"| | | {len(anywhere) - top} other refusals |")
+    return "\n".join(lines)
+
+
 def _pct(n: int, d: int) -> str:
     return f"{100 * n / d:.0f} %" if d else "-"
 
@@ -189,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--start", action="store_true",
                     help="start every accepted document paused (root; makes a user and taps)")
     ap.add_argument("--jobs", type=int, default=3, metavar="N", help="guests started at once")
+    ap.add_argument("--blockers", action="store_true",
+                    help="also find every refusal of each refused document, not only the first")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--list", action="store_true", help="also list every document's outcome")
     args = ap.parse_args(argv)
@@ -198,6 +221,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{d}: not a directory", file=sys.stderr)
             return 2
         corpora.append(measure(d))
+    if args.blockers:
+        from tests.corpus.blockers import blockers
+
+        for c in corpora:
+            for o in c.outcomes:
+                if not o.accepted:
+                    o.blockers = tuple(dict.fromkeys(blockers(o.path).keys))
     if args.start:
         from tests.corpus.start import start_outcomes
 
@@ -206,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"corpora": [c.to_json() for c in corpora]}, indent=1))
         return 0
     print(table(corpora), end="")
+    if args.blockers:
+        print("\n".join(blocker_table(c) for c in corpora))
     if args.list:
         for c in corpora:
             for o in c.outcomes:
