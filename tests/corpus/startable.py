@@ -4,7 +4,8 @@ Real-world documents name disk images, kernels, bridges and sockets of the machi
 were written on. `make_startable` rewrites exactly those, and nothing QEMU should judge:
 
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
-* `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM);
+* `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
+  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
@@ -147,6 +148,9 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         root.remove(uuid)
     if root.get("type") == "kvm":  # no KVM on the test hosts: TCG
         root.set("type", "qemu")
+        cpu = root.find("cpu")
+        if cpu is not None and cpu.get("mode") == "host-passthrough":
+            cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
     _set_small_memory(root)
     os_el = root.find("os")
     if os_el is not None:
