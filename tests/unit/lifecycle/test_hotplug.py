@@ -357,3 +357,40 @@ def test_update_device_link_state_only(guest: str, dirs: Path,
     assert tv(capsys, "update-device", guest, write(dirs, "u4.xml", base.format("")),
               "--persistent")[0] == 0
     assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "up"
+
+
+def _wait_held(lock: Path, timeout: float) -> bool:
+    """Until another process holds the flock on `lock`."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)
+        time.sleep(0.02)
+    return False
+
+
+def test_shutdown_waits_for_a_hotplug_in_progress(guest: str, dirs: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """shutdown goes through the supervisor too: while a detach waits for the guest, the
+    power-down queues behind it instead of fighting for the monitor; then (no guest OS
+    answers the button) the guest is destroyed after the timeout. Consistent end."""
+    assert tv(capsys, "attach-interface", guest, "user", "--mac", "52:54:00:00:06:01")[0] == 0
+    detach = _cli(dirs, "detach-interface", guest, "user", "--mac", "52:54:00:00:06:01",
+                  "--timeout", "3")
+    assert _wait_held(dirs / "run" / "tapvirt" / guest / "ops.lock", 30)  # detach is on
+    time.sleep(0.5)
+    out = tvj(capsys, "shutdown", guest, "--timeout", "1")
+    assert out["state"] == "shut off" and "destroyed" in out["reason"]
+    res = json.loads(detach.communicate(timeout=60)[0])
+    assert res["error"]["code"] == "hotplug-refused"  # it finished before the power-down
+    rundir = dirs / "run" / "tapvirt" / guest
+    assert not (rundir / "control.sock").exists()
