@@ -14,7 +14,7 @@ import pytest
 
 from tests.prep.attach import macvtap_open
 from tests.prep.conftest import Prep
-from tests.support.sandbox import AsUser, CodeCopy, Netns, User
+from tests.support.sandbox import AsUser, CodeCopy, Netns, User, wait_for
 
 MAC_A, MAC_B = "52:54:00:00:0a:01", "52:54:00:00:0b:01"
 
@@ -111,7 +111,9 @@ def test_gc_removes_nodes_whose_device_is_gone_and_keeps_live_ones(
         assert not os.path.lexists(gone)
         assert os.path.lexists(live) and os.path.lexists(elsewhere)
         # a whole namespace deleted: its nodes go at the next gc
-        other_ns.close()
+        rdev = _rdev(elsewhere)
+        other_ns.close()  # the kernel removes its devices a moment later
+        assert wait_for(lambda: not os.path.lexists(f"/sys/dev/char/{rdev[0]}:{rdev[1]}"))
         run = prep.run("gc", netns=False)
         assert [r["node"] for r in run.out["removed"]] == [elsewhere]
         assert os.path.lexists(live)
@@ -120,3 +122,21 @@ def test_gc_removes_nodes_whose_device_is_gone_and_keeps_live_ones(
         assert prep.run("gc").code == "usage"
     finally:
         other_ns.close()
+
+
+def test_gc_keeps_a_live_node_it_cannot_attribute(
+    prep: Prep, netns: Netns, lowers: None, unpriv_user: User
+) -> None:
+    # a node named for a namespace tapvirt-prep cannot enter (like tapvirt-cni's pod
+    # nodes, `cni.<ifname>`) whose device number is in use is left alone; once the
+    # number is free it goes
+    node = _macvtap(prep, unpriv_user, "mvta", "ve0", MAC_A)["node"]
+    rdev = _rdev(node)
+    foreign = prep.node_dir / "cni.eth1"
+    os.mknod(foreign, stat.S_IFCHR | 0o600, os.makedev(*rdev))
+    run = prep.run("gc", netns=False)
+    assert run.out["removed"] == [] and foreign.exists()
+    netns.ip("link", "del", "ve0")
+    assert wait_for(lambda: not os.path.lexists(f"/sys/dev/char/{rdev[0]}:{rdev[1]}"))
+    run = prep.run("gc", netns=False)
+    assert sorted(r["node"] for r in run.out["removed"]) == sorted([node, str(foreign)])

@@ -289,6 +289,12 @@ def macvtap_major() -> int | None:
     return None
 
 
+def number_in_use(rdev: tuple[int, int]) -> bool:
+    """Whether some char device of that number exists, in any namespace (/sys/dev/char
+    is not per namespace)."""
+    return os.path.lexists(f"/sys/dev/char/{rdev[0]}:{rdev[1]}")
+
+
 def in_dev(path: str) -> bool:
     """A node directly in /dev (devtmpfs's own, e.g. /dev/tap7): revoked, never unlinked."""
     return os.path.dirname(path.rstrip("/")) == DEV

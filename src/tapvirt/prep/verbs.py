@@ -471,7 +471,10 @@ def remove_device(ctx: Context, index: int, name: str, node: str | None) -> None
 def gc(ctx: Context) -> list[dict[str, Any]]:
     """Remove every node in the node directories (all ever used) that no live device
     claims: a node is live only while a macvtap marked by tapvirt-prep, in the namespace
-    its name says, names this very path in its mark and has this device number.
+    its name says, names this very path in its mark and has this device number. A node
+    whose device number is free is removed whatever its name; one whose name points to
+    no namespace in /run/netns (nor the host) while its number is in use is kept, as its
+    claim cannot be checked (tapvirt-cni's pod nodes).
 
     Looks into every namespace, so the caller must not have entered one for the run,
     and must be in a private mount namespace (admin.private_sysfs): sysfs is remounted
@@ -483,6 +486,14 @@ def gc(ctx: Context) -> list[dict[str, Any]]:
     removed: list[dict[str, Any]] = []
     for node in nodes:
         if node.path in live:
+            continue
+        if privnodes.number_in_use(node.rdev) and not any(
+            ns is None or os.path.exists(f"{admin.NETNS_DIR}/{ns}")
+            for ns, _ in privnodes.split_name(node.name)
+        ):
+            # its number is some device's and its name points to no namespace we can
+            # look into (e.g. tapvirt-cni's node of a pod): whether it is that device's
+            # cannot be checked, so it is left; the next create of that number revokes it
             continue
         if privnodes.revoke_path(node.path, unlink=True, rdev=node.rdev):
             rdev = f"{node.rdev[0]}:{node.rdev[1]}"
