@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from tapvirt.conf.devices import format_devices
 from tapvirt.conf.domain.clock import format_clock
+from tapvirt.conf.domain.cpu import format_cpu
 from tapvirt.conf.domain.features import format_features
 from tapvirt.conf.domain.metadata import format_metadata
 from tapvirt.conf.domain.pm import format_pm
@@ -64,9 +65,15 @@ def format_domain(
     w(f"{_IND}<memory unit='KiB'>{dom.memory_kib}</memory>")
     if dom.current_memory_kib is not None:
         w(f"{_IND}<currentMemory unit='KiB'>{dom.current_memory_kib}</currentMemory>")
-    w(f"{_IND}<vcpu placement='static'>{dom.vcpus}</vcpu>")
+    vcpu_attrs = _attrs(
+        placement="static", cpuset=dom.vcpu_cpuset,
+        current=None if dom.vcpus_current is None else str(dom.vcpus_current),
+    )
+    w(f"{_IND}<vcpu{vcpu_attrs}>{dom.vcpus}</vcpu>")
     _os(dom, w)
     format_features(dom.features, w)
+    if dom.cpu is not None:
+        format_cpu(dom.cpu, w)
     if dom.clock is not None:
         format_clock(dom.clock, w)
     w(f"{_IND}<on_poweroff>{dom.on_poweroff}</on_poweroff>")

@@ -31,6 +31,7 @@ from tapvirt.conf.devices.interface import (
     Target,
 )
 from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy, Timer, TimerName
+from tapvirt.conf.domain.cpu import Cpu
 from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
 from tapvirt.conf.domain.metadata import Metadata
 from tapvirt.conf.domain.pm import Pm
@@ -115,9 +116,12 @@ class Domain:
     metadata: Metadata | None = None
     memory_kib: int = 262144
     current_memory_kib: int | None = None
-    vcpus: int = 1
+    vcpus: int = 1  # the maximum
+    vcpus_current: int | None = None  # <vcpu current=...>: online at boot, when fewer
+    vcpu_cpuset: str | None = None  # <vcpu cpuset=...> as written (kept, not applied)
     os: Os = field(default_factory=Os)
     features: Features = field(default_factory=Features)
+    cpu: Cpu | None = None
     clock: Clock | None = None
     on_poweroff: LifecycleAction = LifecycleAction.DESTROY
     on_reboot: LifecycleAction = LifecycleAction.RESTART

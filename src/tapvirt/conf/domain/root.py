@@ -7,6 +7,7 @@ are parsed by their modules (`ELEMENTS`), `<devices>` by `tapvirt.conf.devices`.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
 from tapvirt.conf.domain.clock import parse_clock
+from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
 from tapvirt.conf.domain.features import check_features, parse_features
 from tapvirt.conf.domain.metadata import parse_metadata
 from tapvirt.conf.domain.pm import parse_pm
@@ -53,7 +55,10 @@ ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
     "features": ("features", parse_features),
     "clock": ("clock", parse_clock),
     "pm": ("pm", parse_pm),
+    "cpu": ("cpu", parse_cpu),
 }
+# libvirt's virBitmapParse syntax for cpuset lists
+_CPUSET = re.compile(r"\^?[0-9]{1,5}(?:-[0-9]{1,5})?(?:,\^?[0-9]{1,5}(?:-[0-9]{1,5})?)*\Z")
 
 
 def parse_domain_element(r: Reader) -> Domain:
@@ -90,26 +95,50 @@ def parse_domain_element(r: Reader) -> Domain:
         r.shape(d, text=True)
         description = d.text or ""
     memory = _memory(r, r.need(found, "memory", root))
-    current = None
+    current_mem = None
     if (c := r.one(found, "currentMemory")) is not None:
-        current = _memory(r, c)
-        if current > memory:
+        current_mem = _memory(r, c)
+        if current_mem > memory:
             raise r.fail(
                 E.INVALID_MEMORY, c,
-                f"currentMemory ({current} KiB) is larger than memory ({memory} KiB)",
+                f"currentMemory ({current_mem} KiB) is larger than memory ({memory} KiB)",
                 "make <currentMemory> at most <memory> (libvirt would silently clamp it)",
             )
-    vcpus = 1
+    vcpus, current, cpuset = 1, None, None
     if (v := r.one(found, "vcpu")) is not None:
-        r.shape(v, ("placement",), text=True)
-        if v.get("placement") not in (None, "static"):
+        r.shape(v, ("placement", "cpuset", "current"), text=True)
+        placement = v.get("placement")
+        if placement == "auto":
+            raise r.fail(
+                E.UNSUPPORTED_VALUE, v,
+                "placement='auto' needs numad, the privileged placement daemon",
+                "use placement='static' (optionally with cpuset=)", attr="placement",
+            )
+        if placement not in (None, "static"):
             raise r.fail(
                 E.INVALID_VALUE, v,
                 f"Invalid value for attribute 'placement' in element 'vcpu': "
-                f"'{v.get('placement')}'.", "use placement='static' or leave it out",
+                f"'{clip(placement)}'.", "use placement='static' or leave it out",
                 attr="placement",
             )
         vcpus = r.uint(v, None, 1, MAX_VCPUS)
+        if v.get("current") is not None:
+            current = r.uint(v, "current", 1, MAX_VCPUS)
+            if current > vcpus:
+                raise r.fail(
+                    E.INVALID_VALUE, v,
+                    f"maxvcpus must not be less than current vcpus ({vcpus} < {current})",
+                    f"make current at most {vcpus}", attr="current",
+                )
+            if current == vcpus:
+                current = None  # libvirt does not write current='N' when all are online
+        if (raw := v.get("cpuset")) is not None:
+            if not _CPUSET.match(raw) or len(raw) > 1024:
+                raise r.fail(
+                    E.INVALID_VALUE, v, f"Invalid value of 'cpuset': '{clip(raw)}'",
+                    "list host CPUs like '0-3,6' (a '^' excludes: '0-7,^3')", attr="cpuset",
+                )
+            cpuset = raw
     os_ = _os(r, r.need(found, "os", root))
     actions: dict[str, LifecycleAction] = {}
     for tag in ("on_poweroff", "on_reboot", "on_crash"):
@@ -118,15 +147,19 @@ def parse_domain_element(r: Reader) -> Domain:
     devices_el = r.one(found, "devices")
     dom = Domain(
         name=name, uuid=uuid, type=dtype, title=title, description=description,
-        memory_kib=memory, current_memory_kib=current, vcpus=vcpus, os=os_,
+        memory_kib=memory, current_memory_kib=current_mem, vcpus=vcpus,
+        vcpus_current=current, vcpu_cpuset=cpuset, os=os_,
         **actions,  # type: ignore[arg-type]
     )
     parts = {field: parse(r, el) for tag, (field, parse) in ELEMENTS.items()
              if (el := r.one(found, tag)) is not None}
     if parts:
         dom = replace(dom, **parts)
+    kvm = dom.type is DomainType.KVM
     if (f_el := r.one(found, "features")) is not None:
-        check_features(r, f_el, dom.features, dom.type is DomainType.KVM)
+        check_features(r, f_el, dom.features, kvm)
+    if dom.cpu is not None and (c_el := r.one(found, "cpu")) is not None:
+        check_cpu(r, c_el, dom.cpu, kvm=kvm, vcpus=dom.vcpus)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
     return dom

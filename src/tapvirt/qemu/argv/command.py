@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from tapvirt.conf.model import BootDev, Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
-from tapvirt.qemu.argv.cpu import cpu_args
+from tapvirt.qemu.argv.cpu import cpu_args, smp_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
 from tapvirt.qemu.argv.fds import FD_BASE, fd_layout
@@ -44,7 +44,7 @@ def build_argv(
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
     argv += cpu_args(dom)
     argv += ["-m", f"size={dom.memory_kib}k"]
-    argv += ["-smp", str(dom.vcpus)]
+    argv += smp_args(dom)
     argv += ["-uuid", dom.uuid]
     argv += ["-no-user-config", "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"socket,id=charmonitor,path={opt(qmp_socket)},server=on,wait=off",
