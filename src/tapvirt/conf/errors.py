@@ -117,3 +117,8 @@ SUBSTITUTED = define(
     "an element tapvirt carries out differently from libvirt, with the same intent (a warning)",
     layer=_L, warning=True,
 )
+SECLABEL_UNSUPPORTED = define(
+    "seclabel-unsupported",
+    "a <seclabel> of a security driver (selinux, apparmor, dac) that tapvirt cannot apply",
+    layer=_L,
+)

@@ -65,7 +65,49 @@ def _vcpu(dom: Domain) -> Iterable[ConfWarning]:
         )
 
 
-RULES: tuple[Callable[[Domain], Iterable[ConfWarning]], ...] = (_cpu, _vcpu)
+def _cgroups(dom: Domain) -> Iterable[ConfWarning]:
+    if dom.resource is not None:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/resource",
+            "<resource> is kept but has no effect: tapvirt creates no cgroup partition for "
+            "the guest (libvirt would place QEMU into it)",
+            "remove <resource>, or start tapvirt inside the cgroup you want "
+            "(e.g. `systemd-run --user --scope -p Slice=...`)",
+        )
+    if dom.cputune is not None:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/cputune",
+            "<cputune> is kept but has no effect: CPU shares, quotas and pinning need the "
+            "cgroups and affinity libvirt sets up",
+            "remove <cputune>, or use `systemd-run --user -p CPUQuota=...` / `taskset`",
+        )
+
+
+def _memory(dom: Domain) -> Iterable[ConfWarning]:
+    if dom.memory_backing is not None and dom.memory_backing.discard:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/memoryBacking/discard",
+            "<discard/> is kept but has no effect: QEMU discards memory only for file-backed "
+            "RAM, which tapvirt does not use (libvirt ignores it the same way)",
+            "remove <discard/>",
+        )
+
+
+def _seclabel(dom: Domain) -> Iterable[ConfWarning]:
+    from tapvirt.conf.domain.seclabel import SeclabelType
+
+    if any(sl.type is SeclabelType.DYNAMIC for sl in dom.seclabels):
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/seclabel",
+            "<seclabel type='dynamic'> is kept but has no effect: tapvirt has no security "
+            "driver (QEMU runs as you, without capabilities)",
+            "write <seclabel type='none'/>, or confine the tapvirt process itself",
+        )
+
+
+RULES: tuple[Callable[[Domain], Iterable[ConfWarning]], ...] = (
+    _cpu, _vcpu, _cgroups, _memory, _seclabel,
+)
 
 
 def domain_warnings(dom: Domain) -> list[ConfWarning]:
