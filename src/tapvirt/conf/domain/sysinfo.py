@@ -68,6 +68,10 @@ def parse_sysinfo(r: Reader, el: etree._Element) -> Sysinfo:
                      "keep one <baseBoard>")
     for tag in ("bios", "system", "baseBoard", "chassis", "oemStrings"):
         for block_el in el.findall(tag):
+            if block_el.find("entry") is None:
+                raise r.fail(E.MISSING_ELEMENT, block_el,
+                             f"<{tag}> needs at least one <entry> (libvirt's schema)",
+                             f"add <entry> elements or remove the empty <{tag}>")
             seen: set[str] = set()
             for e_el in block_el.findall("entry"):
                 name = e_el.get("name")
