@@ -183,7 +183,7 @@ def parse_domain_element(r: Reader) -> Domain:
     if seclabels:
         dom = replace(dom, seclabels=seclabels)
     if dom.sysinfo is not None and (s_el := r.one(found, "sysinfo")) is not None:
-        check_sysinfo(r, s_el, dom.sysinfo, dom.uuid)
+        dom = replace(dom, uuid=check_sysinfo(r, s_el, dom.sysinfo, dom.uuid))
     if dom.cpu is not None and (c_el := r.one(found, "cpu")) is not None:
         check_cpu(r, c_el, dom.cpu, kvm=kvm, vcpus=dom.vcpus)
     if devices_el is not None:

@@ -101,11 +101,26 @@ def parse_sysinfo(r: Reader, el: etree._Element) -> Sysinfo:
     return info
 
 
-def check_sysinfo(r: Reader, el: etree._Element, info: Sysinfo, uuid: str) -> None:
+def check_sysinfo(r: Reader, el: etree._Element, info: Sysinfo, uuid: str) -> str:
+    """The domain's uuid: the sysinfo system uuid when <uuid> was absent (libvirt's rule),
+    else `uuid`, which the sysinfo one must equal."""
+    import uuid as uuidlib
+
     given = info.system.get("uuid") if info.system is not None else None
-    if given is not None and given.lower().replace("-", "") != uuid.replace("-", ""):
+    if given is None:
+        return uuid
+    try:
+        canonical = str(uuidlib.UUID(hex=given))
+    except ValueError:
+        raise r.fail(E.INVALID_UUID, el, f"malformed uuid element: {given[:40]!r}",
+                     "write 32 hex digits in <entry name='uuid'>") from None
+    if r.uuid_generated:
+        r.uuid_generated = False
+        return canonical
+    if canonical != uuid:
         raise r.fail(E.INVALID_VALUE, el, "UUID mismatch between <uuid> and <sysinfo>",
                      f"write the domain's uuid ({uuid}) in <entry name='uuid'> or remove it")
+    return uuid
 
 
 def format_sysinfo(info: Sysinfo, w: Writer) -> None:
