@@ -148,7 +148,7 @@ def _add_in_netns(conf: NetConf, env: Env, requester: Any, policy: Any,
         if adm.get(dev) is not None:
             raise _exists(dev)
         ctx = verbs.Context(requester, policy, dlog, adm, NODE_PREFIX,
-                            f"{conf.node_dir}/{pod_key(env)}")
+                            f"{conf.node_dir}/{pod_key(env)}", gc_collects_nodes=False)
         owner = Principal.from_uid(conf.owner if conf.owner is not None else 0)
         group_only = conf.owner is None
         spec: verbs.TapSpec | verbs.MacvtapSpec
