@@ -84,8 +84,19 @@ def _links(lab: Lab) -> list[str]:
     return sorted(str(link["ifname"]) for link in json.loads(out))
 
 
-def _nodes() -> set[str]:
-    return {p.name for p in Path("/dev").iterdir() if p.name.startswith("tap")}
+def _nodes(lab: Lab) -> set[str]:
+    """Device nodes the user could use: /dev/tapN owned by it, anything in the lab's
+    scratch directory (other /dev/tapN come and go with other users' macvtaps)."""
+    found = set()
+    for p in [*Path("/dev").glob("tap*"), *lab.scratch.rglob("*")]:
+        try:
+            st = p.lstat()
+        except OSError:
+            continue
+        if (st.st_mode & 0o170000) in (0o020000, 0o060000) and (
+                p.parent == lab.scratch or st.st_uid == lab.user.uid):
+            found.add(str(p))
+    return found
 
 
 def _leftovers(lab: Lab, names: list[str], taps: set[str], links: list[str],
@@ -103,7 +114,7 @@ def _leftovers(lab: Lab, names: list[str], taps: set[str], links: list[str],
         if extra:
             files[name] = extra
     return {"processes": _user_processes(lab.user.uid), "tap_holders": _tap_holders(taps),
-            "links_changed": _links(lab) != links, "new_nodes": sorted(_nodes() - nodes),
+            "links_changed": _links(lab) != links, "new_nodes": sorted(_nodes(lab) - nodes),
             "runtime_files": files}
 
 
@@ -117,7 +128,7 @@ def _spread(samples: list[int]) -> dict[str, Any]:
 def soak(lab: Lab, *, guests: int, cycles: int, creates: int, requests: int,
          progress: Any = None) -> dict[str, Any]:
     say = progress or (lambda msg: None)
-    links0, nodes0 = _links(lab), _nodes()
+    links0, nodes0 = _links(lab), _nodes(lab)
     res: dict[str, Any] = {"guests": guests, "cycles": cycles, "creates": creates,
                            "requests": requests}
 

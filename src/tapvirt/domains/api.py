@@ -769,16 +769,27 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
     if st.state != RUNNING:
         raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}",
                            f"wait, or stop it now: tapvirt destroy {name}")
+    from tapvirt.domains.control import control_socket
+
     pidfd = _supervisor_pidfd(dd)
+    supervised = pidfd is not None and control_socket(dd).exists()
     if pidfd is None:
         pidfd = _open_verified(st.qemu_pid, st.qemu_start)
     elif not _signal_pidfd(pidfd, signal.SIGUSR1):  # a power-off now is final
         os.close(pidfd)
-        pidfd = None
+        pidfd, supervised = None, False
     try:
-        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}",
-                               timeout=5) as qmp:
-            qmp.execute("system_powerdown")
+        if supervised:
+            # through the supervisor: it runs one QMP request at a time, so a power-down
+            # never races a hotplug for the monitor (it waits for it instead)
+            from tapvirt.domains import live
+
+            live.transact(dd, [{"execute": "system_powerdown"}],
+                          commit={"log": "shutdown requested"})
+        else:
+            with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}",
+                                   timeout=5) as qmp:
+                qmp.execute("system_powerdown")
         if pidfd is not None and _wait_pidfd(pidfd, timeout):
             dd.wait_supervisor_gone(1.0)
             if not dd.state_file.exists():

@@ -1,10 +1,11 @@
 """What cannot work for an unprivileged QEMU, refused by name, each with its own code.
 
-libvirt does these things with root on the host side (a network driver making taps,
-VFIO, tc, ebtables, Open vSwitch, host addresses, AMD SEV). tapvirt's unprivileged side
-has none of it, so a document asking for them is refused before anything else is looked
-at, naming the element, why it cannot work, and what to do instead — usually a step for
-the privileged side (tapvirt-prep or root's `ip`/`tc`/`ovs-vsctl`) plus the element to use.
+libvirt does these things with root on the host side or with its own drivers (a network
+driver making taps, VFIO, tc, ebtables, Open vSwitch, host addresses, storage pools, AMD
+SEV). tapvirt's unprivileged side has none of it, so a document asking for them is
+refused before anything else is looked at, naming the element, why it cannot work, and
+what to do instead — usually a step for the privileged side (tapvirt-prep or root's
+`ip`/`tc`/`ovs-vsctl`) plus the element to use.
 Nothing here is silently dropped: dropping bandwidth limits or a packet filter would run
 the guest with less isolation than its owner asked for.
 
@@ -61,6 +62,9 @@ INTERFACE_HOST_ADDRESS = define(
 DISK_NVME = define(
     "disk-nvme", "<disk type='nvme'>: QEMU's userspace NVMe driver needs VFIO (root)",
     layer=_L)
+DISK_VOLUME = define(
+    "disk-volume",
+    "<disk type='volume'>: a storage pool volume needs libvirt's storage driver", layer=_L)
 LAUNCH_SECURITY = define(
     "launch-security",
     "<launchSecurity>: AMD SEV/SEV-SNP or IBM PV memory encryption needs KVM and host "
@@ -187,6 +191,19 @@ def _hostdev(r: Reader, el: etree._Element) -> None:
 
 
 def _disk(r: Reader, el: etree._Element) -> None:
+    if el.get("type") == "volume":
+        source = el.find("source")
+        pool = str(source.get("pool") if source is not None else None)[:40]
+        volume = str(source.get("volume") if source is not None else None)[:40]
+        raise r.fail(
+            DISK_VOLUME, el,
+            f"<disk type='volume'> (volume '{volume}' of pool '{pool}') is resolved by "
+            "libvirt's storage driver, which tapvirt does not have",
+            f"name the volume's file or block device directly: virsh vol-path --pool {pool} "
+            f"{volume} prints it; use <disk type='file'><source file='PATH'/> (or "
+            "type='block' with <source dev='PATH'/>)",
+            attr="type",
+        )
     if el.get("type") == "nvme":
         raise r.fail(
             DISK_NVME, el,
