@@ -453,6 +453,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             _trace("definition loaded")
+            if dom.devices.disks:
+                from tapvirt.qemu.storage import check_disk_sources
+
+                check_disk_sources(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
             from tapvirt.qemu.connect import connect_domain
 
