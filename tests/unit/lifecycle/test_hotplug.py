@@ -375,3 +375,18 @@ def test_shutdown_waits_for_a_hotplug_in_progress(guest: str, dirs: Path,
     assert res["error"]["code"] == "hotplug-refused"  # it finished before the power-down
     rundir = dirs / "run" / "tapvirt" / guest
     assert not (rundir / "control.sock").exists()
+
+
+def test_user_aliases_are_kept_and_unique(guest: str, dirs: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    ua = "\n  <alias name='ua-extra'/>"
+    assert tv(capsys, "attach-device", guest, write(dirs, "a1.xml",
+                                                    nic("52:54:00:00:07:01", ua)))[0] == 0
+    assert ("ua-extra", "52:54:00:00:07:01") in macs(capsys, guest)
+    assert "ua-extra" in qemu_view(dirs, guest)[0]  # QEMU's device id is the alias
+    err = tvj(capsys, "attach-device", guest, write(dirs, "a2.xml",
+                                                    nic("52:54:00:00:07:02", ua)))["error"]
+    assert err["code"] == "device-duplicate" and "ua-extra" in err["cause"]
+    # the next automatic alias skips nothing and reuses nothing
+    assert tv(capsys, "attach-interface", guest, "user", "--mac", "52:54:00:00:07:03")[0] == 0
+    assert ("net1", "52:54:00:00:07:03") in macs(capsys, guest)
