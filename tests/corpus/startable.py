@@ -20,6 +20,7 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `type='user'` stays; other types are left as they are;
 * chardev and `<log>` files and unix sockets move into the scratch directory (a unix
   client socket becomes a listening one: there is no peer to connect to);
+* VNC/SPICE `socket=` paths move into the scratch directory;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
   OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd.
 
@@ -138,6 +139,14 @@ def _chardevs(root: etree._Element, scratch: Path, name: str) -> None:
                     el.set("mode", "bind")
 
 
+def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
+    """VNC/SPICE unix sockets named in the document (another user's file may be there)."""
+    for n, el in enumerate([*root.iterfind("devices/graphics"),
+                            *root.iterfind("devices/graphics/listen")]):
+        if el.get("socket"):
+            el.set("socket", str(scratch / f"{name}-g{n}.sock"))
+
+
 def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
                    kernel: str, initrd: str) -> Plan:
     parser = etree.XMLParser(resolve_entities=False, remove_comments=False)
@@ -178,5 +187,6 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name)
+    _graphics_sockets(root, scratch, name)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan
