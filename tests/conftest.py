@@ -21,7 +21,7 @@ from tests.support.sandbox import (
     world_readable_dir,
 )
 
-_ROOT_DIRS = ("host", "e2e", "prep")
+_ROOT_DIRS = ("host", "e2e", "prep", "cni")
 
 # In CI the property tests draw the same examples every run, so a landing never depends
 # on luck; locally (no CI variable) every run explores new ones. A failure found locally is

@@ -112,7 +112,13 @@ _CODE_MODULES = (
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",
     "tapvirt.prep.errors",
+    "tapvirt.cni.errors",
 )
+
+
+def lookup(code: str) -> ErrorCode | None:
+    """The declared code of that name, if its module has been imported."""
+    return _REGISTRY.get(code)
 
 
 def all_codes() -> list[ErrorCode]:

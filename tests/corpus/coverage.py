@@ -1,6 +1,6 @@
 """How much real-world domain XML tapvirt accepts, and whether what it accepts starts.
 
-    python -m tests.corpus DIR [DIR...] [--json] [--list]
+    python -m tests.corpus DIR [DIR...] [--start [--jobs N]] [--json] [--list]
 
 For every `*.xml` in DIR: accepted (tapvirt parses and validates it, as `tapvirt validate`
 does) or refused, counted by the first refusal's code and element (the parser stops at the
@@ -170,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.corpus",
                                  description="accepted / refused / started per corpus")
     ap.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    ap.add_argument("--start", action="store_true",
+                    help="start every accepted document paused (root; makes a user and taps)")
+    ap.add_argument("--jobs", type=int, default=3, metavar="N", help="guests started at once")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
     ap.add_argument("--list", action="store_true", help="also list every document's outcome")
     args = ap.parse_args(argv)
@@ -179,6 +182,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{d}: not a directory", file=sys.stderr)
             return 2
         corpora.append(measure(d))
+    if args.start:
+        from tests.corpus.start import start_outcomes
+
+        start_outcomes([o for c in corpora for o in c.accepted], jobs=args.jobs)
     if args.json:
         print(json.dumps({"corpora": [c.to_json() for c in corpora]}, indent=1))
         return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import typing
 from typing import Any
 
 from tapvirt.errors import TapvirtError
@@ -20,3 +21,34 @@ def report_error(err: TapvirtError, *, as_json: bool) -> None:
         print_json({"ok": False, "error": err.to_json()})
     else:
         print(err.render(), file=sys.stderr)
+
+
+class UsageError(Exception):
+    """A wrong command line (argparse's error), raised instead of argparse's exit so that
+    `--json` callers get a JSON object rather than usage text."""
+
+    def __init__(self, prog: str, usage: str, message: str) -> None:
+        super().__init__(message)
+        self.prog, self.usage, self.message = prog, usage, message
+
+    def report(self, *, as_json: bool) -> int:
+        if as_json:
+            from tapvirt.errors import USAGE
+
+            err = TapvirtError(USAGE, self.prog, self.message, f"see `{self.prog} --help`",
+                               details={"usage": self.usage.strip()})
+            print_json({"ok": False, "error": err.to_json()})
+        else:  # argparse's own form
+            sys.stderr.write(f"{self.usage}{self.prog}: error: {self.message}\n")
+        return 2
+
+
+def json_aware_parser_class() -> type:
+    """An ArgumentParser whose usage errors raise UsageError (subparsers inherit it)."""
+    import argparse
+
+    class Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> typing.NoReturn:
+            raise UsageError(self.prog, self.format_usage(), message)
+
+    return Parser

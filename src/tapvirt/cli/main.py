@@ -18,6 +18,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tapvirt.cli.net_cmds",
     "tapvirt.cli.run_cmds",
     "tapvirt.cli.live_cmds",
+    "tapvirt.cli.hotplug_cmds",
+    "tapvirt.cli.fg_cmds",
 )
 
 
@@ -31,10 +33,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import argparse
 
-    from tapvirt.cli.common import report_error
+    from tapvirt.cli.common import UsageError, json_aware_parser_class, report_error
     from tapvirt.errors import INTERNAL, TapvirtError
 
-    parser = argparse.ArgumentParser(
+    parser: argparse.ArgumentParser = json_aware_parser_class()(
         prog="tapvirt",
         description="Run QEMU guests without privileges on precreated tap/macvtap devices.",
     )
@@ -42,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
-    ns = parser.parse_args(args)
+    try:
+        ns = parser.parse_args(args)
+    except UsageError as usage:  # --json anywhere: the error as JSON too
+        return usage.report(as_json="--json" in args)
     if ns.version:
         from tapvirt import __version__
 

@@ -13,7 +13,8 @@ value lives in the XML and what it may be::
     decl.write(balloon, "memballoon", w, depth=2)      # canonical XML, same order
 
 Paths: `@attr` (an attribute of the element), `child/@attr` (of a child element, which
-appears at most once), `text()` or `child/text()` (text), `child` (a flag element such as
+appears at most once; `required=True` there means "required when the child is present"),
+`text()` or `child/text()` (text), `child` (a flag element such as
 `<acpi/>`, or a nested declared element, or a list of them). Fields without a
 declaration are not XML: the family module passes them to `read(..., **given)`.
 
@@ -75,7 +76,9 @@ class Spec:
 def _field(spec: Spec, default: Any) -> Any:
     if spec.kind == "elements":
         return dataclasses.field(default=(), metadata={"xml": spec})
-    if spec.required:
+    # required: of an own attribute or a child element, the element needs it; of a
+    # child's attribute (`child/@a`), the child needs it when present (None when absent)
+    if spec.required and (spec.kind == "element" or "/" not in spec.path):
         return dataclasses.field(metadata={"xml": spec})
     return dataclasses.field(default=default, metadata={"xml": spec})
 
@@ -221,7 +224,7 @@ def read_fields(
         c = els[0] if els else None
         if c is None:
             for _, _, spec in child.fields:
-                if spec.required:
+                if spec.required and spec.kind == "element":
                     raise r.fail(
                         E.MISSING_ELEMENT, el,
                         f"element <{el.tag}> needs a <{child.tag}> element",

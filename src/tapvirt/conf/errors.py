@@ -100,3 +100,9 @@ SCHEMA_INVALID = define(
     "the document fails tapvirt's RelaxNG subset of libvirt's schema",
     layer=_L,
 )
+UNSUPPORTED_VALUE = define(
+    "unsupported-value",
+    "a value libvirt's schema allows but that QEMU (or tapvirt) cannot run, e.g. a timer "
+    "tick policy QEMU lacks (libvirt's 'unsupported configuration')",
+    layer=_L,
+)

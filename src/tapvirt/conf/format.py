@@ -17,6 +17,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from tapvirt.conf.devices import format_devices
+from tapvirt.conf.domain.clock import format_clock
+from tapvirt.conf.domain.features import format_features
+from tapvirt.conf.domain.metadata import format_metadata
+from tapvirt.conf.domain.pm import format_pm
 from tapvirt.conf.xmlout import IND as _IND
 from tapvirt.conf.xmlout import Writer as _Writer
 from tapvirt.conf.xmlout import a as _a
@@ -55,18 +59,21 @@ def format_domain(
         w(f"{_IND}<title>{_t(dom.title)}</title>")
     if dom.description is not None:
         w(f"{_IND}<description>{_t(dom.description)}</description>")
+    if dom.metadata is not None:
+        format_metadata(dom.metadata, w)
     w(f"{_IND}<memory unit='KiB'>{dom.memory_kib}</memory>")
     if dom.current_memory_kib is not None:
         w(f"{_IND}<currentMemory unit='KiB'>{dom.current_memory_kib}</currentMemory>")
     w(f"{_IND}<vcpu placement='static'>{dom.vcpus}</vcpu>")
     _os(dom, w)
-    if dom.features.acpi:
-        w(f"{_IND}<features>")
-        w(f"{_IND * 2}<acpi/>")
-        w(f"{_IND}</features>")
+    format_features(dom.features, w)
+    if dom.clock is not None:
+        format_clock(dom.clock, w)
     w(f"{_IND}<on_poweroff>{dom.on_poweroff}</on_poweroff>")
     w(f"{_IND}<on_reboot>{dom.on_reboot}</on_reboot>")
     w(f"{_IND}<on_crash>{dom.on_crash}</on_crash>")
+    if dom.pm is not None:
+        format_pm(dom.pm, w)
     format_devices(dom.devices, w, live, actual)
     w("</domain>")
     return "\n".join(out) + "\n"

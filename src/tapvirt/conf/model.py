@@ -30,12 +30,48 @@ from tapvirt.conf.devices.interface import (
     NicModel,
     Target,
 )
+from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy, Timer, TimerName
+from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
+from tapvirt.conf.domain.metadata import Metadata
+from tapvirt.conf.domain.pm import Pm
 
 __all__ = [
-    "BootDev", "BridgeSource", "Chardev", "ChardevKind", "ChardevType", "Devices",
-    "DirectMode", "DirectSource", "Disk", "DiskBus", "DiskDevice", "DiskFormat", "Domain",
-    "DomainType", "Driver", "DriverName", "Features", "Interface", "InterfaceType",
-    "LifecycleAction", "LinkState", "NicModel", "Os", "Target",
+    "BootDev",
+    "BridgeSource",
+    "Chardev",
+    "ChardevKind",
+    "ChardevType",
+    "Clock",
+    "ClockBasis",
+    "ClockOffset",
+    "Devices",
+    "DirectMode",
+    "DirectSource",
+    "Disk",
+    "DiskBus",
+    "DiskDevice",
+    "DiskFormat",
+    "Domain",
+    "DomainType",
+    "Driver",
+    "DriverName",
+    "Features",
+    "Hyperv",
+    "HypervMode",
+    "Interface",
+    "InterfaceType",
+    "IoapicDriver",
+    "Kvm",
+    "LifecycleAction",
+    "LinkState",
+    "Metadata",
+    "NicModel",
+    "Os",
+    "Pm",
+    "Target",
+    "TickPolicy",
+    "Timer",
+    "TimerName",
 ]
 
 
@@ -70,23 +106,21 @@ class Os:
 
 
 @dataclass(frozen=True)
-class Features:
-    acpi: bool = False
-
-
-@dataclass(frozen=True)
 class Domain:
     name: str
     uuid: str  # lower-case canonical 8-4-4-4-12; generated if absent
     type: DomainType = DomainType.QEMU
     title: str | None = None
     description: str | None = None
+    metadata: Metadata | None = None
     memory_kib: int = 262144
     current_memory_kib: int | None = None
     vcpus: int = 1
     os: Os = field(default_factory=Os)
     features: Features = field(default_factory=Features)
+    clock: Clock | None = None
     on_poweroff: LifecycleAction = LifecycleAction.DESTROY
     on_reboot: LifecycleAction = LifecycleAction.RESTART
     on_crash: LifecycleAction = LifecycleAction.DESTROY
+    pm: Pm | None = None
     devices: Devices = field(default_factory=Devices)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tapvirt.conf.defaults import apply_defaults
-from tapvirt.conf.domain import parse_domain_element
+from tapvirt.conf.domain.root import parse_domain_element
 from tapvirt.conf.model import Domain
 from tapvirt.conf.xml import Reader, load
 from tapvirt.errors import FILE_UNREADABLE, TapvirtError
@@ -53,8 +53,11 @@ def parse_domain(
     return parse_document(text, source=source, rand=rand).domain
 
 
-def parse_domain_file(path: str | Path, *, rand: random.Random | None = None) -> Domain:
-    """Read and parse a domain XML file (its own encoding declaration is honoured)."""
+def parse_domain_file(path: str | Path, *, rand: random.Random | None = None,
+                      live: bool = False) -> Domain:
+    """Read and parse a domain XML file (its own encoding declaration is honoured).
+    live: the file is a running guest's live XML (the aliases tapvirt assigned may have
+    gaps after hotplug and unplug: net0, net2)."""
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -62,15 +65,17 @@ def parse_domain_file(path: str | Path, *, rand: random.Random | None = None) ->
             FILE_UNREADABLE, str(path), f"cannot read the file: {exc.strerror or exc}",
             "check the path and its permissions",
         ) from None
-    return parse_document(data, source=str(path), rand=rand).domain
+    return parse_document(data, source=str(path), rand=rand, live=live).domain
 
 
 def parse_document(
-    data: str | bytes, *, source: str = "<string>", rand: random.Random | None = None
+    data: str | bytes, *, source: str = "<string>", rand: random.Random | None = None,
+    live: bool = False,
 ) -> Parsed:
     """Parse `data` (text, or bytes in the encoding they declare) into a `Parsed`."""
     root = load(data, source)
     reader = Reader(root, source, rand if rand is not None else random.SystemRandom())
+    reader.live = live
     dom = apply_defaults(parse_domain_element(reader))
     from tapvirt.conf import schema
 

@@ -90,6 +90,7 @@ class Reader:
         self.rand = rand
         self.uuid_generated = False
         self.generated_macs: list[str] = []
+        self.live = False  # live XML: tapvirt-assigned aliases are kept as they are
 
     # -- errors
 

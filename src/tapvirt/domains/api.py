@@ -27,6 +27,7 @@ from tapvirt.domains.errors import (
     DOMAIN_NOT_RUNNING,
     DOMAIN_RUNNING,
     START_TIMEOUT,
+    STATE_UNREADABLE,
     STOP_TIMEOUT,
     SUPERVISOR_FAILED,
 )
@@ -34,6 +35,7 @@ from tapvirt.domains.runtime import (
     RUNNING,
     SHUTOFF,
     STARTING,
+    UNKNOWN,
     DomainDir,
     IfaceState,
     State,
@@ -41,7 +43,7 @@ from tapvirt.domains.runtime import (
     runtime_root,
 )
 from tapvirt.errors import TapvirtError
-from tapvirt.qemu.process import kill_quietly, pid_alive, proc_starttime
+from tapvirt.qemu.process import pid_alive, proc_starttime
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
@@ -60,39 +62,111 @@ def _trace(label: str) -> None:
 
 
 # -- liveness and reconciliation ------------------------------------------------------
+#
+# The state file is a record; liveness comes from the kernel: a supervisor is alive while
+# it holds its lock (DomainDir.supervisor_holder), QEMU while a process with the recorded
+# pid AND start time exists (pids are reused) or, with no record to trust, while its QMP
+# socket answers. A pid is never signalled on the record's word alone.
 
 def _same_process(pid: int | None, start: int | None) -> bool:
-    return bool(pid) and pid_alive(pid or 0) and (start is None or proc_starttime(pid or 0)
-                                                   == start)
-
-
-def supervisor_alive(st: State) -> bool:
-    return _same_process(st.supervisor_pid, st.supervisor_start)
+    """A pid is ours only with the start time we recorded for it."""
+    return bool(pid) and start is not None and pid_alive(pid or 0) and \
+        proc_starttime(pid or 0) == start
 
 
 def qemu_alive(st: State) -> bool:
     return _same_process(st.qemu_pid, st.qemu_start)
 
 
+def _liveness(dd: DomainDir) -> str:
+    """What still runs of a domain, in words, without trusting its state file."""
+    pid = dd.supervisor_holder()
+    if pid:
+        return f"its supervisor (pid {pid}) is running, so the guest may be running"
+    if dd.supervisor_locked():
+        return "a supervisor of it is running, so the guest may be running"
+    if dd.qmp_listening():
+        return f"a QEMU of it is still running: it answers on its QMP socket {dd.qmp_socket}"
+    return "nothing of it is running"
+
+
+def _read_checked(dd: DomainDir) -> State:
+    """dd.read(), with state-unreadable saying what of the guest still runs."""
+    try:
+        return dd.read()
+    except TapvirtError as err:
+        if err.code is not STATE_UNREADABLE:
+            raise
+        alive = _liveness(dd)
+        raise TapvirtError(err.code, err.subject, f"{err.cause}; {alive}", err.fix,
+                           details={"alive": alive != "nothing of it is running"}) from None
+
+
 def reconcile(dd: DomainDir) -> State:
     """The domain's true state. Stale state (a supervisor or launcher that was killed,
-    QEMU gone) is repaired on the spot, so no command ever needs manual cleanup."""
-    st = dd.read()
+    QEMU gone) is repaired on the spot, so no command ever needs manual cleanup. A state
+    file that cannot be trusted raises state-unreadable (never read as "shut off")."""
+    st = _read_checked(dd)
     if st.state == SHUTOFF:
+        # a supervisor writes "shut off" a moment before it exits and drops its lock
+        if dd.supervisor_locked() and not dd.wait_supervisor_gone(1.0):
+            raise dd.unreadable("says shut off", alive=_liveness(dd))
         return st
-    if supervisor_alive(st):
+    if dd.supervisor_locked():
         return st
-    if st.state == STARTING and st.supervisor_pid is None and st.launcher_pid and \
-            pid_alive(st.launcher_pid) and st.launcher_pid != os.getpid():
+    if st.state == STARTING and st.supervisor_pid is None and \
+            _same_process(st.launcher_pid, st.launcher_start) and st.launcher_pid != os.getpid():
         return st  # a launcher is still connecting devices
+    if st.state == STARTING:
+        # its supervisor died before the start completed (the launcher reported that):
+        # nobody will ever finish it, so its QEMU goes: the recorded one (pid and start
+        # time checked), or one spawned before its pid could be recorded
+        found = _qemus_of(dd)
+        if qemu_alive(st):
+            found.append((st.qemu_pid or 0, st.qemu_start))
+        for pid, start in found:
+            _kill_qemu(dataclasses.replace(st, qemu_pid=pid, qemu_start=start))
+        if found:
+            _mark_shut_off(dd, st, "start failed: its supervisor was killed before the "
+                                   "guest ran")
+            return st
     if qemu_alive(st):
         # QEMU outlived its supervisor: still running, but nobody will clean up after it
         if st.reason != "unsupervised":
             st.reason = "unsupervised"
-            dd.write(st)
+            _write_best_effort(dd, st)
         return st
     _mark_shut_off(dd, st, f"stale state repaired: {st.state} guest had no live process")
     return st
+
+
+def _qemus_of(dd: DomainDir) -> list[tuple[int, int | None]]:
+    """(pid, start time) of our processes whose command line names this domain's QMP
+    socket: its QEMUs, found without any record (the socket path is in our private
+    directory, so no other program names it). Only for repairs: it scans /proc."""
+    needle = str(dd.qmp_socket).encode()
+    uid, found = os.getuid(), []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            if os.stat(f"/proc/{entry}").st_uid != uid:
+                continue
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            continue
+        if any(a.endswith(needle) or needle + b"," in a for a in args[1:]) and \
+                pid_alive(int(entry)):
+            found.append((int(entry), proc_starttime(int(entry))))
+    return found
+
+
+def _write_best_effort(dd: DomainDir, st: State) -> None:
+    """A repair of the record; on a full disk the next command repairs it again (the
+    truth is computed, not read), so reading state never fails because of a write."""
+    with contextlib.suppress(TapvirtError):
+        dd.write(st)
 
 
 def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
@@ -101,11 +175,15 @@ def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
             from tapvirt.host.linux import LinuxHost
 
             LinuxHost().delete_link(name)
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(dd.qmp_socket)
+    from tapvirt.domains.control import control_socket
+
+    for sock in (dd.qmp_socket, control_socket(dd)):  # a killed process leaves them
+        with contextlib.suppress(OSError):
+            os.unlink(sock)
     st.state, st.reason, st.stopped_at = SHUTOFF, reason, time.time()
     st.qemu_pid = st.qemu_start = None
-    dd.write(st)
+    dd.remove_stale_temps()
+    _write_best_effort(dd, st)
     if st.transient:
         import shutil
 
@@ -190,8 +268,15 @@ class PendingSupervisor:
         # -S: no site (saves memory and time); the package is found through PYTHONPATH
         env["PYTHONPATH"] = _package_root() + (
             os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-        log_fd = os.open(dd.supervisor_log,
-                         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            log_fd = os.open(dd.supervisor_log,
+                             os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            ours.close()
+            theirs.close()
+            from tapvirt.domains.runtime import write_error
+
+            raise write_error(dd.supervisor_log, exc) from None
         try:
             # posix_spawn (vfork + exec) rather than subprocess: a fork of the launcher
             # with lxml loaded costs ~10 ms on the start's critical path. The launcher
@@ -220,11 +305,19 @@ class PendingSupervisor:
     def send(self, job: dict[str, Any], fds: list[int]) -> None:
         import socket
 
+        from tapvirt.domains.supervisor import FDS_PER_MESSAGE
+
         data = json.dumps(job).encode()
         try:
-            sent = socket.send_fds(self.sock, [data], fds)
+            # one SCM_RIGHTS message carries at most 253 fds (the kernel's SCM_MAX_FD):
+            # the rest follow in batches, each on a blank that JSON ignores
+            batches = [fds[i:i + FDS_PER_MESSAGE] for i in range(0, len(fds), FDS_PER_MESSAGE)]
+            first = batches.pop(0) if batches else []
+            sent = socket.send_fds(self.sock, [data], first) if first else self.sock.send(data)
             if sent < len(data):
                 self.sock.sendall(data[sent:])
+            for batch in batches:
+                socket.send_fds(self.sock, [b" "], batch)
             self.sock.shutdown(socket.SHUT_WR)
         except OSError as exc:
             raise TapvirtError(SUPERVISOR_FAILED, f"domain {self.name}",
@@ -307,12 +400,15 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
            paused: bool = False) -> State:
     _trace("start")
     dd = DomainDir(runtime_root(), name).ensure()
+    dd.check_socket_path()
     with dd.locked():
         st = reconcile(dd)
         if st.state != SHUTOFF:
             raise _running(name, st)
+        dd.remove_stale_temps()
         dd.write(State(name, "", STARTING, "connecting devices", transient,
-                       launcher_pid=os.getpid(), started_at=time.time()))
+                       launcher_pid=os.getpid(), launcher_start=proc_starttime(os.getpid()),
+                       started_at=time.time()))
         sup = None
         try:
             sup = PendingSupervisor(dd)
@@ -358,17 +454,18 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
         except BaseException:
             if sup is not None:
                 sup.abandon()
-            st = dd.read()
-            if st.supervisor_pid is None:
+            try:
+                st = dd.read()
+            except TapvirtError:
+                st = State(name, transient=transient)
+            if st.supervisor_pid is None and not dd.supervisor_locked():
                 _mark_shut_off(dd, st, "start failed")
             raise
         try:
             msg = sup.reply(timeout + 10)
             _trace("reply received")
         except TimeoutError:
-            st = dd.read()
-            if st.supervisor_pid:
-                kill_quietly(st.supervisor_pid, signal.SIGTERM)
+            _signal_supervisor(dd, signal.SIGTERM)
             raise TapvirtError(START_TIMEOUT, f"domain {name}",
                                f"the guest was not running after {timeout + 10:g} s",
                                f"see {dd.qemu_log} and {dd.supervisor_log}") from None
@@ -376,6 +473,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             sup.close()
         if msg is None:
             st = reconcile(dd)
+            if st.state != SHUTOFF and not dd.supervisor_locked():
+                # it died after QEMU ran but before it said so: this start failed, so
+                # nothing of it may keep running unsupervised
+                _kill_qemu(st)
+                _mark_shut_off(dd, st, "start failed: its supervisor was killed")
             raise TapvirtError(
                 SUPERVISOR_FAILED, f"domain {name}",
                 "the supervisor ended without reporting: "
@@ -388,9 +490,12 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
 
 def _write_live_xml(dom: Domain, dd: DomainDir, actual: dict[str, str]) -> None:
     from tapvirt.conf.format import format_domain
-    from tapvirt.domains.runtime import write_atomic
+    from tapvirt.domains.runtime import write_atomic, write_error
 
-    write_atomic(dd.domain_xml, format_domain(dom, live=True, actual_devs=actual))
+    try:
+        write_atomic(dd.domain_xml, format_domain(dom, live=True, actual_devs=actual))
+    except OSError as exc:
+        raise write_error(dd.domain_xml, exc) from None
 
 
 # -- stop -------------------------------------------------------------------------------
@@ -413,9 +518,58 @@ def _wait_gone(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+def _open_verified(pid: int | None, start: int | None) -> int | None:
+    """A pidfd of `pid` if it is the process started at `start`, else None. Signalling
+    through the pidfd cannot hit a process that reused the pid after the check."""
+    if not pid or start is None:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if proc_starttime(pid) != start or not pid_alive(pid):
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _supervisor_pidfd(dd: DomainDir) -> int | None:
+    """A pidfd of the supervisor holding the domain's lock (checked again after opening,
+    so the pidfd is the holder's, not a successor's of the same pid)."""
+    pid = dd.supervisor_holder()
+    if not pid:
+        return None
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:
+        return None
+    if dd.supervisor_holder() != pid:
+        os.close(pidfd)
+        return None
+    return pidfd
+
+
+def _signal_supervisor(dd: DomainDir, sig: int) -> bool:
+    pidfd = _supervisor_pidfd(dd)
+    if pidfd is None:
+        return False
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except ProcessLookupError:
+        return False
+    finally:
+        os.close(pidfd)
+
+
+def _wait_pidfd(pidfd: int, timeout: float) -> bool:
+    """Wait for the process of a pidfd to end (readable = it exited)."""
+    return bool(select.select([pidfd], [], [], max(0.0, timeout))[0])
+
+
 def _running_dir(name: str) -> tuple[DomainDir, State]:
     dd = _runtime(name)
-    st = reconcile(dd) if dd.state_file.exists() else None
+    st = reconcile(dd) if dd.state_file.exists() or dd.supervisor_locked() else None
     if st is None or st.state == SHUTOFF:
         if st is None and not _store().exists(name):
             raise _not_found(name)
@@ -424,26 +578,132 @@ def _running_dir(name: str) -> tuple[DomainDir, State]:
     return dd, st
 
 
+def _wait_for_launcher(dd: DomainDir, timeout: float) -> None:
+    """A start still in its launcher (connecting devices, no supervisor yet): wait until
+    its supervisor holds the lock or the start ended, so that destroy stops what the start
+    makes instead of racing it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not dd.supervisor_locked():
+        try:
+            st = dd.read()
+        except TapvirtError:
+            return
+        if st.state != STARTING or st.supervisor_pid is not None or \
+                not _same_process(st.launcher_pid, st.launcher_start):
+            return
+        time.sleep(0.01)
+
+
 def destroy(name: str, *, timeout: float = STOP_WAIT_S) -> State:
-    """Stop the guest now (SIGTERM, then SIGKILL) and wait until it is shut off."""
-    dd, st = _running_dir(name)
-    if supervisor_alive(st):
-        assert st.supervisor_pid is not None
-        kill_quietly(st.supervisor_pid, signal.SIGTERM)
-        if not _wait_gone(st.supervisor_pid, timeout):
-            raise TapvirtError(STOP_TIMEOUT, f"domain {name}",
-                               f"the supervisor (pid {st.supervisor_pid}) did not finish "
-                               f"within {timeout:g} s", f"see {dd.supervisor_log}")
-    elif qemu_alive(st):
-        assert st.qemu_pid is not None
-        kill_quietly(st.qemu_pid, signal.SIGTERM)
-        if not _wait_gone(st.qemu_pid, 3.0):
-            kill_quietly(st.qemu_pid, signal.SIGKILL)
-            _wait_gone(st.qemu_pid, 10.0)
-        _mark_shut_off(dd, st, "destroyed")
+    """Stop the guest now (SIGTERM, then SIGKILL) and wait until it is shut off.
+
+    Works from the kernel's facts, not the record: the supervisor holding the lock, a
+    QEMU whose pid and start time match, or (no record to trust) QEMU's QMP socket. With
+    an unreadable state and nothing running, it writes a fresh "shut off" state."""
+    dd = _runtime(name)
+    try:
+        dd, st = _running_dir(name)
+    except TapvirtError as err:
+        if err.code is not STATE_UNREADABLE:
+            raise
+        return _destroy_unknown(dd, timeout)
+    if st.state == STARTING:
+        _wait_for_launcher(dd, timeout)
+    pidfd = _supervisor_pidfd(dd)
+    if pidfd is not None:
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            if not _wait_pidfd(pidfd, timeout):
+                raise TapvirtError(STOP_TIMEOUT, f"domain {name}",
+                                   f"the supervisor did not finish within {timeout:g} s",
+                                   f"see {dd.supervisor_log}")
+        finally:
+            os.close(pidfd)
+        dd.wait_supervisor_gone(1.0)
+    else:
+        _kill_qemu(st)
+        if st.state != SHUTOFF:
+            _mark_shut_off(dd, st, "destroyed")
     if not dd.state_file.exists():  # a transient domain is gone
         return dataclasses.replace(st, state=SHUTOFF, reason="destroyed")
-    return reconcile(dd)
+    final = reconcile(dd)
+    if final.state == SHUTOFF and final.reason.startswith("stale state repaired"):
+        # the supervisor ended but could not record it (a full disk): say what happened
+        final.reason = "destroyed"
+    return final
+
+
+def _kill_qemu(st: State) -> None:
+    """Stop a QEMU that has no supervisor, if the record's pid is still that QEMU."""
+    pidfd = _open_verified(st.qemu_pid, st.qemu_start)
+    if pidfd is None:
+        return
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        if not _wait_pidfd(pidfd, 3.0):
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            _wait_pidfd(pidfd, 10.0)
+    finally:
+        os.close(pidfd)
+
+
+def _destroy_unknown(dd: DomainDir, timeout: float) -> State:
+    """destroy with a state file that cannot be trusted."""
+    pidfd = _supervisor_pidfd(dd)
+    if pidfd is not None:
+        try:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+            if not _wait_pidfd(pidfd, timeout):
+                raise TapvirtError(STOP_TIMEOUT, f"domain {dd.name}",
+                                   f"the supervisor did not finish within {timeout:g} s",
+                                   f"see {dd.supervisor_log}")
+        finally:
+            os.close(pidfd)
+        dd.wait_supervisor_gone(1.0)
+        with contextlib.suppress(TapvirtError):
+            st = dd.read()  # the supervisor wrote the truth on its way out
+            if st.state == SHUTOFF:
+                return st
+    elif dd.supervisor_locked():
+        raise TapvirtError(STOP_TIMEOUT, f"domain {dd.name}",
+                           "a supervisor holds its lock, but the kernel does not say which "
+                           "process (another pid namespace?)",
+                           f"stop it from where it runs; its log: {dd.supervisor_log}")
+    elif dd.qmp_listening():
+        _quit_through_qmp(dd)
+    st = State(dd.name, state=SHUTOFF, stopped_at=time.time(),
+               reason="destroyed (its state file was unreadable; a fresh one was written)")
+    with contextlib.suppress(OSError):
+        os.unlink(dd.qmp_socket)
+    dd.write(st)
+    return st
+
+
+def _quit_through_qmp(dd: DomainDir) -> None:
+    """Stop an unsupervised QEMU known only by its QMP socket (no pid to trust)."""
+    from tapvirt.qemu.qmp import QmpClient
+
+    deadline = time.monotonic() + 5
+    while True:
+        try:
+            qmp = QmpClient.connect(str(dd.qmp_socket), subject=f"domain {dd.name}",
+                                    timeout=5)
+            break
+        except TapvirtError:
+            # QEMU serves one monitor client at a time; probes may still be queued
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    # QEMU may close the connection before it answers `quit`
+    with qmp, contextlib.suppress(TapvirtError):
+        qmp.execute("quit")
+    deadline = time.monotonic() + 10
+    while dd.qmp_listening() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def shutdown(name: str, *, timeout: float = 60.0) -> State:
@@ -454,22 +714,39 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
     if st.state != RUNNING:
         raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}",
                            f"wait, or stop it now: tapvirt destroy {name}")
-    if st.supervisor_pid:
-        kill_quietly(st.supervisor_pid, signal.SIGUSR1)  # a power-off now is final
-    with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}", timeout=5) as qmp:
-        qmp.execute("system_powerdown")
-    pid = st.supervisor_pid if supervisor_alive(st) else st.qemu_pid
-    if pid and _wait_gone(pid, timeout):
-        if not dd.state_file.exists():
-            return dataclasses.replace(st, state=SHUTOFF, reason="shutdown")
-        return reconcile(dd)
+    pidfd = _supervisor_pidfd(dd)
+    if pidfd is None:
+        pidfd = _open_verified(st.qemu_pid, st.qemu_start)
+    elif not _signal_pidfd(pidfd, signal.SIGUSR1):  # a power-off now is final
+        os.close(pidfd)
+        pidfd = None
+    try:
+        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}",
+                               timeout=5) as qmp:
+            qmp.execute("system_powerdown")
+        if pidfd is not None and _wait_pidfd(pidfd, timeout):
+            dd.wait_supervisor_gone(1.0)
+            if not dd.state_file.exists():
+                return dataclasses.replace(st, state=SHUTOFF, reason="shutdown")
+            return reconcile(dd)
+    finally:
+        if pidfd is not None:
+            os.close(pidfd)
     destroy(name)
     if not dd.state_file.exists():
         return dataclasses.replace(st, state=SHUTOFF, reason="destroyed after shutdown timeout")
-    final = dd.read()
+    final = reconcile(dd)
     final.reason = f"destroyed: no power-off within {timeout:g} s"
-    dd.write(final)
+    _write_best_effort(dd, final)
     return final
+
+
+def _signal_pidfd(pidfd: int, sig: int) -> bool:
+    try:
+        signal.pidfd_send_signal(pidfd, sig)
+        return True
+    except ProcessLookupError:
+        return False
 
 
 def resume(name: str) -> State:
@@ -512,7 +789,14 @@ def list_domains(*, include_inactive: bool = False) -> list[DomainRow]:
     store = _store()
     defined = set(store.names())
     for dd in list_domain_dirs(runtime_root()):
-        st = reconcile(dd)
+        try:
+            st = reconcile(dd)
+        except TapvirtError as err:
+            if err.code is not STATE_UNREADABLE:
+                raise
+            # one damaged file never hides the others; `domstate NAME` says what is wrong
+            rows[dd.name] = DomainRow(None, dd.name, _stored_uuid(store, dd.name), UNKNOWN)
+            continue
         if st.state == SHUTOFF and (st.transient or dd.name not in defined):
             continue
         running = st.state != SHUTOFF
@@ -535,7 +819,7 @@ def dominfo(name: str) -> dict[str, Any]:
         "id": st.qemu_pid if running else None,
         "persistent": _store().exists(name), "vcpus": dom.vcpus,
         "memory_kib": dom.memory_kib, "qemu_pid": st.qemu_pid if running else None,
-        "supervisor_pid": st.supervisor_pid if running and supervisor_alive(st) else None,
+        "supervisor_pid": dd.supervisor_holder() if running else None,
         "started_at": st.started_at if running else None,
         "stopped_at": st.stopped_at, "exit_status": st.exit_status, "restarts": st.restarts,
         "console_log": str(console_path(dom, dd)), "qemu_log": str(dd.qemu_log),
@@ -548,7 +832,7 @@ def _domain_for(name: str, st: State, dd: DomainDir) -> Domain:
     if st.state != SHUTOFF and dd.domain_xml.exists():
         from tapvirt.conf.parse import parse_domain_file
 
-        return parse_domain_file(dd.domain_xml)
+        return parse_domain_file(dd.domain_xml, live=True)
     store = _store()
     if not store.exists(name):
         raise _not_found(name)
@@ -603,7 +887,7 @@ def follow_console(name: str, *, follow: bool = True, from_start: bool = True,
                 return
             st = dd.read() if dd.state_file.exists() else dataclasses.replace(st, state=SHUTOFF)
             if st.state == SHUTOFF or (st.state == RUNNING and not qemu_alive(st)
-                                       and not supervisor_alive(st)):
+                                       and not dd.supervisor_locked()):
                 tail = f.read()
                 if tail:
                     yield tail

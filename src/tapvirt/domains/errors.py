@@ -65,3 +65,30 @@ STOP_TIMEOUT = define(
     "stop-timeout", "the guest did not stop in time (QEMU ignores SIGKILL: stuck in the kernel)",
     layer=_L,
 )
+
+# Integrity of the runtime state (tapvirt.domains.runtime).
+STATE_UNREADABLE = define(
+    "state-unreadable",
+    "a guest's state file is damaged, truncated or not tapvirt's (not trusted as 'shut off')",
+    layer=_L,
+)
+RUNTIME_DIR_FULL = define(
+    "runtime-dir-full",
+    "the runtime directory's file system is full (or over quota): no state can be written",
+    layer=_L,
+)
+RUNTIME_DIR_UNWRITABLE = define(
+    "runtime-dir-unwritable",
+    "a file in the runtime directory cannot be written (permissions, read-only, I/O error)",
+    layer=_L,
+)
+RUNTIME_PATH_TOO_LONG = define(
+    "runtime-path-too-long",
+    "the runtime directory's path is too long for a unix socket (QMP) path",
+    layer=_L,
+)
+DESTROYED_WHILE_STARTING = define(
+    "destroyed-while-starting",
+    "`tapvirt destroy` stopped the guest before its start finished",
+    layer=_L,
+)

@@ -50,7 +50,7 @@ def supervised(name: str) -> tuple[DomainDir, State]:
     if st.state == STARTING:
         raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", "it is still starting",
                            "wait until `tapvirt domstate` says running, then retry")
-    if not api.supervisor_alive(st):
+    if not dd.supervisor_locked():
         raise TapvirtError(
             SUPERVISOR_GONE, f"domain {name}",
             "its supervisor was killed: QEMU runs unsupervised and no change can be recorded",
@@ -106,7 +106,7 @@ def qmp_read(name: str, command: str, arguments: dict[str, Any] | None = None) -
 def live_domain(dd: DomainDir) -> Domain:
     from tapvirt.conf.parse import parse_domain_file
 
-    return parse_domain_file(dd.domain_xml)
+    return parse_domain_file(dd.domain_xml, live=True)
 
 
 def format_live(dom: Domain, interfaces: list[IfaceState]) -> str:

@@ -37,7 +37,7 @@ import time
 from typing import Any
 
 from tapvirt.domains import control
-from tapvirt.domains.errors import DOMAIN_NOT_RUNNING, SUPERVISOR_FAILED
+from tapvirt.domains.errors import DESTROYED_WHILE_STARTING, DOMAIN_NOT_RUNNING, SUPERVISOR_FAILED
 from tapvirt.domains.live_errors import CONTROL_FAILED
 from tapvirt.domains.runtime import (
     PAUSED,
@@ -56,6 +56,7 @@ from tapvirt.qemu.qmp import QmpClient
 DESTROY_GRACE = 3.0  # seconds between SIGTERM and SIGKILL on destroy
 QUICK_EXIT = 5.0  # a restarted QEMU that ends sooner than this counts towards a loop
 MAX_QUICK_RESTARTS = 3
+FDS_PER_MESSAGE = 250  # SCM_RIGHTS carries at most 253 fds per message (SCM_MAX_FD)
 
 
 def trace(job: dict[str, Any], label: str) -> None:
@@ -64,9 +65,11 @@ def trace(job: dict[str, Any], label: str) -> None:
 
 
 def log(msg: str) -> None:
-    sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
-                     f"{msg}\n")
-    sys.stderr.flush()
+    # never raises: a full disk under supervisor.log must not stop the cleanup that follows
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} supervisor[{os.getpid()}]: "
+                         f"{msg}\n")
+        sys.stderr.flush()
 
 
 class Supervisor:
@@ -90,6 +93,7 @@ class Supervisor:
         self.shutdown_requested = False
         self.kill_at: float | None = None
         self._wake_r = -1  # read end of the signal wakeup pipe (set up in run)
+        self._lock_fd = -1  # the supervisor lock: held until this process ends
         self.state = State(
             name=job["name"], uuid=job.get("uuid", ""), state=STARTING,
             transient=bool(job.get("transient")), launcher_pid=job.get("launcher_pid"),
@@ -138,8 +142,12 @@ class Supervisor:
         with contextlib.suppress(FileNotFoundError):
             os.replace(self.dd.console_log, str(self.dd.console_log) + ".old")
         subject = f"domain {self.state.name}"
+        if self.destroy_requested:
+            raise self._destroyed_while_starting()
         self.proc = process.spawn(self.argv, fd_map=self.fd_map,
                                   log_path=str(self.dd.qemu_log), subject=subject)
+        if self.destroy_requested:  # the SIGTERM came between the check and the spawn
+            self._on_term(signal.SIGTERM, None)
         trace(self.job, "qemu spawned")
         self.state.qemu_pid = self.proc.pid
         self.state.qemu_start = process.proc_starttime(self.proc.pid)
@@ -165,13 +173,24 @@ class Supervisor:
                     raise TapvirtError(INTERNAL, subject, f"QEMU is {status!r}, not {want!r}")
         except BaseException:
             process.stop(self.proc, subject=subject)
+            if self.destroy_requested:  # QEMU ended because of it: say so, not "SIGTERM"
+                raise self._destroyed_while_starting() from None
             raise
+        if self.destroy_requested:
+            process.stop(self.proc, subject=subject)
+            raise self._destroyed_while_starting()
         trace(self.job, "cont done")
         self.state.state = PAUSED if self.job.get("paused") else RUNNING
         self.state.reason = "booted" if not self.state.restarts else "restarted"
         if self.job.get("paused"):
             self.state.reason = "started paused"
         self.dd.write(self.state)
+
+    def _destroyed_while_starting(self) -> TapvirtError:
+        return TapvirtError(
+            DESTROYED_WHILE_STARTING, f"domain {self.state.name}",
+            "destroyed while starting: `tapvirt destroy` stopped it before it ran",
+            f"start it again if that was not meant: tapvirt start {self.state.name}")
 
     def watch(self) -> int:
         """Block until QEMU ends; return its exit status. Handles destroy requests."""
@@ -208,12 +227,22 @@ class Supervisor:
         signal.signal(signal.SIGUSR1, self._on_usr1)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        self.dd.write(self.state)
         try:
+            # from here until this process ends, the lock says "this guest has a live
+            # supervisor", whatever the state file says (or whether it can be written)
+            self._lock_fd = self.dd.hold_supervisor_lock()
+        except TapvirtError as err:
+            log(f"start refused: {err.render()}")
+            self._close_fds()
+            self.report({"ok": False, "error": err.to_json()})
+            return 1
+        try:
+            self.dd.write(self.state)
             self.launch()
         except TapvirtError as err:
             log(f"start failed: {err.render()}")
-            self.finish("failed", None)
+            self.finish("destroyed" if err.code is DESTROYED_WHILE_STARTING else "failed",
+                        None)
             self.report({"ok": False, "error": err.to_json()})
             return 1
         except Exception as exc:
@@ -305,20 +334,37 @@ class Supervisor:
         self.state.qemu_pid = None
         self.state.qemu_start = None
         if not self.state.transient:
-            self.dd.write(self.state)
+            self._write_final()
             return
         # A transient domain is forgotten. Under the domain's lock, so that a `create` of
         # the same name that starts meanwhile never loses its fresh files to our rmtree;
         # during our own start the launcher holds that lock while it waits for us.
-        if reason == "failed":
-            remove_runtime_dir(self.dd)
+        if reason in ("failed", "destroyed") and self.status is not None:
+            remove_runtime_dir(self.dd)  # still in our own start: the launcher holds the lock
             return
         try:
             with self.dd.locked(wait=30):
                 remove_runtime_dir(self.dd)
-        except TapvirtError:
+        except (TapvirtError, OSError):
             log("the domain stayed locked for 30 s: leaving its runtime files")
+            self._write_final()
+
+    def _write_final(self) -> None:
+        """The last state, also on a full disk: the file being replaced is removed first
+        if that is what it takes to make room (a missing state reads as shut off, which
+        is true by now)."""
+        try:
             self.dd.write(self.state)
+            return
+        except TapvirtError as err:
+            log(f"could not write the final state: {err.render()}; retrying in place")
+        with contextlib.suppress(OSError):
+            os.unlink(self.dd.state_file)
+        try:
+            self.dd.write(self.state)
+        except TapvirtError as err:
+            log(f"could not write the final state: {err.render()} (the lock is released "
+                "when this process ends, so readers still see the guest shut off)")
 
 
     # -- live changes (the control socket) ---------------------------------------------
@@ -377,6 +423,8 @@ class Supervisor:
             return
         if "interfaces" in change:
             self.state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
+        if "to_delete" in change:
+            self.state.to_delete = [str(d) for d in change["to_delete"]]
         if "state" in change:
             self.state.state = str(change["state"])
             self.state.reason = str(change.get("reason", ""))
@@ -407,18 +455,31 @@ def remove_runtime_dir(dd: DomainDir) -> None:
 
 
 def receive_job(sock: socket.socket) -> dict[str, Any] | None:
-    """The launcher's job and its fds, or None if it went away without sending one."""
-    data, fds, _, _ = socket.recv_fds(sock, 1 << 20, 1024, socket.MSG_CMSG_CLOEXEC)
-    chunks = [data]
-    while data:
-        data = sock.recv(1 << 20)
+    """The launcher's job and its fds, or None if it went away without sending one.
+
+    The fds come in batches of at most FDS_PER_MESSAGE (one SCM_RIGHTS message holds at
+    most 253), so a start may pass any number; the job says how many to expect."""
+    fds: list[int] = []
+    chunks: list[bytes] = []
+    truncated = False
+    while True:
+        data, got, flags, _ = socket.recv_fds(sock, 1 << 20, FDS_PER_MESSAGE + 3,
+                                              socket.MSG_CMSG_CLOEXEC)
+        fds += got
+        truncated = truncated or bool(flags & socket.MSG_CTRUNC)
+        if not data:
+            break
         chunks.append(data)
     raw = b"".join(chunks)
-    if not raw:
+    job: dict[str, Any] | None = json.loads(raw) if raw.strip() else None
+    want = len(job.get("fd_numbers", fds)) if job is not None else 0
+    if job is None or truncated or len(fds) != want:
         for fd in fds:
             os.close(fd)
-        return None
-    job: dict[str, Any] = json.loads(raw)
+        if job is None:
+            return None
+        raise RuntimeError(f"received {len(fds)} of the start's {want} fds"
+                           + (" (ancillary data truncated)" if truncated else ""))
     job["fds"] = fds
     return job
 
@@ -436,7 +497,15 @@ def main(argv: list[str] | None = None) -> int:
     os.dup2(devnull, 0)
     os.close(devnull)
     os.chdir("/")  # do not pin the launcher's working directory (paths in XML are absolute)
-    job = receive_job(sock)
+    try:
+        job = receive_job(sock)
+    except (RuntimeError, ValueError) as exc:  # a job we cannot run: say so, touch nothing
+        log(f"bad job: {exc}")
+        bug = TapvirtError(SUPERVISOR_FAILED, "supervisor", f"the start's job: {exc}",
+                           "please report this")
+        with contextlib.suppress(OSError):
+            sock.sendall(json.dumps({"ok": False, "error": bug.to_json()}).encode() + b"\n")
+        return 1
     if job is None:
         return 0  # the launcher failed before handing over anything
     trace(job, f"imports done at {ready:.4f}")

@@ -31,6 +31,7 @@ from tapvirt.netcodes import (
     HOST_ERROR,
     SOURCE_DEV_MISSING,
 )
+from tapvirt.prep.errors import DEVICE_RACED
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -291,10 +292,22 @@ class Admin:
         alias: str,
         tun_node: str = "/dev/net/tun",
     ) -> int:
-        """Create a persistent tap, fully configured, or nothing at all.
+        """Create a persistent tap, fully configured, attachable only by uid/gid, or
+        nothing at all; return its ifindex.
 
-        The tap is set up (owner, mark, MAC, MTU, bridge, UP) while our fd holds it and
-        made persistent last: if any step fails the fd closes and the tap vanishes."""
+        Between TUNSETIFF and TUNSETOWNER a new tap has no owner, and the kernel lets
+        anyone who can open a tun clone node in its namespace attach a queue to a
+        multi-queue tap, a queue they keep after the owner is set. A temporary name does
+        not close that: a netlink listener sees every new link at once (and wins the
+        RTNL lock before our next ioctl). So the tap is born in a fresh network namespace
+        of this process that nobody else can enter, gets its owner, group, mark, MAC and
+        MTU there, and only then moves into this namespace (EEXIST if the name is taken
+        here: never a takeover). Here it is checked to hold our one queue only (else it
+        is deleted: `device-raced`), enslaved, set UP, checked again and made persistent
+        last. Any failure deletes it."""
+        if uid is None and gid is None:
+            # a tap with neither owner nor group is attachable by every user, forever
+            raise ValueError("create_tap needs an owner uid or a group gid")
         master = None
         if bridge is not None:
             master = self.index_of(bridge)
@@ -303,41 +316,107 @@ class Admin:
                     BRIDGE_MISSING, f"--bridge {bridge}", "no such bridge in this namespace",
                     f"create it: ip link add {bridge} type bridge && ip link set {bridge} up",
                 )
+        if self.index_of(name) is not None:
+            raise _exists(name)
         flags = IFF_TAP | IFF_NO_PI | IFF_VNET_HDR | IFF_TUN_EXCL
         if multi_queue:
             flags |= IFF_MULTI_QUEUE
-        fd = os.open(tun_node, os.O_RDWR | os.O_CLOEXEC)
-        try:
+        with _born_private(tun_node) as (fd, private, home):
             try:
                 fcntl.ioctl(fd, TUNSETIFF, struct.pack("16sH22x", name.encode(), flags))
-            except OSError as exc:
-                if exc.errno in (errno.EBUSY, errno.EEXIST):
-                    raise _exists(name) from None
-                raise _host_error(f"tap {name}", exc) from None
-            try:
                 if uid is not None:
                     fcntl.ioctl(fd, TUNSETOWNER, uid)
                 if gid is not None:
                     fcntl.ioctl(fd, TUNSETGROUP, gid)
             except OSError as exc:
-                raise _host_error(f"tap {name}: owner", exc) from None
+                raise _host_error(f"tap {name}", exc) from None
+            _private_setup(private, name, mac=mac, mtu=mtu, alias=alias, home=home)
             index = self.index_of(name)
             if index is None:
                 raise TapvirtError(HOST_ERROR, f"tap {name}", "not visible after creation")
-            attrs: dict[str, Any] = {"ifalias": alias, "address": mac}
-            if mtu is not None:
-                attrs["mtu"] = mtu
-            self.set_link(index, **attrs)
-            if master is not None:
-                self.set_link(index, master=master)
-            self.set_link(index, state="up")
             try:
-                fcntl.ioctl(fd, TUNSETPERSIST, 1)
-            except OSError as exc:
-                raise _host_error(f"tap {name}: persist", exc) from None
+                self._check_only_our_queue(index, name)
+                if master is not None:
+                    self.set_link(index, master=master)
+                self.set_link(index, state="up")
+                self._check_only_our_queue(index, name)
+                try:
+                    fcntl.ioctl(fd, TUNSETPERSIST, 1)
+                except OSError as exc:
+                    raise _host_error(f"tap {name}: persist", exc) from None
+            except BaseException:
+                # closing our fd is not enough: another queue would keep the tap alive
+                self.delete(index)
+                raise
             return index
+
+    def _check_only_our_queue(self, index: int, name: str) -> None:
+        """The tap we hold must have exactly our one queue attached (and carrier)."""
+        msg = self._msg(index=index)
+        tun = None if msg is None else self._convert(msg, {}).info.tun
+        ok = msg is not None and tun is not None and bool(msg.get_attr("IFLA_CARRIER"))
+        # the kernel reports queue counts for multi-queue taps only; a single-queue tap
+        # refuses a second attach (EBUSY), so its one queue is ours.
+        if ok and tun is not None and tun.multi_queue:
+            ok = tun.num_queues + tun.num_disabled_queues == 1
+        if not ok:
+            raise TapvirtError(
+                DEVICE_RACED, f"tap {name}",
+                "another queue was attached to it while it was being created; it was "
+                "deleted again",
+                "find who opens the tun device in this namespace (ls -l /proc/*/fd | grep "
+                "tun) and run the command again",
+            )
+
+
+@contextlib.contextmanager
+def _born_private(tun_node: str) -> Iterator[tuple[int, Any, int]]:
+    """(a tun fd bound to a new network namespace only this process can reach, a netlink
+    session in that namespace, an fd of the namespace we are in). The process itself
+    stays in its namespace; the private one vanishes with the last of these fds."""
+    from pyroute2 import IPRoute
+
+    libc = _libc()
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    fd: int | None = None
+    private: Any = None
+    try:
+        _check(libc.unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)")
+        try:
+            private = IPRoute()
+            fd = os.open(tun_node, os.O_RDWR | os.O_CLOEXEC)
         finally:
+            _check(libc.setns(home, CLONE_NEWNET), "setns(back)")
+        yield fd, private, home
+    finally:
+        if fd is not None:
             os.close(fd)
+        if private is not None:
+            private.close()
+        os.close(home)
+
+
+def _private_setup(private: Any, name: str, *, mac: str, mtu: int | None, alias: str,
+                   home: int) -> None:
+    """Mark and configure the new tap in its private namespace, then move it home."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    found = private.link_lookup(ifname=name)
+    if not found:
+        raise TapvirtError(HOST_ERROR, f"tap {name}", "not visible after creation")
+    attrs: dict[str, Any] = {"ifalias": alias, "address": mac}
+    if mtu is not None:
+        attrs["mtu"] = mtu
+    try:
+        private.link("set", index=found[0], **attrs)
+    except NetlinkError as exc:
+        raise _host_error(f"tap {name} ({', '.join(attrs)})", exc) from None
+    try:
+        private.link("set", index=found[0], net_ns_fd=home)
+    except NetlinkError as exc:
+        if exc.code == errno.EEXIST:
+            raise _exists(name) from None
+        raise _host_error(f"tap {name}: move into this namespace", exc) from None
 
 
 def _exists(name: str) -> TapvirtError:

@@ -63,6 +63,11 @@ NODE_DIR_UNUSABLE = define(
 LOG_UNWRITABLE = define(
     "log-unwritable", "the decision log file cannot be written, so nothing is done", layer=_L
 )
+DEVICE_RACED = define(
+    "device-raced",
+    "another process attached a queue to a tap while it was being created: it was deleted",
+    layer=_L,
+)
 BAD_REQUEST = define(
     "bad-request", "an option value is invalid (queues, MAC, MTU, mode...)", layer=_L
 )

@@ -5,10 +5,35 @@ from __future__ import annotations
 
 import string
 import uuid as uuidlib
+from typing import Any
 
 from hypothesis import strategies as st
 
 from tapvirt.conf.devices.interface import DEFAULT_MODEL
+from tapvirt.conf.domain.clock import (
+    Catchup,
+    Clock,
+    ClockBasis,
+    ClockOffset,
+    TickPolicy,
+    Timer,
+    TimerName,
+    TimerTrack,
+    TscMode,
+)
+from tapvirt.conf.domain.features import (
+    HYPERV_SWITCHES,
+    Apic,
+    Hyperv,
+    HypervMode,
+    HypervSpinlocks,
+    HypervStimer,
+    HypervVendorId,
+    IoapicDriver,
+    Kvm,
+)
+from tapvirt.conf.domain.metadata import Metadata
+from tapvirt.conf.domain.pm import Pm
 from tapvirt.conf.model import (
     BootDev,
     BridgeSource,
@@ -224,10 +249,11 @@ def domains(draw: st.DrawFn) -> Domain:
         boot_devs = tuple(draw(st.lists(st.sampled_from(BootDev), unique=True, max_size=4)))
     serials, consoles = draw(chardevs())
     memory = draw(st.integers(1, 2**40))
+    dtype = draw(st.sampled_from(DomainType))
     return Domain(
         name=draw(names),
         uuid=str(uuidlib.UUID(int=draw(st.integers(0, 2**128 - 1)))),
-        type=draw(st.sampled_from(DomainType)),
+        type=dtype,
         title=draw(_TITLE),
         description=draw(_DESCRIPTION),
         memory_kib=memory,
@@ -241,12 +267,117 @@ def domains(draw: st.DrawFn) -> Domain:
             cmdline=draw(_CMDLINE),
             boot=boot_devs,
         ),
-        features=Features(acpi=draw(st.booleans())),
+        features=draw(features(kvm=dtype is DomainType.KVM)),
+        metadata=draw(st.none() | metadatas()),
+        clock=draw(st.none() | clocks()),
         on_poweroff=draw(_ACTION),
         on_reboot=draw(_ACTION),
         on_crash=draw(_ACTION),
+        pm=draw(st.none() | pms()),
         devices=Devices(
             emulator=draw(_OPT_PATH), disks=disks_, interfaces=ifaces,
             serials=serials, consoles=consoles,
         ),
     )
+
+
+# --- domain-level elements (conf/domain/*) ----------------------------------------------
+
+_ONOFF = st.none() | st.booleans()
+
+
+@st.composite
+def timers(draw: st.DrawFn, name: TimerName) -> Timer:
+    present = draw(_ONOFF)
+    if name is TimerName.RTC:
+        policy = draw(st.none() | st.sampled_from([TickPolicy.DELAY, TickPolicy.CATCHUP]))
+        track = draw(st.none() | st.sampled_from(
+            [TimerTrack.GUEST, TimerTrack.WALL, TimerTrack.REALTIME]))
+    elif name is TimerName.PIT:
+        policy = draw(st.none() | st.sampled_from(
+            [TickPolicy.DELAY, TickPolicy.CATCHUP, TickPolicy.DISCARD]))
+        track = None
+    else:
+        policy, track = None, None
+    catchup = None
+    if policy is TickPolicy.CATCHUP and draw(st.booleans()):
+        catchup = Catchup(draw(st.none() | st.integers(0, 2**32 - 1)),
+                          draw(st.none() | st.integers(0, 2**32 - 1)), None)
+    freq = mode = None
+    if name is TimerName.TSC:
+        freq = draw(st.none() | st.integers(1, 2**40))
+        mode = draw(st.none() | st.sampled_from(TscMode))
+    return Timer(name, present, policy, track, freq, mode, catchup)
+
+
+@st.composite
+def clocks(draw: st.DrawFn) -> Clock:
+    offset = draw(st.sampled_from(
+        [ClockOffset.UTC, ClockOffset.LOCALTIME, ClockOffset.VARIABLE, ClockOffset.ABSOLUTE]))
+    adjustment = basis = start = None
+    if offset in (ClockOffset.UTC, ClockOffset.LOCALTIME):
+        adjustment = draw(st.none() | st.just("reset"))
+    elif offset is ClockOffset.VARIABLE:
+        adjustment = str(draw(st.integers(-(2**40), 2**40)))
+        basis = draw(st.sampled_from(ClockBasis))
+    else:
+        start = draw(st.integers(0, 253402300799))
+    names_ = draw(st.lists(st.sampled_from([
+        TimerName.PIT, TimerName.RTC, TimerName.HPET, TimerName.TSC, TimerName.KVMCLOCK,
+        TimerName.HYPERVCLOCK]), unique=True, max_size=6))
+    return Clock(offset, adjustment, basis, start, tuple(draw(timers(n)) for n in names_))
+
+
+@st.composite
+def hypervs(draw: st.DrawFn, kvm: bool) -> Hyperv:
+    from dataclasses import replace
+
+    mode = draw(st.sampled_from(HypervMode))
+    h = Hyperv(mode=mode)
+    if mode is HypervMode.PASSTHROUGH:
+        return h
+    values: dict[str, Any] = {name: draw(_ONOFF) for name in HYPERV_SWITCHES}
+    if not kvm and values["vpindex"]:
+        values["vpindex"] = False
+    h = replace(h, **values)
+    if draw(st.booleans()):
+        on = draw(st.booleans())
+        h = replace(h, spinlocks=HypervSpinlocks(
+            on, draw(st.integers(4095, 2**32 - 1)) if on else None))
+    if draw(st.booleans()):
+        h = replace(h, stimer=HypervStimer(draw(st.booleans()), draw(_ONOFF)))
+    if draw(st.booleans()):
+        on = draw(st.booleans())
+        value = draw(st.text(string.ascii_letters + " ", min_size=1, max_size=12))
+        h = replace(h, vendor_id=HypervVendorId(on, value if on or draw(st.booleans())
+                                                else None))
+    return h
+
+
+@st.composite
+def features(draw: st.DrawFn, kvm: bool) -> Features:
+    apic = Apic(draw(_ONOFF)) if draw(st.booleans()) else None
+    hyperv = draw(hypervs(kvm)) if draw(st.booleans()) else None
+    kvm_f = Kvm(draw(_ONOFF), draw(_ONOFF), draw(_ONOFF), draw(_ONOFF)) if draw(
+        st.booleans()) else None
+    return Features(
+        acpi=draw(st.booleans()), apic=apic, pae=draw(st.booleans()), hyperv=hyperv,
+        kvm=kvm_f, pmu=draw(_ONOFF), vmport=draw(_ONOFF), smm=draw(_ONOFF),
+        ioapic=draw(st.none() | st.sampled_from(IoapicDriver)),
+    )
+
+
+@st.composite
+def pms(draw: st.DrawFn) -> Pm:
+    return Pm(draw(_ONOFF), draw(_ONOFF))
+
+
+@st.composite
+def metadatas(draw: st.DrawFn) -> Metadata:
+    n = draw(st.integers(0, 3))
+    items = []
+    for i in range(n):
+        text = draw(st.text(string.ascii_letters + string.digits + " ", max_size=10))
+        body = f">{text}</a{i}:item>" if text else "/>"
+        items.append(f'<a{i}:item xmlns:a{i}="http://example.org/ns{i}"{body}')
+    return Metadata(tuple(items))

@@ -143,3 +143,47 @@ def test_launcher_killed_mid_start(dirs: Path, delay: float) -> None:
     assert tv("destroy", "cli1").returncode == 0
     assert not pid_alive(st["qemu_pid"])
     reap_orphans()
+
+
+@pytest.mark.parametrize("argv", [
+    ("start", "--json"),  # missing NAME
+    ("start", "cli1", "--json", "--no-such-option"),
+    ("list", "--json", "--timeout", "x"),
+    ("destroy", "--json", "a", "b"),
+    ("--json", "no-such-verb"),
+])
+def test_usage_errors_honour_json(capsys: pytest.CaptureFixture[str],
+                                  argv: tuple[str, ...]) -> None:
+    """A wrong command line with --json is a JSON object on stdout (code usage, exit 2),
+    never argparse's text."""
+    rc, out, err = _run(capsys, *argv)
+    assert rc == 2
+    res = json.loads(out)
+    assert res["ok"] is False and res["error"]["code"] == "usage"
+    assert res["error"]["cause"] and "--help" in res["error"]["fix"]
+    assert err == ""
+
+
+def test_usage_errors_without_json_stay_argparse_text(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rc, out, err = _run(capsys, "start")
+    assert rc == 2 and out == ""
+    assert err.startswith("usage: tapvirt start") and "error:" in err
+
+
+def test_long_runtime_dir_is_refused_upfront(capsys: pytest.CaptureFixture[str], dirs: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """An XDG_RUNTIME_DIR too long for a unix socket path: a named error before anything
+    starts (not QEMU's bare "path too long" later), nothing left running."""
+    long = dirs / ("r" * 60) / ("u" * 60)
+    long.mkdir(parents=True, mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(long))
+    (dirs / "d.xml").write_text(XML)
+    _run(capsys, "define", str(dirs / "d.xml"))
+    rc, out, _ = _run(capsys, "start", "cli1", "--json")
+    assert rc == 1
+    err = json.loads(out)["error"]
+    assert err["code"] == "runtime-path-too-long"
+    assert "TAPVIRT_RUNTIME_DIR=" in err["fix"]
+    rc, out, _ = _run(capsys, "list", "--all", "--json")
+    assert rc == 0 and json.loads(out)["domains"][0]["state"] == "shut off"

@@ -76,7 +76,9 @@ def test_state_roundtrip_and_atomic_files(xdg: Path) -> None:
     dd.state_file.write_text(json.dumps(data))
     assert dd.read().state == RUNNING
     dd.state_file.write_text("{torn")
-    assert dd.read().state == SHUTOFF
+    with pytest.raises(TapvirtError) as info:  # never taken for "shut off"
+        dd.read()
+    assert info.value.code is codes.STATE_UNREADABLE
 
 
 def test_long_names_get_a_short_qmp_socket(xdg: Path) -> None:
@@ -130,18 +132,32 @@ def test_reconcile_repairs_a_launcher_killed_mid_start(xdg: Path) -> None:
 
 
 def test_reconcile_keeps_a_live_supervisor(xdg: Path) -> None:
+    """Liveness is the supervisor's lock: a holder keeps the guest running whatever pid
+    the record names; a live process with the recorded pid and start time but no lock is
+    not a supervisor (pids are reused)."""
     from tapvirt.domains.api import reconcile
     from tapvirt.qemu.process import proc_starttime
 
     dd = DomainDir(runtime.runtime_root(), "g1").ensure()
+    code = ("import sys, time; from pathlib import Path\n"
+            "from tapvirt.domains.runtime import DomainDir\n"
+            f"fd = DomainDir(Path({str(dd.root)!r}), 'g1').hold_supervisor_lock()\n"
+            "print('held', flush=True); time.sleep(30)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     sleeper = subprocess.Popen(["sleep", "30"])
     try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        dd.write(State("g1", state=RUNNING, supervisor_pid=1, supervisor_start=1))
+        assert reconcile(dd).state == RUNNING
+        assert dd.supervisor_holder() == holder.pid
+        holder.kill()
+        holder.wait()
+        assert dd.supervisor_holder() is None
         dd.write(State("g1", state=RUNNING, supervisor_pid=sleeper.pid,
                        supervisor_start=proc_starttime(sleeper.pid)))
-        assert reconcile(dd).state == RUNNING
-        # the same pid with another start time is a reused pid, not our supervisor
-        dd.write(State("g1", state=RUNNING, supervisor_pid=sleeper.pid, supervisor_start=1))
         assert reconcile(dd).state == SHUTOFF
     finally:
-        sleeper.kill()
-        sleeper.wait()
+        for p in (holder, sleeper):
+            p.kill()
+            p.wait()

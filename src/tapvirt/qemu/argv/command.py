@@ -7,9 +7,12 @@ from collections.abc import Sequence
 
 from tapvirt.conf.model import BootDev, Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
+from tapvirt.qemu.argv.clock import rtc_args
+from tapvirt.qemu.argv.cpu import cpu_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
 from tapvirt.qemu.argv.fds import FD_BASE, fd_layout
+from tapvirt.qemu.argv.features import machine_params, pm_args
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
 
@@ -27,23 +30,29 @@ def build_argv(
     *,
     qmp_socket: str,
     fd_base: int | None = FD_BASE,
+    now: float | None = None,
 ) -> list[str]:
-    """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont."""
+    """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont.
+
+    `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
     machine = machine_of(dom)
     acpi = "" if dom.features.acpi else ",acpi=off"
-    argv += ["-machine", f"{machine}{acpi}"]
+    argv += ["-machine", f"{machine}{acpi}{machine_params(dom)}"]
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
+    argv += cpu_args(dom)
     argv += ["-m", f"size={dom.memory_kib}k"]
     argv += ["-smp", str(dom.vcpus)]
     argv += ["-uuid", dom.uuid]
     argv += ["-no-user-config", "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"socket,id=charmonitor,path={opt(qmp_socket)},server=on,wait=off",
              "-mon", "chardev=charmonitor,id=monitor,mode=control"]
+    argv += rtc_args(dom, now)
     if dom.on_reboot is LifecycleAction.DESTROY:
         argv.append("-no-reboot")
+    argv += pm_args(dom)
     if dom.os.kernel:
         argv += ["-kernel", dom.os.kernel]
     if dom.os.initrd:

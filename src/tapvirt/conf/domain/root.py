@@ -1,4 +1,5 @@
-"""`<domain>` level: name, uuid, memory, vcpu, os, features, lifecycle actions.
+"""`<domain>` itself: name, uuid, memory, vcpu, os, lifecycle actions; the other children
+are parsed by their modules (`ELEMENTS`), `<devices>` by `tapvirt.conf.devices`.
 
 `parse_domain_element` walks the root element and hands `<devices>` to
 `tapvirt.conf.devices`. Errors name the element, its line, libvirt's message, the fix.
@@ -7,16 +8,20 @@
 from __future__ import annotations
 
 import uuid as uuidlib
+from collections.abc import Callable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
+from tapvirt.conf.domain.clock import parse_clock
+from tapvirt.conf.domain.features import check_features, parse_features
+from tapvirt.conf.domain.metadata import parse_metadata
+from tapvirt.conf.domain.pm import parse_pm
 from tapvirt.conf.model import (
     BootDev,
     Domain,
     DomainType,
-    Features,
     LifecycleAction,
     Os,
 )
@@ -38,7 +43,17 @@ if TYPE_CHECKING:
 
     from tapvirt.conf.xml import Reader
 
-__all__ = ["parse_domain_element"]
+__all__ = ["ELEMENTS", "parse_domain_element"]
+
+# The <domain> children that have their own module: tag -> (Domain field, parser).
+# Adding one: its module under conf/domain/, a field in model.Domain, a line here, a line
+# in conf/format.py (libvirt's order), its grammar in schema/domain.rng.
+ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
+    "metadata": ("metadata", parse_metadata),
+    "features": ("features", parse_features),
+    "clock": ("clock", parse_clock),
+    "pm": ("pm", parse_pm),
+}
 
 
 def parse_domain_element(r: Reader) -> Domain:
@@ -51,7 +66,7 @@ def parse_domain_element(r: Reader) -> Domain:
     found = r.shape(
         root, ("type",),
         ("name", "uuid", "title", "description", "memory", "currentMemory", "vcpu",
-         "os", "features", "on_poweroff", "on_reboot", "on_crash", "devices"),
+         "os", "on_poweroff", "on_reboot", "on_crash", "devices", *ELEMENTS),
         required_attrs=("type",),
     )
     dtype = r.enum(root, "type", DomainType)
@@ -96,12 +111,6 @@ def parse_domain_element(r: Reader) -> Domain:
             )
         vcpus = r.uint(v, None, 1, MAX_VCPUS)
     os_ = _os(r, r.need(found, "os", root))
-    features = Features()
-    if (f := r.one(found, "features")) is not None:
-        ff = r.shape(f, (), ("acpi",))
-        if (a := r.one(ff, "acpi")) is not None:
-            r.shape(a)
-        features = Features(acpi=a is not None)
     actions: dict[str, LifecycleAction] = {}
     for tag in ("on_poweroff", "on_reboot", "on_crash"):
         if (el := r.one(found, tag)) is not None:
@@ -110,8 +119,14 @@ def parse_domain_element(r: Reader) -> Domain:
     dom = Domain(
         name=name, uuid=uuid, type=dtype, title=title, description=description,
         memory_kib=memory, current_memory_kib=current, vcpus=vcpus, os=os_,
-        features=features, **actions,  # type: ignore[arg-type]
+        **actions,  # type: ignore[arg-type]
     )
+    parts = {field: parse(r, el) for tag, (field, parse) in ELEMENTS.items()
+             if (el := r.one(found, tag)) is not None}
+    if parts:
+        dom = replace(dom, **parts)
+    if (f_el := r.one(found, "features")) is not None:
+        check_features(r, f_el, dom.features, dom.type is DomainType.KVM)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
     return dom

@@ -1,0 +1,169 @@
+"""Make a domain document startable on the test host, changing only what this host lacks.
+
+Real-world documents name disk images, kernels, bridges and sockets of the machine they
+were written on. `make_startable` rewrites exactly those, and nothing QEMU should judge:
+
+* `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
+* `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM);
+* `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
+  devices tie them to other sizes;
+* every disk or cdrom/floppy with a source becomes a placeholder image of its format in
+  the scratch directory (`qemu-img create`); `type='block'` becomes `type='file'`
+  (there is no block device to give it);
+* `<kernel>`/`<initrd>` that do not exist here become the test guest's kernel and initrd;
+  an `<emulator>` that does not exist becomes this host's QEMU for the arch;
+* interfaces of type ethernet, bridge, direct and network become `type='ethernet'` on a
+  tap precreated for the test user (`<target dev managed='no'/>`, multi_queue when
+  `<driver queues>` > 1, the guest's `<mtu>` when above 1500), losing only `<source>`,
+  `<script>`, `<downscript>`, `<backend>`;
+  `type='user'` stays; other types are left as they are;
+* chardev and `<log>` files and unix sockets move into the scratch directory (a unix
+  client socket becomes a listening one: there is no peer to connect to);
+* `<nvram>` moves into the scratch directory.
+
+Pure: returns the new text and what the caller must create (taps, images).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lxml import etree
+
+_TAP_TYPES = ("ethernet", "bridge", "direct", "network")
+_DROP_FROM_TAP = ("source", "script", "downscript", "backend", "target")
+_CHARDEVS = ("serial", "parallel", "console", "channel")
+_QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x86_64"}
+SMALL_MIB = 128
+
+
+@dataclass(frozen=True)
+class Tap:
+    name: str
+    multi_queue: bool
+    mtu: int | None = None  # a guest <mtu> above the tap's default 1500 needs it
+
+
+@dataclass(frozen=True)
+class Image:
+    path: Path
+    fmt: str  # qemu-img format (raw, qcow2, ...)
+    size: str = "64M"
+
+
+@dataclass
+class Plan:
+    xml: str
+    taps: list[Tap] = field(default_factory=list)
+    images: list[Image] = field(default_factory=list)
+
+
+def _exists(path: str | None) -> bool:
+    return bool(path) and os.path.exists(str(path))
+
+
+def _set_small_memory(root: etree._Element) -> None:
+    if (root.find("cpu/numa/cell") is not None or root.find("maxMemory") is not None
+            or root.find("devices/memory") is not None):
+        return
+    for tag in ("memory", "currentMemory"):
+        el = root.find(tag)
+        if el is not None:
+            el.text = str(SMALL_MIB)
+            el.set("unit", "MiB")
+
+
+def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
+    for n, disk in enumerate(root.iterfind("devices/disk")):
+        source = disk.find("source")
+        kind = disk.get("type", "file")
+        if source is None or kind not in ("file", "block"):
+            continue
+        attr = "file" if kind == "file" else "dev"
+        if not source.get(attr):
+            continue
+        driver = disk.find("driver")
+        fmt = (driver.get("type") if driver is not None else None) or "raw"
+        device = disk.get("device", "disk")
+        ext = "iso" if device == "cdrom" else "img"
+        path = scratch / f"{name}-disk{n}.{ext}"
+        if kind == "block":
+            disk.set("type", "file")
+            del source.attrib["dev"]
+        source.set("file", str(path))
+        size = "1440K" if device == "floppy" else "64M"
+        plan.images.append(Image(path, fmt, size))
+
+
+def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
+    for n, iface in enumerate(root.iterfind("devices/interface")):
+        if iface.get("type") not in _TAP_TYPES:
+            continue
+        iface.set("type", "ethernet")
+        for tag in _DROP_FROM_TAP:
+            for el in iface.findall(tag):
+                iface.remove(el)
+        driver = iface.find("driver")
+        queues = int(driver.get("queues", "1")) if driver is not None else 1
+        mtu_el = iface.find("mtu")
+        mtu = int(mtu_el.get("size", "0")) if mtu_el is not None else 0
+        tap = Tap(f"{tap_prefix}{n}"[:15], queues > 1, mtu if mtu > 1500 else None)
+        target = etree.Element("target", dev=tap.name, managed="no")
+        mac = iface.find("mac")
+        # keep libvirt's child order: target right after mac/source
+        iface.insert(list(iface).index(mac) + 1 if mac is not None else 0, target)
+        plan.taps.append(tap)
+
+
+def _chardevs(root: etree._Element, scratch: Path, name: str) -> None:
+    moved: dict[str, str] = {}  # one new path per old one: <console> may repeat <serial>'s
+    for tag in _CHARDEVS:
+        for dev in root.iterfind(f"devices/{tag}"):
+            for el in [*dev.findall("source"), *dev.findall("log")]:
+                attr = "file" if el.tag == "log" else "path"
+                old = el.get(attr)
+                if not old:
+                    continue
+                kind = dev.get("type")
+                suffix = "sock" if kind == "unix" else "log"
+                new = moved.setdefault(old, str(scratch / f"{name}-c{len(moved)}.{suffix}"))
+                el.set(attr, new)
+                if kind == "unix" and el.tag == "source" and el.get("mode") != "bind":
+                    el.set("mode", "bind")
+
+
+def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
+                   kernel: str, initrd: str) -> Plan:
+    parser = etree.XMLParser(resolve_entities=False, remove_comments=False)
+    root = etree.fromstring(text.encode(), parser)
+    plan = Plan("")
+    name_el = root.find("name")
+    if name_el is not None:
+        name_el.text = name
+    uuid = root.find("uuid")
+    if uuid is not None:
+        root.remove(uuid)
+    if root.get("type") == "kvm":  # no KVM on the test hosts: TCG
+        root.set("type", "qemu")
+    _set_small_memory(root)
+    os_el = root.find("os")
+    if os_el is not None:
+        for tag, replacement in (("kernel", kernel), ("initrd", initrd)):
+            el = os_el.find(tag)
+            if el is not None and not _exists(el.text):
+                el.text = replacement
+        nvram = os_el.find("nvram")
+        if nvram is not None and nvram.text:
+            nvram.text = str(scratch / f"{name}_VARS.fd")
+    arch_el = root.find("os/type")
+    arch = arch_el.get("arch", "x86_64") if arch_el is not None else "x86_64"
+    emulator = root.find("devices/emulator")
+    if emulator is not None and not _exists(emulator.text) and arch in _QEMU:
+        emulator.text = _QEMU[arch]
+    _disks(root, scratch, name, plan)
+    _interfaces(root, tap_prefix, plan)
+    _chardevs(root, scratch, name)
+    plan.xml = etree.tostring(root, encoding="unicode") + "\n"
+    return plan
