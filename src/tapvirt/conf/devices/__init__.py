@@ -29,7 +29,7 @@ from tapvirt.conf.devices.controller import (
     format_controller,
     parse_controllers,
 )
-from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk
+from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk, sort_disks
 from tapvirt.conf.devices.interface import Interface, format_interface, parse_interface
 from tapvirt.conf.xmlout import IND, Writer, t
 
@@ -66,7 +66,9 @@ def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
     emulator = None
     if (e := r.one(found, "emulator")) is not None:
         emulator = r.abspath(e, None, r.text(e))
-    disks = tuple(parse_disk(r, d) for d in found.get("disk", []))
+    disk_els, disks = sort_disks(found.get("disk", []), [parse_disk(r, d) for d in
+                                                        found.get("disk", [])])
+    found["disk"] = disk_els
     ctl_els, ctls = parse_controllers(r, found.get("controller", []))
     check_controllers(r, ctl_els, ctls)
     ifaces = tuple(parse_interface(r, i, n) for n, i in enumerate(found.get("interface", [])))

@@ -275,7 +275,9 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
             else None,
             ioeventfd=None if onoff is None else onoff == "on",
         )
-        if not (isinstance(model, ScsiModel) and model.virtio) and driver != ControllerDriver():
+        if driver == ControllerDriver():
+            driver = None  # an empty <driver/> says nothing: not kept (as for interfaces)
+        elif not (isinstance(model, ScsiModel) and model.virtio):
             raise r.fail(
                 E.NOT_FOR_TYPE, d,
                 "queues, cmd_per_lun, max_sectors and ioeventfd are virtio-scsi settings",
@@ -293,8 +295,14 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
     return Controller(
         type=ctype, index=index, model=model, ports=ports, vectors=vectors,
         model_name=model_name, target=target, driver=driver, master_startport=startport,
-        alias=parse_alias(r, r.one(found, "alias"), auto), address=address,
+        alias=_user_alias(parse_alias(r, r.one(found, "alias"), auto)), address=address,
     ), index_given
+
+
+def _user_alias(alias: str | None) -> str | None:
+    """The automatic name depends on the final index and machine: the post-parse step
+    gives it; only a user alias is kept from the XML."""
+    return alias if alias is not None and alias.startswith("ua-") else None
 
 
 def _pci_children(
@@ -331,6 +339,8 @@ def _pci_children(
             bus_nr=r.uint(t, "busNr", 1, 254) if t.get("busNr") else None,
             hotplug=None if hp is None else hp == "on",
         )
+        if target == PciTarget():
+            target = None  # an empty <target/> says nothing
     return model_name, target
 
 
@@ -403,6 +413,19 @@ def _insert(
         if cur_given and (cur.index > c.index or (master_first and cur.index == c.index)):
             at = pos
     order.insert(at, (el, c, given))
+
+
+def insert_controller(ctls: list[Controller], c: Controller) -> None:
+    """Add `c` where libvirt's parser would put it (all indexes known)."""
+    at = len(ctls)
+    for pos in range(len(ctls) - 1, -1, -1):
+        cur = ctls[pos]
+        if cur.type is not c.type:
+            continue
+        master_first = c.master_startport is None and cur.master_startport is not None
+        if cur.index > c.index or (master_first and cur.index == c.index):
+            at = pos
+    ctls.insert(at, c)
 
 
 def assign_indexes(ctls: list[Controller], given: list[bool]) -> list[Controller]:

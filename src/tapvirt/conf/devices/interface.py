@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import AddressType, PciAddress, format_address, parse_address
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
 from tapvirt.conf.rules import MAC_RE, MAX_QUEUES, MTU_MAX, MTU_MIN, RESERVED_PREFIXES
 from tapvirt.conf.xmlout import IND, Writer, a, attrs
@@ -102,6 +103,7 @@ class Interface:
     boot_order: int | None = None
     script: str | None = None
     backend_tap: str | None = None  # <backend tap='/path'/>: the tun clone device to open
+    address: PciAddress | None = None  # the guest's PCI slot, assigned after parsing
 
     @property
     def queues(self) -> int:
@@ -124,7 +126,7 @@ class Interface:
 DEFAULT_MODEL = NicModel.RTL8139
 _CHILDREN = (
     "mac", "source", "script", "target", "model", "driver", "backend", "link", "mtu",
-    "boot", "alias",
+    "boot", "alias", "address",
 )
 
 
@@ -220,7 +222,16 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
         source=source, driver=driver, mtu=mtu, link_state=link,
         alias=parse_alias(r, r.one(found, "alias"), f"net{index}"),
         boot_order=parse_boot(r, r.one(found, "boot")), script=script, backend_tap=backend_tap,
+        address=_address(r, r.one(found, "address")),
     )
+
+
+def _address(r: Reader, el: etree._Element | None) -> PciAddress | None:
+    if el is None:
+        return None
+    addr = parse_address(r, el, (AddressType.PCI,), "an interface")
+    assert isinstance(addr, PciAddress)
+    return addr
 
 
 def _target(
@@ -370,6 +381,8 @@ def format_interface(
         w(f"{i3}<mtu size='{iface.mtu}'/>")
     format_boot(iface.boot_order, w)
     format_alias(iface.alias, w, live)
+    if iface.address is not None:
+        w(f"{i3}{format_address(iface.address)}")
     w(f"{i2}</interface>")
 
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from tapvirt.conf.model import BootDev, Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
+from tapvirt.qemu.argv.controller import controller_args
 from tapvirt.qemu.argv.cpu import cpu_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
@@ -40,7 +41,8 @@ def build_argv(
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
     machine = machine_of(dom)
     acpi = "" if dom.features.acpi else ",acpi=off"
-    argv += ["-machine", f"{machine}{acpi}{machine_params(dom)}"]
+    # usb=off: QEMU adds no USB controller of its own; the definition's are -devices
+    argv += ["-machine", f"{machine},usb=off{acpi}{machine_params(dom)}"]
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
     argv += cpu_args(dom)
     argv += ["-m", f"size={dom.memory_kib}k"]
@@ -65,6 +67,7 @@ def build_argv(
         order = "".join({BootDev.HD: "c", BootDev.CDROM: "d", BootDev.NETWORK: "n",
                          BootDev.FD: "a"}[b] for b in dom.os.boot)
         argv += ["-boot", f"order={order}"]
+    argv += controller_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)
