@@ -108,6 +108,7 @@ FILE_UNREADABLE = define(
 _CODE_MODULES = (
     "tapvirt.conf.errors",
     "tapvirt.conf.addresses",
+    "tapvirt.conf.devices.refused",
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",

@@ -3,6 +3,7 @@ a CNI_PATH directory), executed directly with CNI_* variables and JSON on stdin.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -119,3 +120,14 @@ def tun_data(netns: Netns, dev: str) -> dict[str, Any]:
 def run_plain(argv: list[str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=False,
                           env={**os.environ})
+
+
+def is_id(value: Any, number: int, *, group: bool = False) -> bool:
+    """`ip -j` shows a uid/gid by name when it has one on this machine."""
+    import grp
+    import pwd
+
+    names = {str(number)}
+    with contextlib.suppress(KeyError):
+        names.add(grp.getgrgid(number).gr_name if group else pwd.getpwuid(number).pw_name)
+    return str(value) in names

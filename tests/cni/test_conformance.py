@@ -115,7 +115,10 @@ def test_a_policy_limits_what_pods_get(cni: Cni, scratch: Path) -> None:
     cni.fails(101, "ADD", {**conf, "queues": 4}, ifname="tap2", cid="c4")  # max_queues
     cni.fails(7, "ADD", {**conf, "owner": None}, ifname="tap3", cid="c5")
     log = (scratch / "decisions.log").read_text()
-    assert "allow requester=107" in log and "deny requester=107" in log
+    # one JSON event per line (docs/prep.md, the decision log)
+    events = [json.loads(line.split(" ", 2)[2]) for line in log.splitlines()]
+    verdicts = {(e["event"], e["requester"]) for e in events if e["event"] in ("allow", "deny")}
+    assert verdicts == {("allow", "107"), ("deny", "107")}
     policy.chmod(0o666)  # a policy others could write decides nothing
     cni.fails(101, "ADD", conf, ifname="tap4", cid="c6")
 

@@ -7,6 +7,7 @@ console on its stdout. SIGTERM to `run` powers a guest off over ACPI."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -149,30 +150,44 @@ def test_uid_107_boots_and_pings_on_every_kind_of_device_tapvirt_cni_makes(
     assert not list(cni.node_dir.rglob("cni.*"))
 
 
+def _popen_run(launcher: AsUser, target: str, tun: Path) -> subprocess.Popen[bytes]:
+    python = ("/opt/tapvirt/venv/bin/python" if os.access("/opt/tapvirt/venv/bin/python",
+                                                           os.X_OK) else "python3")
+    return subprocess.Popen(launcher.argv([
+        python, "-m", "tapvirt.cli.main", "run", target, "--tun-node", str(tun),
+        "--shutdown-timeout", "60"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _read_until(proc: subprocess.Popen[bytes], marker: bytes, timeout: float = 180) -> bytes:
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while marker not in out and time.monotonic() < deadline and proc.poll() is None:
+        with contextlib.suppress(BlockingIOError, TypeError):
+            out += proc.stdout.read() or b""
+        time.sleep(0.2)
+    return out
+
+
+def _guest_on_tap0(cni: Cni, image: guest.GuestImage, scratch: Path, name: str) -> Path:
+    cni.ok("ADD", ifname="tap0")
+    cni.netns.ip("addr", "add", "10.213.1.1/24", "dev", "tap0")
+    cmdline = image.cmdline(ip="10.213.1.2/24", peer="10.213.1.1")
+    return _write(scratch, name, domain_xml(name, image, _iface("tap0", "52:54:00:0e:01:02"),
+                                            cmdline))
+
+
 def test_tapvirt_run_turns_sigterm_into_an_acpi_power_off(
     cni: Cni, launcher: AsUser, image: guest.GuestImage, scratch: Path
 ) -> None:
     tun = private_tun_node(scratch, QEMU_UID, QEMU_UID, 0o600)
-    cni.ok("ADD", ifname="tap0")
-    cni.netns.ip("addr", "add", "10.213.1.1/24", "dev", "tap0")
-    cmdline = image.cmdline(ip="10.213.1.2/24", peer="10.213.1.1")
-    xml = _write(scratch, "vm-term", domain_xml("vm-term", image,
-                                                _iface("tap0", "52:54:00:0e:01:02"), cmdline))
-    proc = subprocess.Popen(launcher.argv([
-        "/opt/tapvirt/venv/bin/python" if os.access("/opt/tapvirt/venv/bin/python", os.X_OK)
-        else "python3", "-m", "tapvirt.cli.main", "run", str(xml), "--tun-node", str(tun),
-        "--shutdown-timeout", "60"]), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    out = b""
+    xml = _guest_on_tap0(cni, image, scratch, "vm-term")
+    defined = launcher.tapvirt("define", str(xml))
+    assert defined.returncode == 0, defined.stderr
+    proc = _popen_run(launcher, "vm-term", tun)  # by NAME: the defined domain
     try:
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        deadline = time.monotonic() + 180
-        while b"TV-PING-OK" not in out and time.monotonic() < deadline:
-            with contextlib.suppress(BlockingIOError, TypeError):
-                out += proc.stdout.read() or b""
-            if proc.poll() is not None:
-                break
-            time.sleep(0.2)
+        out = _read_until(proc, b"TV-PING-OK")
         assert b"TV-PING-OK" in out, out[-2000:]
         # the launcher runs as uid 107: a signal from the runtime (root) reaches it
         proc.send_signal(signal.SIGTERM)
@@ -185,6 +200,29 @@ def test_tapvirt_run_turns_sigterm_into_an_acpi_power_off(
     assert proc.returncode == 0, (out[-2000:], err[-2000:])
     assert b"TV-POWERDOWN" in out
     assert b"ACPI power-down" in err and b"ended: shutdown" in err
+    state = launcher.tapvirt("domstate", "vm-term", "--reason")
+    assert state.stdout.strip() == "shut off (shutdown)", state.stdout
+
+
+def test_tapvirt_run_exits_3_when_the_guest_crashes(
+    cni: Cni, launcher: AsUser, image: guest.GuestImage, scratch: Path
+) -> None:
+    tun = private_tun_node(scratch, QEMU_UID, QEMU_UID, 0o600)
+    xml = _guest_on_tap0(cni, image, scratch, "vm-crash")
+    proc = _popen_run(launcher, str(xml), tun)
+    try:
+        out = _read_until(proc, b"TV-MARKER")
+        assert b"TV-MARKER" in out, out[-2000:]
+        state_file = Path(launcher.env["XDG_RUNTIME_DIR"]) / "tapvirt/vm-crash/state.json"
+        qemu = json.loads(state_file.read_text())["qemu_pid"]
+        os.kill(qemu, signal.SIGKILL)
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 3, err[-2000:]
+    assert b"ended: crashed" in err
 
 
 def test_tapvirt_run_fails_with_exit_1_and_a_coded_error_when_nothing_can_start(

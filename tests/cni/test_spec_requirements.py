@@ -14,14 +14,10 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tests.cni.conftest import Cni, tun_data
+from tests.cni.conftest import Cni, is_id, tun_data
 from tests.support.sandbox import SRC, Netns
 
 MAC = "52:54:00:c1:00:01"
-
-
-def _owner(value: Any) -> str:
-    return str(value)
 
 
 def _names(netns: Netns) -> set[str]:
@@ -115,7 +111,7 @@ def test_req05_tap_flags_and_macvtap_node_of_the_right_device(cni: Cni, scratch:
     data = tun_data(cni.netns, "mq0")
     assert data["type"] == "tap" and data["pi"] is False and data["vnet_hdr"] is True
     assert data["multi_queue"] is True and data["persist"] is True
-    assert _owner(data["user"]) in ("107", "tv-qemu") and _owner(data["group"]) in ("107",)
+    assert is_id(data["user"], 107) and is_id(data["group"], 107, group=True)
     cni.ok("ADD", cni.conf(queues=1), ifname="sq0")
     assert tun_data(cni.netns, "sq0")["multi_queue"] is False
     # macvtaps in two namespaces with the same ifindex get two nodes, each its device's

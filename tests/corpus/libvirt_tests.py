@@ -25,6 +25,10 @@ class Call:
     args: str
 
     @property
+    def expects_parse_error(self) -> bool:
+        return "PARSE_ERROR" in self.macro or "FLAG_EXPECT_PARSE_ERROR" in self.args
+
+    @property
     def expects_failure(self) -> bool:
         return (any(word in self.macro for word in _EXPECT_FAIL)
                 or "FLAG_EXPECT_FAILURE" in self.args or "FLAG_EXPECT_PARSE_ERROR" in self.args)
@@ -65,6 +69,7 @@ def calls(source: str) -> list[Call]:
 class Verdict:
     positive: frozenset[str]
     refused: frozenset[str]  # every call expects libvirt to refuse it
+    parse_error: frozenset[str]  # ... and one of them already when parsing the XML
     arch: dict[str, str]  # the capabilities' arch a DO_TEST_CAPS_ARCH_* call names
 
     def of(self, name: str) -> str:
@@ -87,7 +92,8 @@ def verdicts(test_c: Path) -> Verdict:
             m = re.match(r'\s*"[^"]*"\s*,\s*"([a-z0-9_]+)"', c.args)
             if "ARCH" in c.macro and m:
                 arch.setdefault(name, m.group(1))
-    return Verdict(frozenset(positive), frozenset(refused), arch)
+    parse_error = {n for n in refused if any(c.expects_parse_error for c in by_name[n])}
+    return Verdict(frozenset(positive), frozenset(refused), frozenset(parse_error), arch)
 
 
 def argvtest_for(directory: Path) -> Path | None:

@@ -281,3 +281,55 @@ def test_sigkill_supervisor_or_qemu_at_each_phase(
     if start.returncode != 0:  # the start failed by name, never a traceback
         assert "error[" in err and "Traceback" not in err, err
     _assert_consistent(lab, name, tap, before, pids)
+
+
+# -- unwritable runtime and config directories (EACCES, as the unprivileged user) --------
+
+def test_unwritable_runtime_dir(lab: Lab, victim: tuple[str, str, dict[str, object]]) -> None:
+    name, tap, before = victim
+    lab.tv("start", name, "--paused")
+    lab.tv("destroy", name)
+    d = lab.rundir(name)
+    d.chmod(0o500)  # still private, but not writable by its owner
+    try:
+        res = lab.tv("start", name, "--paused", "--json", check=False)
+        assert res.returncode == 1
+        err = json.loads(res.stdout)["error"]
+        assert err["code"] == "runtime-dir-unwritable", err
+        assert str(d) in err["subject"] and err["fix"]
+        assert lab.tv_json("list", "--all")["domains"]
+        assert lab.tv_json("domstate", name)["state"] == "shut off"
+    finally:
+        d.chmod(0o700)
+    _assert_consistent(lab, name, tap, before, [])
+
+
+@pytest.mark.parametrize("mode", [0o500, 0o000])
+def test_unreadable_or_unwritable_config_dir(lab: Lab, mode: int,
+                                             victim: tuple[str, str, dict[str, object]]
+                                             ) -> None:
+    name, tap, before = victim
+    domains = lab.user.home / ".config" / "tapvirt" / "domains"
+    assert domains.is_dir()
+    xml = lab.scratch / f"{name}.xml"
+    domains.chmod(mode)
+    try:
+        res = lab.tv("define", str(xml), "--json", check=False)
+        assert res.returncode == 1, res.stdout
+        assert json.loads(res.stdout)["error"]["code"] == "store-unusable", res.stdout
+        res = lab.tv("start", name, "--paused", "--json", check=False)
+        if mode == 0o500:  # readable: the start works
+            assert res.returncode == 0, res.stdout + res.stderr
+            lab.tv("destroy", name)
+        else:
+            assert res.returncode == 1, res.stdout
+            err = json.loads(res.stdout)["error"]
+            assert err["code"] == "store-unusable", err
+            assert str(domains) in err["subject"]
+        res = lab.tv("list", "--all", "--json", check=False)
+        assert res.returncode in (0, 1) and "Traceback" not in res.stderr
+        if res.returncode:
+            assert json.loads(res.stdout)["error"]["code"] == "store-unusable"
+    finally:
+        domains.chmod(0o700)
+    _assert_consistent(lab, name, tap, before, [])

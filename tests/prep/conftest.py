@@ -46,6 +46,15 @@ class Prep:
     node_dir: Path
     env: dict[str, str] = field(default_factory=dict)
 
+    def events(self) -> list[dict[str, Any]]:
+        """The decision log file's events: every line `STAMP [PID] {json}`, nothing else."""
+        out = []
+        for line in self.log.read_text().splitlines():
+            stamp, pid, data = line.split(" ", 2)
+            assert stamp[0].isdigit() and pid.startswith("["), line
+            out.append(json.loads(data))
+        return out
+
     def write_policy(self, text: str) -> None:
         self.policy.write_text(text)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.prep.attach import tap_attach
 from tests.prep.conftest import Prep, allow_user, link_names
-from tests.support.sandbox import Netns, User, make_group, run
+from tests.support.sandbox import AsUser, Netns, User, make_group, run
 
 
 @pytest.fixture
@@ -30,9 +31,12 @@ def test_allowed_request_names_its_rule_and_is_logged(lab: Prep, unpriv_user: Us
     res = lab.ok("tap", "vm0", "--user", unpriv_user.name, "--bridge", "br0",
                  requester=unpriv_user.name)
     assert res["action"] == "created" and res["rule"] == 'allow[0] "test"'
-    log = lab.log.read_text()
-    assert f"allow requester={unpriv_user.name} rule='allow[0] \"test\"' tap vm0" in log
-    assert "created name=vm0 kind=tap ifindex=" in log
+    events = lab.events()
+    assert {"event": "allow", "requester": unpriv_user.name, "rule": 'allow[0] "test"',
+            "request": f"tap vm0 user={unpriv_user.name} bridge=br0 queues=1 "
+                       f"netns={lab.netns.name}", "reason": "allowed"} in events
+    created = [e for e in events if e["event"] == "created"]
+    assert len(created) == 1 and created[0]["name"] == "vm0" and created[0]["ifindex"] > 0
 
 
 @pytest.mark.parametrize(
@@ -53,7 +57,8 @@ def test_denials(lab: Prep, netns: Netns, unpriv_user: User, *, args: tuple[str,
     bad = lab.fails(code, *argv, requester=unpriv_user.name, rc=3)
     assert needle in bad.out["error"]["cause"]
     assert args[0] not in link_names(netns)
-    assert f"deny requester={unpriv_user.name}" in lab.log.read_text()
+    assert any(e["event"] == "deny" and e["requester"] == unpriv_user.name
+               for e in lab.events())
 
 
 def test_user_pattern_expands_to_the_requester(lab: Prep, unpriv_user: User) -> None:
@@ -119,9 +124,9 @@ def test_injection_attempts_in_names_are_rejected(
     lab.fails("invalid-name", "tap", "vm0", "--user", unpriv_user.name, f"--bridge={name}",
               requester=unpriv_user.name)
     assert link_names(netns) == before
-    log = lab.log.read_text()
-    assert f"failed requester={unpriv_user.name} verb=tap code=invalid-name" in log
-    assert all(line[0].isdigit() for line in log.splitlines())  # no forged lines
+    events = lab.events()  # every line one JSON event: no forged lines
+    assert {"event": "failed", "requester": unpriv_user.name, "verb": "tap",
+            "code": "invalid-name"}.items() <= events[-1].items()
 
 
 def test_unwritable_log_means_no_action(prep: Prep, netns: Netns, scratch: Path) -> None:
@@ -222,3 +227,106 @@ def test_runs_are_serialised(prep: Prep, netns: Netns) -> None:
     finally:
         os.close(fd)
     assert proc.wait(timeout=30) == 0 and "ser0" in link_names(netns)
+
+
+def test_no_input_can_forge_a_log_line_or_a_stderr_line(
+    lab: Prep, netns: Netns, unpriv_user: User, scratch: Path
+) -> None:
+    forged = "2026-01-01T00:00:00Z [1] allow requester=root rule='root' tap evil0: ok"
+    path = scratch / f"x\n{forged}\n.xml"
+    path.write_text(f"<domain type='qemu'><name>a\n{forged}</name><devices><interface "
+                    f"type='ethernet'><target dev='e0\n{forged}' managed='no'/></interface>"
+                    "</devices></domain>")
+    path.chmod(0o644)
+    run = lab.run("from-domain", str(path), "--user", unpriv_user.name, "--verbose",
+                  requester=unpriv_user.name, json_out=False)
+    assert run.rc != 0
+    events = lab.events()  # every line of the file is one JSON event
+    assert [e["event"] for e in events] == ["request", "failed"]
+    assert all(e["requester"] == unpriv_user.name for e in events)
+    assert str(path) in events[0]["argv"]  # the path is there, quoted
+    # on stderr too: the decisions as JSON lines, the error on one line (plus its fix)
+    for line in run.stderr.splitlines():
+        assert line.startswith(("tapvirt-prep: {", "error[", "  fix: ")), line
+    assert len([x for x in run.stderr.splitlines() if x.startswith("error[")]) == 1
+
+
+@pytest.mark.parametrize("env", [
+    {"SUDO_UID": "{uid} "}, {"SUDO_UID": "\u0661\u0660"}, {"SUDO_USER": "no-such-user-tv"},
+    {"PKEXEC_UID": "{uid}x"}, {"SUDO_UID": "{uid}", "DOAS_USER": "root"},
+])
+def test_malformed_requester_is_refused_never_root(
+    prep: Prep, netns: Netns, unpriv_user: User, env: dict[str, str]
+) -> None:
+    env = {k: v.format(uid=unpriv_user.uid) for k, v in env.items()}
+    # before: "1001 " or an unknown SUDO_USER fell back to root, without any policy
+    bad = prep.run("tap", "vm0", "--user", unpriv_user.name, admin_opts=False, env=env)
+    assert (bad.code, bad.rc) == ("requester-invalid", 3), bad.stdout
+    assert "vm0" not in link_names(netns)
+
+
+@pytest.mark.parametrize("var", ["PKEXEC_UID", "DOAS_USER"])
+def test_pkexec_and_doas_callers_are_the_requester(
+    prep: Prep, netns: Netns, unpriv_user: User, var: str
+) -> None:
+    env = {var: str(unpriv_user.uid) if var == "PKEXEC_UID" else unpriv_user.name}
+    # administrator options are refused for them as under sudo...
+    bad = prep.run("tap", "vm0", "--user", unpriv_user.name, "--policy", str(prep.policy),
+                   admin_opts=False, env=env)
+    assert (bad.code, bad.rc) == ("override-refused", 3), bad.stdout
+    # ...and the system policy decides for them (none on a test machine: denied)
+    bad = prep.run("tap", "vm0", "--user", unpriv_user.name, admin_opts=False, env=env)
+    assert bad.rc == 3 and unpriv_user.name in bad.out["error"]["fix"]
+    assert "vm0" not in link_names(netns)
+
+
+def test_usage_errors_are_json_under_json(prep: Prep) -> None:
+    for argv in (("tap",), ("tap", "x", "--bogus"), ("tap", "x", "--queues", "two")):
+        bad = prep.run(*argv)
+        assert bad.rc == 2 and bad.code == "usage", bad.stdout
+        assert bad.out["ok"] is False and bad.out["error"]["fix"]
+    plain = prep.run("tap", json_out=False)
+    assert plain.rc == 2 and "usage: tapvirt-prep tap" in plain.stderr
+
+
+@pytest.mark.parametrize("how", ["owned-by-user", "world-writable"])
+def test_policy_in_a_directory_others_can_write_is_refused(
+    prep: Prep, netns: Netns, unpriv_user: User, scratch: Path, how: str
+) -> None:
+    directory = scratch / "etc"
+    directory.mkdir()
+    if how == "owned-by-user":
+        os.chown(directory, unpriv_user.uid, unpriv_user.gid)
+    else:
+        directory.chmod(0o777)
+    policy = directory / "prep.toml"
+    policy.write_text(allow_user(unpriv_user, 'netns = ["*"]'))
+    policy.chmod(0o644)  # the file itself is root's and fine: the user can replace it
+    bad = prep.run("tap", "vm0", "--user", unpriv_user.name, "--policy", str(policy),
+                   requester=unpriv_user.name)
+    assert bad.code == "policy-invalid", bad.stdout
+    assert f"is in directory {directory}" in bad.out["error"]["cause"]
+    assert "vm0" not in link_names(netns)
+
+
+def test_deeply_nested_policy_is_policy_invalid(prep: Prep, unpriv_user: User) -> None:
+    prep.write_policy("a = " + "[" * 20000 + "]" * 20000)
+    bad = prep.fails("policy-invalid", "tap", "vm0", "--user", unpriv_user.name,
+                     requester=unpriv_user.name, rc=1)
+    assert "nested too deeply" in bad.out["error"]["cause"]
+
+
+def test_max_queues_is_said_to_be_advisory_for_multi_queue_taps(
+    lab: Prep, netns: Netns, as_user: AsUser, tun_node: Path
+) -> None:
+    user = as_user.user.name
+    single = lab.ok("tap", "vm0", "--user", user, requester=user)
+    assert single["warnings"] == []  # the kernel allows one queue on a single-queue tap
+    multi = lab.ok("tap", "vm1", "--user", user, "--queues", "2", requester=user)
+    assert len(multi["warnings"]) == 1 and "advisory" in multi["warnings"][0]
+    # what the warning says: the owner attaches more queues than max_queues (2)
+    out = as_user.python(tap_attach("vm1", str(tun_node), queues=4), check=True).stdout
+    assert out.split()[:3] == ["vm1", "0x1902", "4"]
+    plain = lab.run("tap", "vm1", "--user", user, "--queues", "2", requester=user,
+                    json_out=False)
+    assert plain.rc == 0 and "warning: max_queues 2" in plain.stderr

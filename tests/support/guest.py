@@ -17,6 +17,13 @@ kernel does not take them for module parameters):
 and prints `TV-MARKER up=<uptime> ip=<addr> mac=<mac>`, then `TV-PING-OK ...` or
 `TV-PING-FAIL`. An ACPI power-button press (QMP system_powerdown) powers it off.
 
+Then it reports its interfaces on the console (`TV-IFACES eth0 lo ...`) and watches for
+hot-plugged ones: a new interface is brought up with an address by a DHCP-less
+convention, 10.213.<MAC octet 5>.<MAC octet 6>/24 (MAC 52:54:00:00:01:0b gets
+10.213.1.11), and reported as `TV-IF-ADD <name> mac=<mac> ip=<addr>`; one that goes
+away as `TV-IF-DEL <name>`. ARP is answered only on the interface that has the address
+(arp_ignore=1), so traffic to a hot-plugged NIC's address really goes through it.
+
     python -m tests.support.guest build [--cache DIR] [--json]
 """
 
@@ -84,6 +91,8 @@ for ev in /sys/class/input/event*; do
 done
 
 ip link set lo up
+echo 1 > /proc/sys/net/ipv4/conf/all/arp_ignore
+echo 2 > /proc/sys/net/ipv4/conf/all/arp_announce
 i=0
 while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 if [ -e /sys/class/net/eth0 ]; then
@@ -113,7 +122,24 @@ if [ "$TVMODE" = server ] && [ -x /usr/bin/iperf3 ]; then
     sleep 0.1; i=$((i+1)); done
   echo TV-IPERF-SERVER
 fi
-while :; do sleep 3600; done
+known=" $(ls /sys/class/net | tr '\n' ' ') "
+echo "TV-IFACES$known"
+while :; do
+  now=" $(ls /sys/class/net | tr '\n' ' ') "
+  for i in $now; do
+    case "$known" in *" $i "*) continue;; esac
+    mac=$(cat /sys/class/net/$i/address 2>/dev/null) || continue
+    set -- $(echo "$mac" | tr ':' ' ')
+    addr="10.213.$((0x$5)).$((0x$6))"
+    ip link set "$i" up; ip addr add "$addr/24" dev "$i"
+    echo "TV-IF-ADD $i mac=$mac ip=$addr"
+  done
+  for i in $known; do
+    case "$now" in *" $i "*) ;; *) echo "TV-IF-DEL $i";; esac
+  done
+  known="$now"
+  sleep 0.3
+done
 """
 
 

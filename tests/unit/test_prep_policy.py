@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
 from tapvirt.errors import TapvirtError
@@ -149,3 +152,79 @@ def test_prep_imports_nothing_from_qemu() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("effect", ["allow", "deny"])
+@pytest.mark.parametrize("key", ["users", "groups", "kinds", "names", "bridges", "links",
+                                 "modes", "netns"])
+def test_an_empty_list_is_invalid_not_match_anything(effect: str, key: str) -> None:
+    # before: `kinds = []` or `names = []` in an allow rule allowed every kind / name
+    who = 'groups = ["kvm"]' if key == "users" else 'users = ["alice"]'
+    text = f"[[{effect}]]\n{who}\n{key} = []\n"
+    with pytest.raises(TapvirtError) as exc:
+        parse_policy(text, source="p.toml")
+    assert exc.value.code.code == "policy-invalid"
+    assert key in exc.value.subject and "empty list" in exc.value.cause
+
+
+def test_empty_act_for_and_device_groups_mean_none() -> None:
+    policy = parse_policy('[[allow]]\nusers = ["alice"]\nact_for = []\ndevice_groups = []\n',
+                          source="p.toml")
+    assert policy.allow[0].act_for == () and policy.allow[0].device_groups == ()
+
+
+@pytest.mark.parametrize("text", ["a = " + "[" * 5000 + "]" * 5000,
+                                  "a = " + "{b = " * 3000 + "1" + "}" * 3000])
+def test_deeply_nested_policy_is_invalid_not_a_recursion_error(text: str) -> None:
+    with pytest.raises(TapvirtError) as exc:
+        parse_policy(text, source="deep.toml")
+    assert exc.value.code.code == "policy-invalid" and "nested" in exc.value.cause
+
+
+@pytest.mark.parametrize("env", [
+    {"SUDO_UID": "999 "}, {"SUDO_UID": " 999"}, {"SUDO_UID": "\u0661\u0660\u0660\u0661"},
+    {"SUDO_UID": ""}, {"SUDO_UID": "-1"}, {"SUDO_UID": "99999999999"},
+    {"SUDO_USER": "no-such-user-tv"}, {"SUDO_USER": ""}, {"PKEXEC_UID": "x"},
+    {"DOAS_USER": "no-such-user-tv"},
+    {"SUDO_UID": "65534", "DOAS_USER": "root"},  # two mechanisms naming different users
+    {"SUDO_UID": "65534", "SUDO_USER": "root"},
+])
+def test_malformed_or_contradicting_requester_variables_are_refused(
+    env: dict[str, str]
+) -> None:
+    from tapvirt.prep.requester import _sudo
+
+    with pytest.raises(TapvirtError) as exc:
+        _sudo(env)
+    assert exc.value.code.code == "requester-invalid"
+
+
+def test_sudo_pkexec_and_doas_callers() -> None:
+    from tapvirt.prep.requester import _sudo
+
+    assert _sudo({}) is None and _sudo({"SUDO_UID": "0", "SUDO_USER": "root"}) is None
+    sudo = _sudo({"SUDO_UID": "65534", "SUDO_USER": "nobody"})
+    assert sudo is not None and (sudo.principal.uid, sudo.via) == (65534, "sudo")
+    pkexec = _sudo({"PKEXEC_UID": "65534"})
+    assert pkexec is not None and (pkexec.principal.uid, pkexec.via) == (65534, "pkexec")
+    doas = _sudo({"DOAS_USER": "nobody"})
+    assert doas is not None and (doas.principal.name, doas.via) == ("nobody", "doas")
+    assert _sudo({"DOAS_USER": "root"}) is None
+
+
+def test_node_dir_registry_records_once_and_prunes_missing_dirs(tmp_path: Path) -> None:
+    from tapvirt.host import privnodes
+
+    if os.geteuid() != 0:
+        pytest.skip("the record is trusted only when root owns it")
+    registry = str(tmp_path / "dirs")
+    live, gone = tmp_path / "live", tmp_path / "gone"
+    live.mkdir()
+    for d in (live, gone, live):
+        privnodes.register_dir(str(d), registry)
+    assert privnodes.registered_dirs(registry) == [str(live), str(gone)]
+    assert privnodes.node_dirs(str(tmp_path / "new"), registry)[-1] == str(tmp_path / "new")
+    privnodes.prune_registry(registry)
+    assert privnodes.registered_dirs(registry) == [str(live)]
+    os.chmod(registry, 0o666)  # a record others could write is not trusted at all
+    assert privnodes.registered_dirs(registry) == []

@@ -78,6 +78,24 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_dommemstat)
 
+    p = sub.add_parser("domblklist", help="the guest's disks")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--details", action="store_true", help="also type and device")
+    _json_flag(p)
+    p.set_defaults(func=cmd_domblklist)
+
+    for verb, helptext in (("domblkstat", "a disk's I/O counters (QMP query-blockstats)"),
+                           ("domblkinfo", "a disk's capacity, allocation and physical size")):
+        p = sub.add_parser(verb, help=helptext)
+        p.add_argument("name", metavar="NAME")
+        p.add_argument("disk", metavar="DEV", help="target (vda) or source path")
+        _json_flag(p)
+        p.set_defaults(func=cmd_domblk, verb_kind=verb)
+
+    p = sub.add_parser("edit", help="edit the stored definition in $VISUAL/$EDITOR")
+    p.add_argument("name", metavar="NAME")
+    p.set_defaults(func=cmd_edit)
+
     p = sub.add_parser("qemu-monitor-command",
                        help="UNSUPPORTED: send a raw QMP command (marks the guest)")
     p.add_argument("name", metavar="NAME")
@@ -166,6 +184,51 @@ def cmd_dommemstat(args: argparse.Namespace) -> int:
         print(f"warning[{w.code}]: {w.message}\n  fix: {w.fix}", file=sys.stderr)
     for k, v in stats.items():
         print(f"{k} {v}")
+    return 0
+
+
+def cmd_domblklist(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    rows = live.domblklist(args.name)
+    if args.json:
+        _out(args, {"name": args.name, "disks": [r.to_json() for r in rows]}, "")
+        return 0
+    if args.details:
+        print(f" {'Type':<6} {'Device':<8} {'Target':<8} Source")
+        print("-" * 48)
+        for r in rows:
+            print(f" {r.type:<6} {r.device:<8} {r.target:<8} {r.source}")
+    else:
+        print(f" {'Target':<8} Source")
+        print("-" * 48)
+        for r in rows:
+            print(f" {r.target:<8} {r.source}")
+    return 0
+
+
+def cmd_domblk(args: argparse.Namespace) -> int:
+    from tapvirt.domains import live
+
+    if args.verb_kind == "domblkstat":
+        target, stats = live.domblkstat(args.name, args.disk)
+        _out(args, {"name": args.name, "disk": target, "stats": stats},
+             "\n".join(f"{target} {k} {v}" for k, v in stats.items()))
+        return 0
+    target, info = live.domblkinfo(args.name, args.disk)
+    _out(args, {"name": args.name, "disk": target, **info},
+         "\n".join(f"{k.capitalize() + ':':<16}{v}" for k, v in info.items()))
+    return 0
+
+
+def cmd_edit(args: argparse.Namespace) -> int:
+    from tapvirt.domains import edit
+
+    result = edit.edit(args.name)
+    if result.changed:
+        print(f"Domain '{args.name}' XML configuration edited.")
+    else:
+        print(f"Domain '{args.name}' XML configuration not changed.")
     return 0
 
 

@@ -8,16 +8,35 @@ Exit codes: 0 done (created, or already there and matching), 1 error, 2 usage,
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 _COMMON_HELP = "network namespace (a name under /run/netns) to work in"
 
 
+class _UsageError(Exception):
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing and exiting, so that a usage error can
+    be reported as JSON under --json (subparsers are made of the same class)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
+def _wants_json(argv: list[str]) -> bool:
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return "--json" in options
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the result as JSON")
     common.add_argument("--netns", metavar="NS", help=_COMMON_HELP)
     common.add_argument("-v", "--verbose", action="store_true",
@@ -30,12 +49,12 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--requester", metavar="USER",
                         help="root service acting for USER: apply the policy to USER")
 
-    owner = argparse.ArgumentParser(add_help=False)
+    owner = _Parser(add_help=False)
     owner.add_argument("--user", help="user who gets the device (--user and/or --group)")
     owner.add_argument("--group", help="group that gets the device; with --user, the "
                        "kernel lets only that user attach, and only while in the group")
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="tapvirt-prep",
         description="Create tap and macvtap devices for unprivileged tapvirt users, "
         "under a deny-by-default policy.",
@@ -83,21 +102,25 @@ def _parser() -> argparse.ArgumentParser:
                       help="delete a tap even while it is attached (a guest runs on it)")
 
     sub.add_parser("list", parents=[common], help="list devices tapvirt-prep made")
+    sub.add_parser("gc", parents=[common],
+                   help="remove private macvtap nodes whose device is gone (all namespaces)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = _parser().parse_args(argv)
+    try:
+        args = _parser().parse_args(argv)
+    except _UsageError as exc:
+        return _usage_error(exc, as_json=_wants_json(argv))
     args.argv = argv
-    from tapvirt.cli.common import report_error
     from tapvirt.errors import INTERNAL, TapvirtError
     from tapvirt.prep.errors import exit_code
 
     try:
         return _run(args)
     except TapvirtError as err:
-        report_error(err, as_json=args.json)
+        _report(err, as_json=args.json)
         return exit_code(err.code)
     except KeyboardInterrupt:
         return 130
@@ -108,8 +131,40 @@ def main(argv: list[str] | None = None) -> int:
             INTERNAL, "tapvirt-prep", f"unexpected {type(exc).__name__}: {exc}",
             "please report this; run with TAPVIRT_DEBUG=1 for a traceback",
         )
-        report_error(bug, as_json=args.json)
+        _report(bug, as_json=args.json)
         return 70
+
+
+def _usage_error(exc: _UsageError, *, as_json: bool) -> int:
+    from tapvirt.errors import USAGE, TapvirtError
+
+    if not as_json:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {_one_line(exc.message)}", file=sys.stderr)
+        return 2
+    err = TapvirtError(USAGE, exc.parser.prog, exc.message,
+                       f"see {exc.parser.prog} --help",
+                       details={"usage": exc.parser.format_usage().strip()})
+    _report(err, as_json=True)
+    return 2
+
+
+def _one_line(text: str) -> str:
+    """Control and other unprintable characters escaped: a file path or XML value
+    with a newline cannot start a line of its own on stderr."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _report(err: Any, *, as_json: bool) -> None:
+    from tapvirt.cli.common import print_json
+
+    if as_json:
+        print_json({"ok": False, "error": err.to_json()})
+        return
+    text = f"error[{err.code.code}]: {_one_line(err.message)}"
+    if err.fix:
+        text += f"\n  fix: {_one_line(err.fix)}"
+    print(text, file=sys.stderr)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -127,24 +182,26 @@ def _run(args: argparse.Namespace) -> int:
     log = DecisionLog(verbose=args.verbose, log_file=log_file or policy.settings.log_file)
     node_dir = admin_override(requester, "--node-dir", args.node_dir)
 
-    # Written first: an unwritable log stops us before anything changes. JSON quoting
-    # keeps a name like "x\ny" from forging a log line.
-    log.write(f"request requester={requester.principal.name} via={requester.via} "
-              f"argv={json.dumps(args.argv)}")
+    # Written first: an unwritable log stops us before anything changes. Every field
+    # is JSON-quoted: a name like "x\ny" cannot forge a log line.
+    log.event("request", requester=requester.principal.name, via=requester.via,
+              argv=args.argv)
     try:
-        return _enter_and_dispatch(args, requester, policy, log, node_dir)
+        # the user's file is read (bounded) before the lock: it cannot hold up other runs
+        domain = _read_domain(args.file, requester) if args.verb == "from-domain" else None
+        return _enter_and_dispatch(args, requester, policy, log, node_dir, domain=domain)
     except TapvirtError as err:
         # decisions are logged where they are made; this records every other failure
         if err.code.code != "log-unwritable":
-            log.write(f"failed requester={requester.principal.name} verb={args.verb} "
-                      f"code={err.code.code} {err.message}")
+            log.event("failed", requester=requester.principal.name, verb=args.verb,
+                      code=err.code.code, message=err.message)
         raise
 
 
 def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, log: Any,
-                        node_dir: str | None) -> int:
+                        node_dir: str | None, *, domain: Any) -> int:
     from tapvirt.cli.common import print_json
-    from tapvirt.errors import TapvirtError
+    from tapvirt.errors import USAGE, TapvirtError
     from tapvirt.host import admin
     from tapvirt.netcodes import HOST_ERROR
     from tapvirt.prep import lock, verbs
@@ -152,6 +209,10 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     from tapvirt.prep.names import check_netns
 
     netns = check_netns(args.netns) if args.netns else None
+    if args.verb == "gc" and netns is not None:
+        raise TapvirtError(USAGE, "tapvirt-prep gc --netns",
+                           "gc looks at the nodes of every namespace, not of one",
+                           "leave out --netns")
     lock.acquire()
     if netns is not None:
         try:
@@ -166,7 +227,7 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
     try:
         admin.private_sysfs()
     except OSError as exc:
-        if args.verb in ("macvtap", "from-domain"):
+        if args.verb in ("macvtap", "from-domain", "gc"):
             raise TapvirtError(
                 HOST_ERROR, "sysfs", f"cannot mount a private sysfs for this namespace: {exc}",
                 "run tapvirt-prep as real root (CAP_SYS_ADMIN is needed to read a macvtap's "
@@ -184,6 +245,16 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
                 for d in devices:
                     print(" ".join(f"{k}={v}" for k, v in d.items() if v not in (None, "")))
             return 0
+        if args.verb == "gc":
+            removed = verbs.gc(ctx)
+            if args.json:
+                print_json({"ok": True, "removed": removed})
+            else:
+                for gone in removed:
+                    print(f"removed {gone['node']} (device {gone['rdev']} is gone)")
+                if not removed:
+                    print("nothing to remove: every node belongs to a live device")
+            return 0
         if args.verb == "delete":
             results = [verbs.delete(ctx, args.name, force=args.force)]
         elif args.verb == "tap":
@@ -191,7 +262,6 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
         elif args.verb == "macvtap":
             results = [verbs.prepare_macvtap(ctx, _macvtap_spec(args, requester))]
         else:
-            domain = _read_domain(args.file, requester)
             results = verbs.from_domain(ctx, domain, _domain_opts(args, requester))
         if args.json:
             out = {"ok": True, "netns": netns, "results": [r.to_json() for r in results]}
@@ -201,6 +271,8 @@ def _enter_and_dispatch(args: argparse.Namespace, requester: Any, policy: Any, l
                 print("nothing to do: the domain has no managed='no' ethernet interface")
             for r in results:
                 print(r.render())
+                for warning in r.warnings:
+                    print(f"warning: {warning}", file=sys.stderr)
         return 0
 
 
@@ -260,9 +332,11 @@ def _domain_opts(args: argparse.Namespace, requester: Any) -> Any:
 
 
 def _read_domain(path: str, requester: Any) -> Any:
-    """Read the domain XML with the requester's file permissions: root reading a file
-    for a sudo user must not let them see a file they could not read themselves."""
+    """Read and parse the domain XML with the requester's file permissions (root reading
+    a file for a sudo user must not let them see a file they could not read), before
+    the global lock is taken, and bounded: a regular file of at most 1 MiB."""
     from tapvirt.errors import FILE_UNREADABLE, TapvirtError
+    from tapvirt.prep.files import DOMAIN_LIMIT, read_regular
 
     who = requester.principal
     saved = (os.getegid(), os.getgroups())
@@ -272,15 +346,14 @@ def _read_domain(path: str, requester: Any) -> Any:
             os.setegid(min(who.gids) if who.gids else who.uid)
             os.seteuid(who.uid)
         try:
-            with open(path, encoding="utf-8") as f:
-                text = f.read()
+            text = read_regular(path, limit=DOMAIN_LIMIT, what="domain file").decode("utf-8")
         finally:
             if not requester.is_root:
                 os.seteuid(0)
                 os.setegid(saved[0])
                 os.setgroups(saved[1])
     except (OSError, UnicodeDecodeError) as exc:
-        raise TapvirtError(FILE_UNREADABLE, path, f"cannot be read by {who.name}: "
+        raise TapvirtError(FILE_UNREADABLE, repr(path), f"cannot be read by {who.name}: "
                            f"{getattr(exc, 'strerror', None) or exc}",
                            "give the path of a libvirt domain XML file the user can read") from None
     from tapvirt.conf.parse import parse_domain  # type: ignore[import-not-found,unused-ignore]

@@ -430,3 +430,101 @@ def monitor_command(name: str, text: str) -> Any:
         warning = {"code": taint["code"], "message": taint["message"], "fix": taint["fix"]}
         return transact(dd, [step], commit={"warnings_add": [warning],
                                             "log": f"monitor command {cmd['execute']!r}"})[0]
+
+
+# -- disks: list, statistics, sizes ---------------------------------------------------------
+
+@dataclass(frozen=True)
+class BlkRow:
+    type: str  # file / block
+    device: str  # disk / cdrom
+    target: str
+    source: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _current_domain(name: str) -> tuple[Domain, DomainDir | None]:
+    st = api.state_of(name)
+    dd = api._runtime(name)
+    if st.state in (RUNNING, PAUSED) and dd.domain_xml.exists():
+        return live_domain(dd), dd
+    dom: Domain = api._store().get(name)
+    return dom, None
+
+
+def domblklist(name: str) -> list[BlkRow]:
+    """The guest's disks: live while it runs, else as defined."""
+    import stat as stat_
+
+    dom, _ = _current_domain(name)
+    rows = []
+    for d in dom.devices.disks:
+        try:
+            kind = "block" if stat_.S_ISBLK(os.stat(d.source_file).st_mode) else "file"
+        except OSError:
+            kind = "file"
+        rows.append(BlkRow(kind, d.device.value, d.target_dev, d.source_file))
+    return rows
+
+
+def _disk(dom: Domain, target: str, name: str) -> Any:
+    for d in dom.devices.disks:
+        if target in (d.target_dev, d.source_file, d.alias):
+            return d
+    known = ", ".join(d.target_dev for d in dom.devices.disks) or "none"
+    raise TapvirtError(DEVICE_NOT_FOUND, f"domain {name}",
+                       f"no disk {target!r} (it has: {known})", f"see tapvirt domblklist {name}")
+
+
+BLK_FIELDS = (("rd_req", "rd_operations"), ("rd_bytes", "rd_bytes"),
+              ("wr_req", "wr_operations"), ("wr_bytes", "wr_bytes"),
+              ("flush_operations", "flush_operations"),
+              ("rd_total_times", "rd_total_time_ns"), ("wr_total_times", "wr_total_time_ns"),
+              ("flush_total_times", "flush_total_time_ns"))
+
+
+def domblkstat(name: str, target: str) -> tuple[str, dict[str, int]]:
+    """A disk's I/O counters from QMP query-blockstats, in virsh's names and order."""
+    dd, _ = supervised(name)
+    disk = _disk(live_domain(dd), target, name)
+    alias = disk.alias or disk.target_dev
+    for entry in transact(dd, [{"execute": "query-blockstats"}])[0]:
+        qdev = str(entry.get("qdev", ""))
+        if entry.get("node-name") == f"{alias}-fmt" or f"/{alias}/" in qdev + "/":
+            stats = entry.get("stats", {})
+            return disk.target_dev, {ours: int(stats.get(theirs, 0))
+                                     for ours, theirs in BLK_FIELDS}
+    raise TapvirtError(STATS_UNAVAILABLE, f"disk {disk.target_dev}",
+                       "QEMU reports no statistics for it", "see tapvirt domblklist")
+
+
+def domblkinfo(name: str, target: str) -> tuple[str, dict[str, int]]:
+    """Capacity (guest-visible size), allocation (bytes in use on the host) and physical
+    (file size): QEMU's view while running, else read from the image."""
+    dom, dd = _current_domain(name)
+    disk = _disk(dom, target, name)
+    try:
+        st = os.stat(disk.source_file)
+    except OSError as exc:
+        raise TapvirtError(STATS_UNAVAILABLE, f"disk {disk.target_dev}",
+                           f"cannot read {disk.source_file}: {exc.strerror}",
+                           "check the path and its permissions") from None
+    physical = st.st_size
+    if not os.path.isfile(disk.source_file):
+        with open(disk.source_file, "rb") as f:
+            physical = f.seek(0, os.SEEK_END)
+    info = {"capacity": physical, "allocation": st.st_blocks * 512, "physical": physical}
+    if dd is not None:
+        alias = disk.alias or disk.target_dev
+        for node in transact(dd, [{"execute": "query-named-block-nodes",
+                                   "arguments": {"flat": True}}])[0]:
+            if node.get("node-name") == f"{alias}-fmt":
+                info["capacity"] = int(node.get("image", {}).get("virtual-size", physical))
+    elif disk.format.value == "qcow2":
+        with open(disk.source_file, "rb") as f:
+            header = f.read(32)
+        if header[:4] == b"QFI\xfb":
+            info["capacity"] = int.from_bytes(header[24:32], "big")
+    return disk.target_dev, info

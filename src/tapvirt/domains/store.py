@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
@@ -84,7 +85,14 @@ class Store:
         )
 
     def exists(self, name: str) -> bool:
-        return _valid_name(name) and self.path(name).is_file()
+        if not _valid_name(name):
+            return False
+        try:
+            return stat.S_ISREG(os.stat(self.path(name)).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:  # e.g. the directory is not searchable: say so by name
+            raise self._unusable(self.dir, exc) from None
 
     def path(self, name: str) -> Path:
         return self.dir / f"{name}{_SUFFIX}"

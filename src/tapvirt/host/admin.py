@@ -99,6 +99,19 @@ def private_sysfs() -> None:
     _check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mount sysfs /sys")
 
 
+def remount_sysfs() -> None:
+    """Mount a fresh sysfs of the current netns over /sys (after private_sysfs, when
+    the process has moved to another namespace)."""
+    libc = _libc()
+    libc.umount2(b"/sys", MNT_DETACH)
+    _check(libc.mount(b"sysfs", b"/sys", b"sysfs", 0, None), "mount sysfs /sys")
+
+
+def return_to_netns(fd: int) -> None:
+    """setns() back to the namespace `fd` (an fd of /proc/self/ns/net) refers to."""
+    _check(_libc().setns(fd, CLONE_NEWNET), "setns(back)")
+
+
 # ---------------------------------------------------------------- reading links
 @dataclass(frozen=True)
 class AdminLink:

@@ -28,6 +28,11 @@ OVERRIDE_REFUSED = define(
     "an administrator-only option (--policy, --log-file, --requester...) was used under sudo",
     layer=_L,
 )
+REQUESTER_INVALID = define(
+    "requester-invalid",
+    "SUDO_UID, SUDO_USER, PKEXEC_UID or DOAS_USER is malformed, unknown or contradicts another",
+    layer=_L,
+)
 NOT_ROOT = define("not-root", "tapvirt-prep must run as root (e.g. through sudo)", layer=_L)
 UNKNOWN_USER = define("unknown-user", "a user or group name does not exist", layer=_L)
 NETNS_MISSING = define(
@@ -68,6 +73,14 @@ DEVICE_RACED = define(
     "another process attached a queue to a tap while it was being created: it was deleted",
     layer=_L,
 )
+FILE_NOT_REGULAR = define(
+    "file-not-regular",
+    "a file named for tapvirt-prep is a FIFO, device, socket or directory, not a regular file",
+    layer=_L,
+)
+FILE_TOO_LARGE = define(
+    "file-too-large", "a file named for tapvirt-prep is larger than its limit (1 MiB)", layer=_L
+)
 BAD_REQUEST = define(
     "bad-request", "an option value is invalid (queues, MAC, MTU, mode...)", layer=_L
 )
@@ -78,6 +91,7 @@ _EXIT = {
     POLICY_QUOTA.code: 3,
     POLICY_MISSING.code: 3,
     OVERRIDE_REFUSED.code: 3,
+    REQUESTER_INVALID.code: 3,
     DEVICE_FOREIGN.code: 4,
     DEVICE_MISMATCH.code: 4,
     DEVICE_IN_USE.code: 4,

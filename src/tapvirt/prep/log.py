@@ -1,14 +1,19 @@
 """The decision log: every allow/deny and every change, with the rule that made it.
 
+Every event is one JSON object on one line (`{"event": "allow", "requester": ...}`):
+every field is quoted, so no file path, XML value or name a user controls (newlines,
+quotes, control or non-ASCII characters included) can end a line or forge a field.
 Lines go to syslog (facility authpriv, ident tapvirt-prep), to a log file when the
 policy or root's --log-file names one, and to stderr with --verbose.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
+from typing import Any
 
 from tapvirt.errors import TapvirtError
 from tapvirt.prep.errors import LOG_UNWRITABLE
@@ -20,7 +25,11 @@ class DecisionLog:
         self.log_file = log_file
         self._syslog_open = False
 
-    def write(self, line: str) -> None:
+    def event(self, kind: str, /, **fields: Any) -> None:
+        """Log one event: a JSON object (ASCII only) that cannot span lines."""
+        self._write(json.dumps({"event": kind, **fields}, ensure_ascii=True, default=str))
+
+    def _write(self, line: str) -> None:
         if self.verbose:
             print(f"tapvirt-prep: {line}", file=sys.stderr)
         try:
@@ -52,4 +61,4 @@ class DecisionLog:
                 ) from None
 
     def decision(self, requester: str, verdict: str, rule: str, what: str, reason: str) -> None:
-        self.write(f"{verdict} requester={requester} rule={rule!r} {what}: {reason}")
+        self.event(verdict, requester=requester, rule=rule, request=what, reason=reason)

@@ -11,6 +11,7 @@ import fnmatch
 import grp
 import os
 import pwd
+import stat
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any
@@ -169,6 +170,7 @@ class Decision:
 
 _RULE_LISTS = ("users", "groups", "kinds", "names", "bridges", "links", "modes", "netns",
                "act_for", "device_groups")
+_MATCH_KEYS = ("users", "groups", "kinds", "names", "bridges", "links", "modes", "netns")
 _RULE_INTS = ("max_devices", "max_queues")
 _SETTINGS_KEYS = ("node_dir", "log_file")
 
@@ -201,6 +203,12 @@ def _rule(source: str, effect: str, index: int, table: Any) -> Rule:
                 raise _invalid(source, f"{where}.name", "must be a string")
         elif key in _RULE_LISTS:
             kw[key] = _str_list(source, f"{where}.{key}", value)
+            if not kw[key] and key in _MATCH_KEYS:
+                # an empty list would read as "nothing" to some and as "no restriction"
+                # to others (it did allow anything in an allow rule): refuse it
+                raise _invalid(source, f"{where}.{key}",
+                               "is an empty list, which is ambiguous: leave the key out "
+                               "(see its default) or name what it should match")
         elif key in _RULE_INTS and effect == "allow":
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise _invalid(source, f"{where}.{key}", "must be a non-negative integer")
@@ -223,6 +231,10 @@ def parse_policy(text: str, *, source: str) -> Policy:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _invalid(source, "syntax", str(exc)) from None
+    except RecursionError:
+        # tomllib recurses per nesting level: a file of deeply nested arrays or inline
+        # tables exhausts the stack (no valid policy nests more than two levels)
+        raise _invalid(source, "syntax", "arrays or tables nested too deeply") from None
     unknown = set(data) - {"allow", "deny", "settings"}
     if unknown:
         raise _invalid(source, ", ".join(sorted(unknown)), "unknown top-level key(s)")
@@ -245,16 +257,31 @@ def parse_policy(text: str, *, source: str) -> Policy:
 
 
 def load_policy(path: str) -> Policy:
-    """Read the policy; a missing file is a policy that denies everything."""
+    """Read the policy; a missing file is a policy that denies everything.
+
+    Like sudoers, a policy someone else could have written decides nothing: the file
+    must be root's and not writable by group or others, and so must every directory on
+    its (resolved) path, where a sticky one like /tmp is fine (nobody but root can
+    replace root's entry there). It is read bounded: a regular file of at most 1 MiB."""
+    from tapvirt.prep.files import POLICY_LIMIT, read_regular
+
+    real = os.path.realpath(path)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            text = f.read().decode("utf-8")
+        st = os.stat(real)
     except FileNotFoundError:
         return Policy(path, missing=True)
-    except (OSError, UnicodeDecodeError) as exc:
+    except OSError as exc:
         raise _invalid(path, "file", f"cannot be read: {exc}") from None
-    # Like sudoers: a policy someone else could have written decides nothing.
+    bad_dir = _untrusted_dir(real)
+    if bad_dir is not None:
+        where, dst = bad_dir
+        raise TapvirtError(
+            POLICY_INVALID, f"policy {path}",
+            f"is in directory {where}, owned by uid {dst.st_uid} with mode "
+            f"{dst.st_mode & 0o7777:o}: whoever can write there can replace the policy",
+            f"keep the policy in a directory owned by root and not writable by group or "
+            f"others: chown root: {where} && chmod go-w {where}",
+        )
     if st.st_uid != 0 or st.st_mode & 0o022:
         raise TapvirtError(
             POLICY_INVALID, f"policy {path}",
@@ -262,7 +289,24 @@ def load_policy(path: str) -> Policy:
             "owned by root and not writable by group or others is trusted",
             f"chown root: {path} && chmod go-w {path}",
         )
+    try:
+        text = read_regular(real, limit=POLICY_LIMIT, what="policy").decode("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise _invalid(path, "file", f"cannot be read: {exc}") from None
     return parse_policy(text, source=path)
+
+
+def _untrusted_dir(real: str) -> tuple[str, os.stat_result] | None:
+    """The first directory above `real` (a resolved path) that is not root's or is
+    writable by group or others without the sticky bit; None if all are trusted."""
+    parts = real.split("/")[1:-1]
+    for i in range(len(parts) + 1):
+        directory = "/" + "/".join(parts[:i])
+        dst = os.lstat(directory)
+        writable = dst.st_mode & 0o022 and not dst.st_mode & stat.S_ISVTX
+        if dst.st_uid != 0 or writable:
+            return directory, dst
+    return None
 
 
 # ---------------------------------------------------------------- deciding

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tapvirt.errors import TapvirtError
-from tapvirt.host import admin
+from tapvirt.host import admin, privnodes
 from tapvirt.host.admin import Admin, AdminLink
 from tapvirt.host.api import LinkKind
 from tapvirt.netcodes import BRIDGE_MISSING, MAC_CONFLICT
@@ -33,6 +33,7 @@ from tapvirt.prep.log import DecisionLog
 from tapvirt.prep.names import (
     check_ifname,
     check_mtu,
+    check_netns,
     check_queues,
     random_tap_mac,
 )
@@ -99,10 +100,11 @@ class Result:
     name: str
     rule: str = ""
     device: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {"action": self.action, "kind": self.kind, "name": self.name,
-                "rule": self.rule, "device": self.device}
+                "rule": self.rule, "device": self.device, "warnings": self.warnings}
 
     def render(self) -> str:
         verb = {"created": "created", "exists": "already exists and matches:",
@@ -114,6 +116,23 @@ class Result:
 
 
 # ---------------------------------------------------------------- shared steps
+def _advise_queues(ctx: Context, result: Result, queues: int) -> Result:
+    """Say that max_queues is advisory where the kernel does not enforce it: a
+    multi-queue tap takes up to 256 queues from its owner (each TUNSETIFF attaches one
+    more), and every open() of a macvtap's node is one more queue. Only a single-queue
+    tap is limited by the kernel (a second attach is EBUSY)."""
+    rule = next((r for r in ctx.policy.allow if r.label == result.rule), None)
+    if rule is None or (result.kind == "tap" and queues <= 1):
+        return result
+    how = ("the kernel lets its owner attach up to 256 queues" if result.kind == "tap"
+           else "every open() of its node is one more queue")
+    result.warnings.append(
+        f"max_queues {rule.max_queues} of {rule.label} is advisory for this {result.kind}: "
+        f"{how}; tapvirt-prep checks only the --queues asked for")
+    return result
+
+
+
 def _owned_count(ctx: Context, uid: int, exclude: str) -> int:
     return sum(1 for link in ctx.admin.all_links()
                if link.mark is not None and link.mark.get("user") == str(uid)
@@ -181,10 +200,6 @@ def describe_link(link: AdminLink) -> dict[str, Any]:
         if mark.get("group", "").isdigit():
             out["group"] = int(mark["group"])
     return out
-
-
-def _kv(d: dict[str, Any]) -> str:
-    return " ".join(f"{k}={v}" for k, v in d.items() if v is not None)
 
 
 # ---------------------------------------------------------------- tap
@@ -261,7 +276,7 @@ def _create_tap(ctx: Context, spec: TapSpec, rule: str) -> Result:
     )
     link = ctx.admin.get(spec.name)
     assert link is not None
-    ctx.log.write(f"created {_kv(describe_link(link))} for {ctx.requester.principal.name}")
+    ctx.log.event("created", requester=ctx.requester.principal.name, **describe_link(link))
     return Result("created", "tap", spec.name, rule, describe_link(link))
 
 
@@ -273,8 +288,9 @@ def prepare_tap(ctx: Context, spec: TapSpec) -> Result:
         diffs = _tap_diffs(link, spec)
         if diffs:
             raise _mismatch("tap", spec.name, diffs)
-        return Result("exists", "tap", spec.name, rule, describe_link(link))
-    return _create_tap(ctx, spec, rule)
+        return _advise_queues(ctx, Result("exists", "tap", spec.name, rule,
+                                          describe_link(link)), spec.queues)
+    return _advise_queues(ctx, _create_tap(ctx, spec, rule), spec.queues)
 
 
 # ---------------------------------------------------------------- macvtap
@@ -314,6 +330,13 @@ def _give_node(ctx: Context, spec: MacvtapSpec, ifindex: int) -> str:
         ) from None
     gid, mode = _node_mode(spec)
     dev_path = f"/dev/tap{ifindex}"
+    private_path = f"{ctx.node_dir}/{_private_node_name(ctx, spec.name)}"
+    # The number may have belonged to a macvtap that vanished by other means: a node
+    # made for it must not open this one.
+    for path in privnodes.purge_rdev(rdev, keep={dev_path, private_path},
+                                     dirs=privnodes.node_dirs(ctx.node_dir)):
+        ctx.log.event("revoked", node=path, reason=f"stale node of {rdev[0]}:{rdev[1]}, "
+                      f"now macvtap {spec.name}")
     if not spec.private_node:
         try:
             state = admin.node_state(dev_path)
@@ -325,6 +348,7 @@ def _give_node(ctx: Context, spec: MacvtapSpec, ifindex: int) -> str:
                 return dev_path
             except (OSError, ValueError):
                 pass  # replaced under us: fall through to a private node
+    privnodes.register_dir(ctx.node_dir)
     try:
         dir_fd = admin.open_node_dir(ctx.node_dir)
     except (OSError, ValueError) as exc:
@@ -396,13 +420,11 @@ def _create_macvtap(ctx: Context, spec: MacvtapSpec, rule: str) -> Result:
         node = _give_node(ctx, spec, index)
         ctx.admin.set_link(index, ifalias=admin.make_mark({**fields, "node": node}))
     except BaseException:
-        ctx.admin.delete(index)
-        if node is not None and node.startswith(ctx.node_dir + "/"):
-            admin.remove_private_node(node)
+        remove_device(ctx, index, spec.name, node)
         raise
     link = ctx.admin.get(spec.name)
     assert link is not None
-    ctx.log.write(f"created {_kv(describe_link(link))} for {ctx.requester.principal.name}")
+    ctx.log.event("created", requester=ctx.requester.principal.name, **describe_link(link))
     return Result("created", "macvtap", spec.name, rule, describe_link(link))
 
 
@@ -414,8 +436,109 @@ def prepare_macvtap(ctx: Context, spec: MacvtapSpec) -> Result:
         diffs = _macvtap_diffs(link, spec)
         if diffs:
             raise _mismatch("macvtap", spec.name, diffs)
-        return Result("exists", "macvtap", spec.name, rule, describe_link(link))
-    return _create_macvtap(ctx, spec, rule)
+        return _advise_queues(ctx, Result("exists", "macvtap", spec.name, rule,
+                                          describe_link(link)), spec.queues)
+    return _advise_queues(ctx, _create_macvtap(ctx, spec, rule), spec.queues)
+
+
+# ---------------------------------------------------------------- removing, gc
+def remove_device(ctx: Context, index: int, name: str, node: str | None) -> None:
+    """Delete a device tapvirt-prep made, and revoke its node first: the node its mark
+    names (the mark is root-only, so it is trusted wherever the node is, whatever the
+    node directory setting is now), then every other node of its device number."""
+    rdev: tuple[int, int] | None = None
+    with contextlib.suppress(OSError, ValueError):
+        rdev = admin.macvtap_chardev(name, index)
+    if node and os.path.isabs(node) and "/.." not in node:
+        major = privnodes.macvtap_major()
+        state = None
+        with contextlib.suppress(ValueError):
+            state = admin.node_state(node)
+        if state is not None and (state.rdev == rdev or (rdev is None and state.rdev[0] == major)):
+            privnodes.revoke_path(node, unlink=not privnodes.in_dev(node), rdev=state.rdev)
+            rdev = rdev or state.rdev
+    ctx.admin.delete(index)
+    if rdev is not None:
+        privnodes.purge_rdev(rdev, keep=set(), dirs=privnodes.node_dirs(ctx.node_dir))
+
+
+def gc(ctx: Context) -> list[dict[str, Any]]:
+    """Remove every node in the node directories (all ever used) that no live device
+    claims: a node is live only while a macvtap marked by tapvirt-prep, in the namespace
+    its name says, names this very path in its mark and has this device number. A node
+    whose device number is free is removed whatever its name; one whose name points to
+    no namespace in /run/netns (nor the host) while its number is in use is kept, as its
+    claim cannot be checked (tapvirt-cni's pod nodes).
+
+    Looks into every namespace, so the caller must not have entered one for the run,
+    and must be in a private mount namespace (admin.private_sysfs): sysfs is remounted
+    in each. Returns what was removed. (tapvirt-cni calls this for its GC.)"""
+    privnodes.prune_registry()
+    dirs = privnodes.node_dirs(ctx.node_dir)
+    nodes = [n for d in dirs for n in privnodes.nodes_in(d)]
+    live = _claimed(nodes)
+    removed: list[dict[str, Any]] = []
+    for node in nodes:
+        if node.path in live:
+            continue
+        if privnodes.number_in_use(node.rdev) and not any(
+            ns is None or os.path.exists(f"{admin.NETNS_DIR}/{ns}")
+            for ns, _ in privnodes.split_name(node.name)
+        ):
+            # its number is some device's and its name points to no namespace we can
+            # look into (e.g. tapvirt-cni's node of a pod): whether it is that device's
+            # cannot be checked, so it is left; the next create of that number revokes it
+            continue
+        if privnodes.revoke_path(node.path, unlink=True, rdev=node.rdev):
+            rdev = f"{node.rdev[0]}:{node.rdev[1]}"
+            ctx.log.event("gc-removed", node=node.path, rdev=rdev,
+                          requester=ctx.requester.principal.name)
+            removed.append({"node": node.path, "rdev": rdev})
+    return removed
+
+
+def _claimed(nodes: list[privnodes.Node]) -> set[str]:
+    by_ns: dict[str | None, list[tuple[str, privnodes.Node]]] = {}
+    for node in nodes:
+        for ns, dev in privnodes.split_name(node.name):
+            by_ns.setdefault(ns, []).append((dev, node))
+    live: set[str] = set()
+    home = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        for ns, items in sorted(by_ns.items(), key=lambda kv: kv[0] or ""):
+            try:
+                if ns is not None:
+                    admin.enter_netns(check_netns(ns))
+            except (TapvirtError, OSError):
+                continue  # no such namespace (any more): nothing there claims a node
+            try:
+                admin.remount_sysfs()
+                with Admin() as adm:
+                    for dev, node in items:
+                        if _claims(adm, dev, node):
+                            live.add(node.path)
+            finally:
+                admin.return_to_netns(home)
+        admin.remount_sysfs()
+    finally:
+        os.close(home)
+    return live
+
+
+def _claims(adm: Admin, dev: str, node: privnodes.Node) -> bool:
+    try:
+        check_ifname(dev)
+    except TapvirtError:
+        return False
+    link = adm.get(dev)
+    if link is None or link.mark is None or link.info.kind != LinkKind.MACVTAP:
+        return False
+    if link.mark.get("node") != node.path:
+        return False
+    try:
+        return admin.macvtap_chardev(dev, link.info.ifindex) == node.rdev
+    except (OSError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------- delete / list
@@ -451,11 +574,8 @@ def delete(ctx: Context, name: str, *, force: bool = False) -> Result:
     ctx.log.decision(who, "allow", "root" if ctx.requester.is_root else "owner",
                      f"delete {name}", "made by tapvirt-prep for this user")
     desc = describe_link(link)
-    ctx.admin.delete(link.info.ifindex)
-    node = link.mark.get("node")
-    if node and node.startswith(ctx.node_dir.rstrip("/") + "/") and "/.." not in node:
-        admin.remove_private_node(node)
-    ctx.log.write(f"deleted {_kv(desc)} for {who}")
+    remove_device(ctx, link.info.ifindex, name, link.mark.get("node"))
+    ctx.log.event("deleted", requester=who, **desc)
     return Result("deleted", desc["kind"], name, "", desc)
 
 
@@ -516,11 +636,9 @@ def _rollback(ctx: Context) -> Iterator[list[str]]:
             with contextlib.suppress(Exception):
                 link = ctx.admin.get(name)
                 if link is not None and link.mark is not None:
-                    ctx.admin.delete(link.info.ifindex)
-                    node = link.mark.get("node")
-                    if node and node.startswith(ctx.node_dir.rstrip("/") + "/"):
-                        admin.remove_private_node(node)
-                    ctx.log.write(f"rolled back {name}")
+                    remove_device(ctx, link.info.ifindex, name, link.mark.get("node"))
+                    ctx.log.event("rolled-back", requester=ctx.requester.principal.name,
+                                  name=name)
         raise
 
 
@@ -561,4 +679,5 @@ def from_domain(ctx: Context, domain: Any, opts: DomainOptions) -> list[Result]:
             else:
                 results.append(_create_macvtap(ctx, spec, rule))
             created.append(spec.name)
-    return results
+    return [_advise_queues(ctx, r, spec.queues) for r, (spec, _, _) in zip(results, plan,
+                                                                             strict=True)]

@@ -5,9 +5,15 @@
   virt-xml-validate runs);
 * FUZZ_EXAMPLES (10,000 by default) generated and mutated documents never raise anything
   but TapvirtError; every one that is accepted formats to a fixed point and is valid for
-  libvirt's schema too.
+  libvirt's schema too. The bases are the golden corpora plus real-world-shaped documents
+  (tests/data/fuzz: what virt-install, libvirt's tests and refusals look like); one
+  mutation grafts an element of those (a <clock>, a <controller>, a <hostdev>...) into
+  another document, so every element family is reached behind documents that otherwise
+  parse.
 
-TAPVIRT_FUZZ_EXAMPLES scales the fuzz run (e.g. 100000 for a long soak).
+TAPVIRT_FUZZ_EXAMPLES scales the fuzz run (e.g. 100000 for a long soak);
+TAPVIRT_FUZZ_CORPUS=DIR adds DIR/*.xml as bases and donors (e.g. the virt-install outputs
+of tests/corpus/virtinstall.py).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from tapvirt.conf.format import format_domain
 from tapvirt.conf.model import Domain
 from tapvirt.conf.parse import parse_document, parse_domain
 from tapvirt.errors import TapvirtError
-from tests.unit.conf.corpus import INVALID, XML2XML, in_libvirt_order
+from tests.unit.conf.corpus import DATA, INVALID, XML2XML, in_libvirt_order
 from tests.unit.conf.strategies import domains
 
 FUZZ_EXAMPLES = int(os.environ.get("TAPVIRT_FUZZ_EXAMPLES", "10000"))
@@ -102,7 +108,16 @@ _VALUES = [
     "passthrough", "up", "down", "qemu", "vhost", "kvm", "raw", "qcow2", "disk", "cdrom", "vda",
     "sda", "hda", "vdaa", "sata", "scsi", "pty", "file", "unix", "null", "tcp", "bind",
     "connect", "serial", "static", "destroy", "restart", "preserve", "rename-restart", "hd",
-    "network", "a" * 100, "\u00e9t\u00e9", "\u202e", "x\ny", "&amp;", "<", "4dea22b3-1d52-d8f3",
+    "network", "hostdev", "vdpa", "pci", "usb", "scsi", "mdev", "spice", "vnc", "q35",
+    "pc-q35-7.2", "pc-i440fx-7.2", "qemu-xhci", "piix3-uhci", "pcie-root", "pcie-root-port",
+    "pci-root", "virtio-scsi", "virtio-serial", "ide", "fdc", "none", "utc", "localtime",
+    "variable", "catchup", "delay", "merge", "host-passthrough", "host-model", "maximum",
+    "custom", "on", "off", "spicevmc", "sev", "efi", "bios", "pflash", "rom", "qxl", "cirrus",
+    "vga", "bochs", "ich9", "ich6", "tpm-crb", "tpm-tis", "emulator", "passthrough", "tablet",
+    "mouse", "keyboard", "ps2", "i6300esb", "isa", "openvswitch", "802.1Qbh",
+    "clean-traffic", "0x0000", "0x1f", "0x7", "0-3", "1,3-5", "^2", "-1", "5900",
+    "org.qemu.guest_agent.0", "com.redhat.spice.0", "/dev/urandom", "random", "egd",
+    "a" * 100, "\u00e9t\u00e9", "\u202e", "x\ny", "&amp;", "<", "4dea22b3-1d52-d8f3",
     "4DEA22B31D52D8F32516782E98AB3FA0", "9" * 5000, "/", "/a\rb", "/a\tb",
 ]
 _TAGS = [
@@ -111,26 +126,64 @@ _TAGS = [
     "on_reboot", "on_crash", "devices", "emulator", "disk", "driver", "source", "target",
     "readonly", "alias", "interface", "mac", "model", "mtu", "link", "script", "backend",
     "serial", "console", "address", "metadata", "bandwidth", "ip",
+    # the elements of issue 9 (real-world documents)
+    "clock", "timer", "cpu", "topology", "feature", "pm", "suspend-to-mem", "controller",
+    "memballoon", "stats", "input", "graphics", "listen", "image", "video", "channel", "rng",
+    "sound", "audio", "redirdev", "watchdog", "panic", "tpm", "vsock", "cid", "hostdev",
+    "filterref", "vlan", "tag", "virtualport", "launchSecurity", "seclabel", "numatune",
+    "memoryBacking", "hugepages", "loader", "nvram", "smbios", "sysinfo", "entry", "iothreads",
+    "cputune", "resource", "partition", "rom", "tune", "sndbuf", "coalesce", "hyperv", "kvm",
+    "vmport", "smm", "pae", "ioapic", "bootmenu", "route", "host", "guest", "vendor",
+    "product",
 ]
 _ATTRS = [
     "type", "dev", "managed", "address", "bridge", "mode", "name", "queues", "size", "state",
     "order", "path", "tap", "arch", "machine", "unit", "device", "bus", "file", "port",
     "placement", "current", "vhost", "{urn:x}foo",
+    "model", "index", "ports", "offset", "tickpolicy", "present", "enabled", "autoport",
+    "listen", "bar", "filter", "id", "policy", "slot", "domain", "function", "controller",
+    "target", "secure", "readonly", "cpuset", "firmware", "match", "check", "fallback",
+    "discard", "cache", "io", "detect_zeroes", "period", "action", "network", "cores",
+    "sockets", "threads", "vram", "heads", "tlsPort", "relabel", "nodeset",
 ]
 _RAW = ["<", ">", "&", "'", '"', "]]>", "&#0;", "&#x1;", "<!DOCTYPE x>", "\x00", "\x07",
         "<a>", "</devices>", "\ufeff", "\U0001f600", "&lt;", "<![CDATA[x]]>", "<?pi x?>"]
 
 
+def _real_world_shaped() -> list[Path]:
+    paths = sorted((DATA / "fuzz").glob("*.xml"))
+    extra = os.environ.get("TAPVIRT_FUZZ_CORPUS")
+    if extra:
+        paths += sorted(Path(extra).glob("*.xml"))
+    return paths
+
+
 def _bases() -> list[str]:
     texts = [p.read_text(encoding="utf-8") for p in sorted(XML2XML.glob("*.xml"))]
     texts += [p.read_text(encoding="utf-8") for p in sorted(INVALID.glob("*.xml"))]
+    texts += [p.read_text(encoding="utf-8") for p in _real_world_shaped()]
     return texts
 
 
 _BASES = _bases()
 _PARSER = etree.XMLParser(remove_comments=True, remove_pis=True, resolve_entities=False)
+
+
+def _donors() -> list[tuple[str, etree._Element]]:
+    """(parent path, element) for every child of <domain>, <os>, <features>, <devices>
+    and <interface> in the real-world-shaped documents: what the graft mutation inserts."""
+    out: list[tuple[str, etree._Element]] = []
+    for path in _real_world_shaped():
+        root = etree.parse(str(path), _PARSER).getroot()
+        for parent in ("", "os", "features", "devices", "devices/interface"):
+            holders = [root] if not parent else root.findall(parent)
+            out += [(parent, el) for h in holders for el in h if isinstance(el.tag, str)]
+    return out
+
+
+_DONORS = _donors()
 _MUTATION = st.tuples(
-    st.integers(0, 7), st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10_000)
+    st.integers(0, 8), st.integers(0, 10_000), st.integers(0, 10_000), st.integers(0, 10_000)
 )
 
 
@@ -160,6 +213,12 @@ def _mutate(root: etree._Element, op: int, a: int, b: int, c: int) -> str | None
             del el.attrib[keys[b % len(keys)]]
     elif op == 6:  # replace the text
         el.text = _VALUES[b % len(_VALUES)]
+    elif op == 8:  # graft a real-world element where it belongs (or under this element)
+        from copy import deepcopy
+
+        where, donor = _DONORS[b % len(_DONORS)]
+        holder = root if not where else root.find(where)
+        (holder if holder is not None and c % 4 else el).append(deepcopy(donor))
     else:  # edit characters of the serialised document
         text = etree.tostring(root, encoding="unicode")
         pos = b % (len(text) + 1)

@@ -39,3 +39,5 @@ def test_positive_if_any_call_expects_success(tmp_path: Path) -> None:
     assert v.of("flagged") == "refused-by-libvirt"
     assert v.of("xml2xml-only") == "unreferenced"
     assert v.arch == {"arm-virt": "aarch64"}
+    # a parse error is libvirt's XML-level refusal; FAILURE alone may be a missing capability
+    assert v.parse_error == {"bad-uuid"}

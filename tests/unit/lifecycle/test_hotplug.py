@@ -287,3 +287,73 @@ def test_live_xml_keeps_alias_gaps(tmp_path: Path) -> None:
     with pytest.raises(TapvirtError) as exc:
         parse_domain_file(path)
     assert exc.value.code.code == "invalid-alias"
+
+
+def test_disks_list_attach_stats_info_and_cdrom_media(dirs: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    for img, size in (("a.img", 8 << 20), ("b.img", 4 << 20), ("c1.iso", 1 << 20),
+                      ("c2.iso", 2 << 20)):
+        with open(dirs / img, "wb") as f:
+            f.truncate(size)
+    disks = (f"<disk type='file' device='disk'><source file='{dirs}/a.img'/>"
+             "<target dev='vda' bus='virtio'/></disk>"
+             f"<disk type='file' device='cdrom'><source file='{dirs}/c1.iso'/>"
+             "<target dev='sda' bus='sata'/></disk>")
+    xml = XML.format(name="hp4", features=ACPI).replace("<devices>", "<devices>" + disks)
+    assert tv(capsys, "define", write(dirs, "d.xml", xml))[0] == 0
+    assert tv(capsys, "start", "hp4")[0] == 0
+    try:
+        _, out, _ = tv(capsys, "domblklist", "hp4", "--details")
+        assert out.splitlines()[2].split() == ["file", "disk", "vda", f"{dirs}/a.img"]
+        vdb = write(dirs, "b.xml", f"<disk type='file' device='disk'><source "
+                    f"file='{dirs}/b.img'/><target dev='vdb' bus='virtio'/></disk>")
+        assert tv(capsys, "attach-device", "hp4", vdb)[0] == 0
+        assert [r["target"] for r in tvj(capsys, "domblklist", "hp4")["disks"]] == [
+            "vda", "sda", "vdb"]
+        assert tvj(capsys, "attach-device", "hp4", vdb)["error"]["code"] == "device-duplicate"
+        sata = write(dirs, "s.xml", f"<disk type='file' device='disk'><source "
+                     f"file='{dirs}/b.img'/><target dev='sdb' bus='sata'/></disk>")
+        assert tvj(capsys, "attach-device", "hp4", sata)["error"]["code"] == \
+            "hotplug-unsupported"
+        missing = write(dirs, "m.xml", f"<disk type='file' device='disk'><source "
+                        f"file='{dirs}/nope.img'/><target dev='vdc' bus='virtio'/></disk>")
+        err = tvj(capsys, "attach-device", "hp4", missing)["error"]
+        assert err["code"] == "hotplug-failed" and "nope.img" in err["cause"]
+        stats = tvj(capsys, "domblkstat", "hp4", "vda")["stats"]
+        assert list(stats) == ["rd_req", "rd_bytes", "wr_req", "wr_bytes", "flush_operations",
+                               "rd_total_times", "wr_total_times", "flush_total_times"]
+        assert all(isinstance(v, int) and v >= 0 for v in stats.values())
+        info = tvj(capsys, "domblkinfo", "hp4", "vdb")
+        assert info["capacity"] == 4 << 20 and info["physical"] == 4 << 20
+        cd = write(dirs, "c.xml", f"<disk type='file' device='cdrom'><source "
+                   f"file='{dirs}/c2.iso'/><target dev='sda' bus='sata'/></disk>")
+        assert tv(capsys, "update-device", "hp4", cd)[1].strip() == "Device updated successfully"
+        with QmpClient.connect(str(dirs / "run" / "tapvirt" / "hp4" / "qmp.sock")) as qmp:
+            files = {b["qdev"]: b.get("inserted", {}).get("file")
+                     for b in qmp.execute("query-block")}
+        assert files["sata0-0-0"] == f"{dirs}/c2.iso"
+        assert f"{dirs}/c2.iso" in tv(capsys, "dumpxml", "hp4")[1]
+        err = tvj(capsys, "update-device", "hp4", vdb.replace("b.xml", "b.xml"))["error"]
+        assert err["code"] == "hotplug-unsupported"  # a disk is not a cdrom: no media change
+    finally:
+        tv(capsys, "destroy", "hp4")
+    assert tvj(capsys, "domblkinfo", "hp4", "vda")["capacity"] == 8 << 20  # from the file
+
+
+def test_update_device_link_state_only(guest: str, dirs: Path,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    base = ("<interface type='user'><mac address='52:54:00:00:00:01'/>"
+            "<model type='virtio'/><boot order='1'/>{}</interface>")
+    down = write(dirs, "u.xml", base.format("<link state='down'/>"))
+    rc, out, _ = tv(capsys, "update-device", guest, down)
+    assert rc == 0 and out.strip() == "Device updated successfully"
+    assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "down"
+    assert tvj(capsys, "domif-getlink", guest, "net0", "--config")["state"] == "up"
+    other = write(dirs, "u2.xml", base.format("").replace("virtio", "e1000"))
+    err = tvj(capsys, "update-device", guest, other)["error"]
+    assert err["code"] == "hotplug-unsupported" and "model" in err["cause"]
+    nomac = write(dirs, "u3.xml", "<interface type='user'><link state='up'/></interface>")
+    assert tvj(capsys, "update-device", guest, nomac)["error"]["code"] == "device-file-invalid"
+    assert tv(capsys, "update-device", guest, write(dirs, "u4.xml", base.format("")),
+              "--persistent")[0] == 0
+    assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "up"

@@ -163,3 +163,70 @@ def test_acpi_reboot_needs_acpi(dirs: Path, capsys: pytest.CaptureFixture[str]) 
         assert tv(capsys, "reboot", "lv3")[0] == 0  # without ACPI the default is reset
     finally:
         tv(capsys, "destroy", "lv3")
+
+
+def _editor(dirs: Path, name: str, script: str) -> str:
+    """A scripted $EDITOR: a shell script that edits the file in place."""
+    path = dirs / name
+    path.write_text("#!/bin/sh\n" + script + "\n")
+    path.chmod(0o700)
+    return str(path)
+
+
+def test_edit_valid_invalid_unchanged(dirs: Path, capsys: pytest.CaptureFixture[str],
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    (dirs / "d.xml").write_text(XML.format(name="ed1", features=""))
+    assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
+    stored = dirs / "cfg" / "tapvirt" / "domains" / "ed1.xml"
+    before = stored.read_text()
+    monkeypatch.delenv("VISUAL", raising=False)
+    # unchanged: nothing is written
+    monkeypatch.setenv("EDITOR", _editor(dirs, "noop", "true"))
+    rc, out, _ = tv(capsys, "edit", "ed1")
+    assert rc == 0 and out.strip() == "Domain 'ed1' XML configuration not changed."
+    # valid: redefined; the temp file was private and is gone
+    seen = dirs / "seen"
+    monkeypatch.setenv("EDITOR", _editor(dirs, "valid", (
+        f"stat -c '%a %n' \"$1\" \"$(dirname \"$1\")\" > {seen}; "
+        "sed -i 's/32768/65536/' \"$1\"")))
+    rc, out, _ = tv(capsys, "edit", "ed1")
+    assert rc == 0 and out.strip() == "Domain 'ed1' XML configuration edited."
+    modes = seen.read_text().split("\n")
+    assert modes[0].startswith("600 ") and modes[1].startswith("700 ")
+    assert not Path(modes[0].split(" ", 1)[1]).exists()
+    assert "65536" in stored.read_text()
+    edited = stored.read_text()
+    # invalid, non-interactive: fails with the parser's code inside, changes nothing
+    monkeypatch.setenv("EDITOR", _editor(dirs, "bad", "sed -i 's/<memory/<mem0ry/' \"$1\""))
+    rc, _, err = tv(capsys, "edit", "ed1")
+    assert rc == 1 and "error[edit-failed]" in err and "nothing was changed" in err
+    assert stored.read_text() == edited
+    # an editor that fails: nothing changed either
+    monkeypatch.setenv("EDITOR", _editor(dirs, "fail", "echo junk > \"$1\"; exit 3"))
+    rc, _, err = tv(capsys, "edit", "ed1")
+    assert rc == 1 and "status 3" in err and stored.read_text() == edited
+    assert before != edited
+
+
+def test_edit_invalid_interactive_offers_to_edit_again(
+        dirs: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from tapvirt.domains import edit
+    from tapvirt.errors import TapvirtError
+
+    (dirs / "d.xml").write_text(XML.format(name="ed2", features=""))
+    assert tv(capsys, "define", str(dirs / "d.xml"))[0] == 0
+    # the first run breaks the XML, the second (after "try again") fixes it
+    flag = dirs / "second"
+    monkeypatch.setenv("EDITOR", _editor(dirs, "twice", (
+        f"if [ -e {flag} ]; then sed -i 's/<mem0ry/<memory/; s/mem0ry>/memory>/; "
+        "s/32768/49152/' \"$1\"; else touch " f"{flag}; sed -i 's/<memory/<mem0ry/; "
+        "s/memory>/mem0ry>/' \"$1\"; fi")))
+    asked: list[str] = []
+
+    def again(err: TapvirtError) -> bool:
+        asked.append(err.code.code)
+        return True
+
+    result = edit.edit("ed2", ask=again)
+    assert result.changed and len(asked) == 1  # asked once, about the broken edit
+    assert "49152" in (dirs / "cfg" / "tapvirt" / "domains" / "ed2.xml").read_text()

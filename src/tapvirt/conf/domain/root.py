@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
+from tapvirt.conf.devices.refused import refuse_unprivileged
 from tapvirt.conf.domain.clock import parse_clock
 from tapvirt.conf.domain.features import check_features, parse_features
 from tapvirt.conf.domain.metadata import parse_metadata
@@ -63,6 +64,8 @@ def parse_domain_element(r: Reader) -> Domain:
             E.NOT_A_DOMAIN, root, f"the root element is <{qname(str(root.tag))}>, "
             "not <domain>", "pass a libvirt domain definition (<domain type='qemu'>...)",
         )
+    # what cannot work unprivileged is refused by name before any generic check
+    refuse_unprivileged(r, root)
     found = r.shape(
         root, ("type",),
         ("name", "uuid", "title", "description", "memory", "currentMemory", "vcpu",
