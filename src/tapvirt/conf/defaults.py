@@ -123,6 +123,20 @@ def drive_addresses(dom: Domain) -> Domain:
         if d.address is None and d.target_bus in _DRIVE_BUS else d
         for d in dom.devices.disks
     ]
+    seen: dict[tuple[DiskBus, A.DriveAddress], Disk] = {}
+    for n, d in enumerate(disks):
+        if isinstance(d.address, A.DriveAddress):
+            other = seen.setdefault((d.target_bus, d.address), d)
+            if other is not d:
+                a = d.address
+                raise TapvirtError(
+                    A.ADDRESS_CONFLICT, f"/domain/devices/disk[{n + 1}]",
+                    f"Found duplicate drive address for disk with target name "
+                    f"'{d.target_dev}' controller='{a.controller}' bus='{a.bus}' "
+                    f"target='{a.target}' unit='{a.unit}'",
+                    f"it is the address of disk '{other.target_dev}': give one of them "
+                    "another unit, or remove <address>",
+                )
     ctls = list(dom.devices.controllers)
     for bus, ctype in _DISK_CONTROLLER.items():
         used = [d.address.controller for d in disks

@@ -107,4 +107,4 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "Traceback" not in proc.stderr + proc.stdout
     proc = tapvirt("define", str(GOOD))
     assert proc.returncode == 0, proc.stderr
-    assert tapvirt("dumpxml", "oracle").stdout == GOOD.read_text()
+    assert tapvirt("dumpxml", "oracle").stdout == expected_output(GOOD).read_text()
