@@ -449,7 +449,25 @@ def iperf(lab: Lab, case: str, *, reverse: bool, seconds: int) -> tuple[float, i
         last = str(data.get("error"))
         if attempt == 0:
             time.sleep(1.0)
-    raise RuntimeError(f"{case}: iperf3 {'-R ' if reverse else ''}failed twice: {last}")
+    raise RuntimeError(f"{case}: iperf3 {'-R ' if reverse else ''}failed twice: {last}; "
+                       f"{network_facts(lab, host)}")
+
+
+def network_facts(lab: Lab, host: str) -> str:
+    """What the namespace knew when a run failed (an unreachable guest: its neighbour
+    entry, the tap's carrier, where the bridge learned the MAC, a ping)."""
+    facts = []
+    for argv in (["ip", "neigh", "show", host], ["ip", "-br", "link", "show", TAP],
+                 ["bridge", "fdb", "show", "br", BRIDGE],
+                 ["busybox", "ping", "-c", "1", "-W", "2", host]):
+        try:
+            out = lab.ns.exec(*argv, check=False, timeout=10).stdout
+        except subprocess.TimeoutExpired:
+            out = "timeout"
+        if argv[0] == "bridge":
+            out = "\n".join(line for line in out.splitlines() if MAC in line)
+        facts.append(f"{argv[0]} {argv[1]}: {' '.join(out.split())[:160]}")
+    return "; ".join(facts)
 
 
 # -- the run ------------------------------------------------------------------------------

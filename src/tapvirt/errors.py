@@ -112,6 +112,7 @@ _CODE_MODULES = (
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",
+    "tapvirt.qemu.storage",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",
 )

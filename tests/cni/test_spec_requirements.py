@@ -314,6 +314,31 @@ def test_req14_gc_removes_only_what_it_made_for_stale_attachments(cni: Cni) -> N
     assert len(list(cni.state_dir.glob("*.json"))) == 1
 
 
+def test_tapvirt_prep_gc_never_removes_a_live_pod_node(cni: Cni, scratch: Path) -> None:
+    """A pod's macvtap lives in an unnamed pod namespace, which tapvirt-prep's gc cannot
+    see: were the pod node directory collected by prep's gc, `tapvirt-prep gc` would call
+    the live node stale and unlink it under the running pod. The directory is still
+    recorded for revoking stale nodes when the device number is handed out again."""
+    from tapvirt.host import privnodes
+
+    _veth(cni.netns)
+    cni.ok("ADD", cni.conf(macvtap={"link": "ve0"}, mac=MAC), ifname="mv0", cid="pod1")
+    node = next(cni.node_dir.rglob("cni.mv0"))
+    assert str(node.parent) in privnodes.registered_dirs()
+    assert str(node.parent) not in privnodes.registered_dirs(collected_only=True)
+    policy = scratch / "prep.toml"
+    policy.write_text("")
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "PYTHONPATH": str(SRC), "LANG": "C.UTF-8"}
+    proc = subprocess.run([sys.executable, "-m", "tapvirt.cli.prep", "gc", "--policy",
+                           str(policy), "--log-file", str(scratch / "prep.log"), "--json"],
+                          capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert proc.returncode == 0, (proc.stdout, proc.stderr)
+    removed = [r["node"] for r in json.loads(proc.stdout)["removed"]]
+    assert str(node) not in removed and node.exists()
+    cni.ok("DEL", cni.conf(macvtap={"link": "ve0"}), ifname="mv0", cid="pod1")
+    assert not node.exists()
+
+
 # 15 ----------------------------------------------------------------- STATUS
 def test_req15_status_is_50_when_the_tun_clone_device_cannot_be_opened(cni: Cni) -> None:
     cni.ok("STATUS", drop=("CNI_CONTAINERID", "CNI_IFNAME", "CNI_NETNS"))

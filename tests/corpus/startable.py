@@ -4,7 +4,8 @@ Real-world documents name disk images, kernels, bridges and sockets of the machi
 were written on. `make_startable` rewrites exactly those, and nothing QEMU should judge:
 
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
-* `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM);
+* `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
+  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
@@ -19,7 +20,9 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `type='user'` stays; other types are left as they are;
 * chardev and `<log>` files and unix sockets move into the scratch directory (a unix
   client socket becomes a listening one: there is no peer to connect to);
-* `<nvram>` moves into the scratch directory.
+* VNC/SPICE `socket=` paths move into the scratch directory;
+* `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
+  OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd.
 
 Pure: returns the new text and what the caller must create (taps, images).
 """
@@ -37,6 +40,8 @@ _DROP_FROM_TAP = ("source", "script", "downscript", "backend", "target")
 _CHARDEVS = ("serial", "parallel", "console", "channel")
 _QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x86_64"}
 SMALL_MIB = 128
+_OVMF = "/usr/share/OVMF/OVMF_CODE.fd"  # Debian's ovmf (2 MiB; its vars: OVMF_VARS.fd)
+_OVMF_SECURE = "/usr/share/OVMF/OVMF_CODE.secboot.fd"
 
 
 @dataclass(frozen=True)
@@ -134,6 +139,14 @@ def _chardevs(root: etree._Element, scratch: Path, name: str) -> None:
                     el.set("mode", "bind")
 
 
+def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
+    """VNC/SPICE unix sockets named in the document (another user's file may be there)."""
+    for n, el in enumerate([*root.iterfind("devices/graphics"),
+                            *root.iterfind("devices/graphics/listen")]):
+        if el.get("socket"):
+            el.set("socket", str(scratch / f"{name}-g{n}.sock"))
+
+
 def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
                    kernel: str, initrd: str) -> Plan:
     parser = etree.XMLParser(resolve_entities=False, remove_comments=False)
@@ -147,6 +160,9 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         root.remove(uuid)
     if root.get("type") == "kvm":  # no KVM on the test hosts: TCG
         root.set("type", "qemu")
+        cpu = root.find("cpu")
+        if cpu is not None and cpu.get("mode") == "host-passthrough":
+            cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
     _set_small_memory(root)
     os_el = root.find("os")
     if os_el is not None:
@@ -154,6 +170,12 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
             el = os_el.find(tag)
             if el is not None and not _exists(el.text):
                 el.text = replacement
+        loader = os_el.find("loader")
+        if (loader is not None and loader.text and not _exists(loader.text)
+                and "OVMF" in loader.text):
+            # another distribution's (or a made-up) path of the same firmware
+            secure = "secboot" in loader.text
+            loader.text = _OVMF_SECURE if secure else _OVMF
         nvram = os_el.find("nvram")
         if nvram is not None and nvram.text:
             nvram.text = str(scratch / f"{name}_VARS.fd")
@@ -165,5 +187,6 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name)
+    _graphics_sockets(root, scratch, name)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan

@@ -333,3 +333,35 @@ def test_unreadable_or_unwritable_config_dir(lab: Lab, mode: int,
     finally:
         domains.chmod(0o700)
     _assert_consistent(lab, name, tap, before, [])
+
+
+# -- SIGKILL during shutdown (a booted guest: it must answer the ACPI power button) -------
+
+MARKER = r"TV-MARKER up=\S+ ip=(\S+) mac=(\S+)"
+
+
+@pytest.mark.parametrize("who", ["launcher", "supervisor", "qemu"])
+def test_sigkill_during_shutdown(lab: Lab, victim: tuple[str, str, dict[str, object]],
+                                 who: str) -> None:
+    """`shutdown` is waiting for the power-off when the shutdown command itself, the
+    supervisor or QEMU is killed: the guest still ends shut off, nothing is left."""
+    name, tap, before = victim
+    lab.tv("start", name)
+    lab.wait_console(name, MARKER, timeout=180)
+    st = lab.state(name)
+    shut = subprocess.Popen(
+        lab.as_user.argv([unprivileged_python(), "-m", "tapvirt.cli.main", "shutdown", name,
+                          "--timeout", "60", "--json"]),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # the guest saw the power button (shutdown is now waiting for the power-off)
+    wait_until(lambda: "TV-POWERDOWN" in lab.console(name) or shut.poll() is not None,
+               30, 0.001)
+    victim_pid = {"launcher": shut.pid, "supervisor": st["supervisor_pid"],
+                  "qemu": st["qemu_pid"]}[who]
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(victim_pid, signal.SIGKILL)
+    _, err = shut.communicate(timeout=90)
+    assert "Traceback" not in err, err
+    assert wait_until(lambda: json.loads(lab.tv("domstate", name, "--json").stdout)["state"]
+                      == "shut off", 60), lab.tv("domstate", name, "--reason").stdout
+    _assert_consistent(lab, name, tap, before, [st["supervisor_pid"], st["qemu_pid"]])

@@ -48,7 +48,7 @@ def test_managed_tap_on_bridge_vanishes_with_its_fds(netns: Netns, tun_node: Pat
     assert vnet0["master"] == "br0" and vnet0["mtu"] == 1400  # the bridge's MTU
     assert vnet0["mac"] == "fe:54:00:12:34:56" and vnet0["flags"] & 1
     assert vnet0["tun"]["persist"] is False and vnet0["tun"]["multi_queue"] is True
-    assert vnet0["tun"]["owner"] is None
+    assert vnet0["tun"]["owner"] == 0  # the creator (root here): nobody else may attach
     assert vnet1["master"] is None and vnet1["mtu"] == 1500 and vnet1["flags"] & 1
     assert mytap["mtu"] == 9000 and mytap["mac"] == "fa:54:00:00:00:01"
     assert all(r["info"] is None for r in results[8:])

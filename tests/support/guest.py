@@ -13,6 +13,7 @@ kernel does not take them for module parameters):
     tvmode=server|idle   server: start `iperf3 -s` and print TV-IPERF-SERVER
     tvmtu=65520          optional MTU of eth0
     tvpoweroff=N         power the guest off N seconds after the marker
+    tvshell=1            then run a shell on the serial console (ttyS0)
 
 and prints `TV-MARKER up=<uptime> ip=<addr> mac=<mac>`, then `TV-PING-OK ...` or
 `TV-PING-FAIL`. An ACPI power-button press (QMP system_powerdown) powers it off.
@@ -73,7 +74,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 arg() { for kv in $(cat /proc/cmdline); do case "$kv" in "$1"=*) echo "${kv#*=}";; esac; done; }
 TVIP=$(arg tvip); TVGW=$(arg tvgw); TVMODE=$(arg tvmode); TVMTU=$(arg tvmtu)
-TVPOWEROFF=$(arg tvpoweroff)
+TVPOWEROFF=$(arg tvpoweroff); TVSHELL=$(arg tvshell)
 
 for m in MODULES; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
@@ -122,6 +123,8 @@ if [ "$TVMODE" = server ] && [ -x /usr/bin/iperf3 ]; then
     sleep 0.1; i=$((i+1)); done
   echo TV-IPERF-SERVER
 fi
+# tvshell=1: a shell on the serial console (what `tapvirt console` attaches to)
+if [ "$TVSHELL" = 1 ]; then (while :; do sh; done) </dev/console >/dev/console 2>&1 & fi
 known=" $(ls /sys/class/net | tr '\n' ' ') "
 echo "TV-IFACES$known"
 while :; do
@@ -160,6 +163,7 @@ class GuestImage:
         mode: str = "idle",
         mtu: int | None = None,
         poweroff_after: float | None = None,
+        console_shell: bool = False,
     ) -> str:
         parts = ["console=ttyS0", "quiet", "panic=-1", f"tvmode={mode}"]
         if ip:
@@ -169,6 +173,8 @@ class GuestImage:
             parts.append(f"tvmtu={mtu}")
         if poweroff_after is not None:
             parts.append(f"tvpoweroff={poweroff_after:g}")
+        if console_shell:
+            parts.append("tvshell=1")
         return " ".join(parts)
 
 

@@ -228,3 +228,26 @@ def test_node_dir_registry_records_once_and_prunes_missing_dirs(tmp_path: Path) 
     assert privnodes.registered_dirs(registry) == [str(live)]
     os.chmod(registry, 0o666)  # a record others could write is not trusted at all
     assert privnodes.registered_dirs(registry) == []
+
+
+def test_revoke_only_node_dirs_are_searched_for_stale_nodes_but_never_collected(
+    tmp_path: Path,
+) -> None:
+    """tapvirt-cni's pod node directories: a new macvtap's number is revoked there too,
+    but gc (which judges a node by the namespace in its name) never looks in them."""
+    from tapvirt.host import privnodes
+
+    if os.geteuid() != 0:
+        pytest.skip("the record is trusted only when root owns it")
+    registry = str(tmp_path / "dirs")
+    prep_dir, pod_dir, gone = tmp_path / "prep", tmp_path / "pod", tmp_path / "gone"
+    prep_dir.mkdir()
+    pod_dir.mkdir()
+    privnodes.register_dir(str(prep_dir), registry)
+    for d in (pod_dir, gone, pod_dir):
+        privnodes.register_dir(str(d), registry, collect=False)
+    assert privnodes.registered_dirs(registry) == [str(prep_dir), str(pod_dir), str(gone)]
+    assert privnodes.node_dirs(str(prep_dir), registry, collected_only=True) == [str(prep_dir)]
+    privnodes.prune_registry(registry)
+    assert privnodes.registered_dirs(registry) == [str(prep_dir), str(pod_dir)]
+    assert privnodes.registered_dirs(registry, collected_only=True) == [str(prep_dir)]

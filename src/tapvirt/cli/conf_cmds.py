@@ -42,9 +42,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
                 print(f"{path}: invalid")
                 print(_with_excerpt(err.render(), path, err.line))
             continue
-        results.append({"file": path, "ok": True, "name": dom.name})
+        from tapvirt.conf.warnings import domain_warnings
+
+        warnings = domain_warnings(dom)
+        results.append({"file": path, "ok": True, "name": dom.name,
+                        "warnings": [w.to_json() for w in warnings]})
         if not args.json:
             print(f"{path}: valid (domain '{dom.name}')")
+            for w in warnings:
+                print(w.render())
     ok = all(r["ok"] for r in results)
     if args.json:
         print_json({"ok": ok, "results": results})
@@ -83,14 +89,20 @@ def cmd_define(args: argparse.Namespace) -> int:
             FILE_UNREADABLE, args.file, f"cannot read the file: {exc.strerror or exc}",
             "check the path and its permissions",
         ) from None
+    from tapvirt.conf.warnings import domain_warnings
+
     res = Store().define(data, source=args.file)
+    warnings = domain_warnings(res.domain)
     if args.json:
         print_json({
             "ok": True, "name": res.domain.name, "uuid": res.domain.uuid,
             "created": res.created, "path": str(res.path),
+            "warnings": [w.to_json() for w in warnings],
         })
     else:
         print(f"Domain '{res.domain.name}' defined from {args.file}")
+        for w in warnings:
+            print(w.render())
     return 0
 
 

@@ -82,15 +82,22 @@ def _host() -> Host:
 
 def run_check(args: argparse.Namespace) -> int:
     from tapvirt.cli.common import print_json
+    from tapvirt.conf.warnings import domain_warnings
     from tapvirt.qemu.connect import check_domain
 
     dom = load_domain(args.domain)
     reports = check_domain(dom, _host(), tun_node=tun_node_setting(args.tun_node))
+    warnings = domain_warnings(dom)
     verdict = _overall(reports)
+    if verdict == "ok" and warnings:
+        verdict = "warning"
     if args.json:
         print_json({"domain": dom.name, "verdict": verdict,
+                    "warnings": [w.to_json() for w in warnings],
                     "interfaces": [report_json(r) for r in reports]})
     else:
+        for w in warnings:
+            print(w.render())
         for r in reports:
             print(_report_text(r))
         if not reports:

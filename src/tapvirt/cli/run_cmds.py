@@ -70,9 +70,15 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME")
     p.set_defaults(func=cmd_dumpxml)
 
-    p = sub.add_parser("console", help="print the serial console log and follow it")
+    p = sub.add_parser("console", help="attach to the guest's serial console (Ctrl+] "
+                       "detaches); --log prints the console log instead")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--no-follow", action="store_true", help="print what is there and exit")
+    p.add_argument("--force", action="store_true",
+                   help="take the console over from another attached `tapvirt console`")
+    p.add_argument("--log", action="store_true",
+                   help="print the serial console log and follow it (read-only)")
+    p.add_argument("--no-follow", action="store_true",
+                   help="with --log (implied): print what is there and exit")
     p.set_defaults(func=cmd_console)
 
 
@@ -210,6 +216,12 @@ def cmd_dumpxml(args: argparse.Namespace) -> int:
 def cmd_console(args: argparse.Namespace) -> int:
     from tapvirt.domains import api
 
+    if not (args.log or args.no_follow):
+        from tapvirt.domains.console import attach
+
+        sys.stdout.flush()
+        attach(args.name, force=args.force)
+        return 0
     out = sys.stdout.buffer
     try:
         for chunk in api.follow_console(args.name, follow=not args.no_follow):

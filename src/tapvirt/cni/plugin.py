@@ -148,7 +148,7 @@ def _add_in_netns(conf: NetConf, env: Env, requester: Any, policy: Any,
         if adm.get(dev) is not None:
             raise _exists(dev)
         ctx = verbs.Context(requester, policy, dlog, adm, NODE_PREFIX,
-                            f"{conf.node_dir}/{pod_key(env)}")
+                            f"{conf.node_dir}/{pod_key(env)}", gc_collects_nodes=False)
         owner = Principal.from_uid(conf.owner if conf.owner is not None else 0)
         group_only = conf.owner is None
         spec: verbs.TapSpec | verbs.MacvtapSpec
@@ -212,13 +212,16 @@ def _node_rdev(path: str | None) -> list[int] | None:
 
 
 def _drop_node(path: str | None, rdev: list[int] | None, node_dir: str) -> None:
-    """Remove a private node we made (only a char node of that device, only in nodeDir),
-    then its pod directory if that is empty now."""
-    from tapvirt.host import admin
+    """Revoke a private node we made (only a char node of that device, only in nodeDir):
+    made root:root 0600 before it is unlinked, so a hard link the pod's owner kept of it
+    opens nothing once the kernel gives the number to the next macvtap; then remove its
+    pod directory if that is empty now."""
+    from tapvirt.host import privnodes
 
     if not path or not path.startswith(node_dir.rstrip("/") + "/") or "/../" in path:
         return
-    admin.remove_private_node(path, tuple(rdev) if rdev else None)  # type: ignore[arg-type]
+    number = (rdev[0], rdev[1]) if rdev and len(rdev) == 2 else None
+    privnodes.revoke_path(path, unlink=True, rdev=number)
     with contextlib.suppress(OSError):
         os.rmdir(os.path.dirname(path))
 
@@ -414,7 +417,7 @@ def _gc_stray_nodes(conf: NetConf, store: state.Store) -> list[str]:
     record's removal and the node's): only our char nodes (cni.<ifname>) are removed."""
     import stat
 
-    from tapvirt.host import admin
+    from tapvirt.host import privnodes
 
     known = {r.node for _, r in store.all() if r is not None and r.node}
     failures: list[str] = []
@@ -435,7 +438,7 @@ def _gc_stray_nodes(conf: NetConf, store: state.Store) -> list[str]:
             path = os.path.join(pod_dir, entry)
             if entry.startswith(NODE_PREFIX + ".") and path not in known:
                 try:
-                    admin.remove_private_node(path)
+                    privnodes.revoke_path(path, unlink=True)
                 except OSError as exc:
                     failures.append(f"node {path}: {exc.strerror}")
         with contextlib.suppress(OSError):

@@ -160,6 +160,10 @@ class _Shape:
 _SHAPES: dict[type, _Shape] = {}
 
 
+def _is_value(spec: Spec) -> bool:
+    return spec.kind not in ("flag", "element", "elements")
+
+
 def _shape(cls: type) -> _Shape:
     shape = _SHAPES.get(cls)
     if shape is not None:
@@ -178,12 +182,13 @@ def _shape(cls: type) -> _Shape:
         else:
             attr = rest[1:] if rest.startswith("@") else ""
             groups.setdefault(head, []).append((f.name, attr, spec))
+    # a path ending in text() (any kind: text, uint, string ...) reads the element's text
     children = tuple(
-        _Child(tag, tuple(fs), any(s.kind == "text" for _, _, s in fs),
+        _Child(tag, tuple(fs), any(not a and _is_value(s) for _, a, s in fs),
                any(s.kind == "elements" for _, _, s in fs))
         for tag, fs in groups.items()
     )
-    shape = _Shape(tuple(own), children, any(s.kind == "text" for _, _, s in own))
+    shape = _Shape(tuple(own), children, any(not a for _, a, _ in own))
     _SHAPES[cls] = shape
     return shape
 

@@ -106,3 +106,19 @@ UNSUPPORTED_VALUE = define(
     "tick policy QEMU lacks (libvirt's 'unsupported configuration')",
     layer=_L,
 )
+NO_EFFECT = define(
+    "no-effect",
+    "an element that is valid and kept but has no effect for an unprivileged QEMU started "
+    "by tapvirt (a warning: nothing is silently dropped)",
+    layer=_L, warning=True,
+)
+SUBSTITUTED = define(
+    "substituted",
+    "an element tapvirt carries out differently from libvirt, with the same intent (a warning)",
+    layer=_L, warning=True,
+)
+SECLABEL_UNSUPPORTED = define(
+    "seclabel-unsupported",
+    "a <seclabel> of a security driver (selinux, apparmor, dac) that tapvirt cannot apply",
+    layer=_L,
+)

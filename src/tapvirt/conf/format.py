@@ -18,9 +18,16 @@ from typing import TYPE_CHECKING
 
 from tapvirt.conf.devices import format_devices
 from tapvirt.conf.domain.clock import format_clock
+from tapvirt.conf.domain.cpu import format_cpu
 from tapvirt.conf.domain.features import format_features
+from tapvirt.conf.domain.memorybacking import format_memory_backing
 from tapvirt.conf.domain.metadata import format_metadata
+from tapvirt.conf.domain.osboot import write_boot_options, write_firmware
 from tapvirt.conf.domain.pm import format_pm
+from tapvirt.conf.domain.resource import format_resource
+from tapvirt.conf.domain.seclabel import format_seclabel
+from tapvirt.conf.domain.sysinfo import format_sysinfo
+from tapvirt.conf.domain.tuning import format_cputune, format_iothreads
 from tapvirt.conf.xmlout import IND as _IND
 from tapvirt.conf.xmlout import Writer as _Writer
 from tapvirt.conf.xmlout import a as _a
@@ -64,9 +71,25 @@ def format_domain(
     w(f"{_IND}<memory unit='KiB'>{dom.memory_kib}</memory>")
     if dom.current_memory_kib is not None:
         w(f"{_IND}<currentMemory unit='KiB'>{dom.current_memory_kib}</currentMemory>")
-    w(f"{_IND}<vcpu placement='static'>{dom.vcpus}</vcpu>")
+    if dom.memory_backing is not None:
+        format_memory_backing(dom.memory_backing, w)
+    vcpu_attrs = _attrs(
+        placement="static", cpuset=dom.vcpu_cpuset,
+        current=None if dom.vcpus_current is None else str(dom.vcpus_current),
+    )
+    w(f"{_IND}<vcpu{vcpu_attrs}>{dom.vcpus}</vcpu>")
+    if dom.iothreads is not None:
+        format_iothreads(dom.iothreads, w)
+    if dom.cputune is not None:
+        format_cputune(dom.cputune, w)
+    if dom.resource is not None:
+        format_resource(dom.resource, w)
+    if dom.sysinfo is not None:
+        format_sysinfo(dom.sysinfo, w)
     _os(dom, w)
     format_features(dom.features, w)
+    if dom.cpu is not None:
+        format_cpu(dom.cpu, w)
     if dom.clock is not None:
         format_clock(dom.clock, w)
     w(f"{_IND}<on_poweroff>{dom.on_poweroff}</on_poweroff>")
@@ -75,6 +98,8 @@ def format_domain(
     if dom.pm is not None:
         format_pm(dom.pm, w)
     format_devices(dom.devices, w, live, actual)
+    for sl in dom.seclabels:
+        format_seclabel(sl, w)
     w("</domain>")
     return "\n".join(out) + "\n"
 
@@ -82,9 +107,10 @@ def format_domain(
 def _os(dom: Domain, w: _Writer) -> None:
     o = dom.os
     i2 = _IND * 2
-    w(f"{_IND}<os>")
+    w(f"{_IND}<os{_attrs(firmware=o.firmware)}>")
     attrs = _attrs(arch=o.arch, machine=o.machine)
     w(f"{i2}<type{attrs}>{_t(o.type)}</type>")
+    write_firmware(o.boot_options, w, 2)
     if o.kernel is not None:
         w(f"{i2}<kernel>{_t(o.kernel)}</kernel>")
     if o.initrd is not None:
@@ -93,4 +119,5 @@ def _os(dom: Domain, w: _Writer) -> None:
         w(f"{i2}<cmdline>{_t(o.cmdline)}</cmdline>" if o.cmdline else f"{i2}<cmdline/>")
     for b in o.boot:
         w(f"{i2}<boot dev={_a(b)}/>")
+    write_boot_options(o.boot_options, w, 2)
     w(f"{_IND}</os>")

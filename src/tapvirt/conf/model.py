@@ -31,9 +31,16 @@ from tapvirt.conf.devices.interface import (
     Target,
 )
 from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy, Timer, TimerName
+from tapvirt.conf.domain.cpu import Cpu
 from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
+from tapvirt.conf.domain.memorybacking import MemoryBacking
 from tapvirt.conf.domain.metadata import Metadata
+from tapvirt.conf.domain.osboot import OsBoot
 from tapvirt.conf.domain.pm import Pm
+from tapvirt.conf.domain.resource import Resource
+from tapvirt.conf.domain.seclabel import Seclabel
+from tapvirt.conf.domain.sysinfo import Sysinfo
+from tapvirt.conf.domain.tuning import CpuTune
 
 __all__ = [
     "BootDev",
@@ -104,6 +111,8 @@ class Os:
     initrd: str | None = None
     cmdline: str | None = None
     boot: tuple[BootDev, ...] = ()
+    firmware: str | None = None  # <os firmware='bios|efi'>
+    boot_options: OsBoot = field(default_factory=OsBoot)  # loader, nvram, bootmenu, ...
 
 
 @dataclass(frozen=True)
@@ -116,12 +125,21 @@ class Domain:
     metadata: Metadata | None = None
     memory_kib: int = 262144
     current_memory_kib: int | None = None
-    vcpus: int = 1
+    memory_backing: MemoryBacking | None = None
+    vcpus: int = 1  # the maximum
+    vcpus_current: int | None = None  # <vcpu current=...>: online at boot, when fewer
+    vcpu_cpuset: str | None = None  # <vcpu cpuset=...> as written (kept, not applied)
+    iothreads: int | None = None
+    cputune: CpuTune | None = None
+    resource: Resource | None = None
+    sysinfo: Sysinfo | None = None
     os: Os = field(default_factory=Os)
     features: Features = field(default_factory=Features)
+    cpu: Cpu | None = None
     clock: Clock | None = None
     on_poweroff: LifecycleAction = LifecycleAction.DESTROY
     on_reboot: LifecycleAction = LifecycleAction.RESTART
     on_crash: LifecycleAction = LifecycleAction.DESTROY
     pm: Pm | None = None
     devices: Devices = field(default_factory=Devices)
+    seclabels: tuple[Seclabel, ...] = ()

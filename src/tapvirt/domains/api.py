@@ -223,30 +223,68 @@ def state_of(name: str) -> State:
 # -- start ------------------------------------------------------------------------------
 
 def _with_console_log(dom: Domain, log: Path) -> Domain:
-    """Serial port 0 goes to the runtime console log unless the XML says where it goes."""
+    """Serial port 0 is the interactive console and is logged to the runtime console log.
+
+    A `pty` (or a domain without serial port, which gets one) stays a real pty, a `unix`
+    socket stays that socket; QEMU copies what the guest writes into `log` as well
+    (chardev `logfile=`), so the log keeps recording while a console is attached. A
+    `file` serial keeps its path (it is the log), `null` stays silent."""
     from tapvirt.conf.model import Chardev, ChardevKind, ChardevType
 
     serials = list(dom.devices.serials)
     consoles = list(dom.devices.consoles)
+    serial_consoles = [c for c in consoles if not getattr(c, "virtio", False)]
     if serials:
-        if serials[0].type is ChardevType.PTY:
-            serials[0] = dataclasses.replace(serials[0], type=ChardevType.FILE, path=str(log))
-    elif consoles and consoles[0].type is not ChardevType.PTY:
-        return dom
+        s0 = serials[0]
+    elif serial_consoles:  # a <console> without <serial> is serial port 0
+        s0 = dataclasses.replace(serial_consoles[0], kind=ChardevKind.SERIAL, port=0)
     else:
-        serials = [Chardev(ChardevKind.SERIAL, ChardevType.FILE, path=str(log))]
-        consoles = []
+        s0 = Chardev(ChardevKind.SERIAL, ChardevType.PTY)
+    if s0.type in (ChardevType.PTY, ChardevType.UNIX) and s0.log_file is None:
+        s0 = dataclasses.replace(s0, log_file=str(log))
+    serials[:1] = [s0]
+    if serial_consoles:  # the console describes serial port 0 (libvirt's rule)
+        consoles[consoles.index(serial_consoles[0])] = dataclasses.replace(
+            s0, kind=ChardevKind.CONSOLE, port=0)
     devices = dataclasses.replace(dom.devices, serials=tuple(serials), consoles=tuple(consoles))
     return dataclasses.replace(dom, devices=devices)
 
 
 def console_path(dom: Domain, dd: DomainDir) -> Path:
+    """Where serial port 0's output is recorded: its <log file>, a file serial's path, or
+    the runtime console log."""
     from tapvirt.conf.model import ChardevType
 
     chars = list(dom.devices.serials) or list(dom.devices.consoles)
+    if chars and chars[0].log_file:
+        return Path(chars[0].log_file)
     if chars and chars[0].type is ChardevType.FILE and chars[0].path:
         return Path(chars[0].path)
     return dd.console_log
+
+
+def pty_paths(qmp_socket: Path, subject: str) -> dict[str, str]:
+    """The pty each `pty` chardev got from QEMU (label -> /dev/pts/N), from QMP."""
+    from tapvirt.qemu.qmp import QmpClient
+
+    with QmpClient.connect(str(qmp_socket), subject=subject, timeout=5) as qmp:
+        found = qmp.execute("query-chardev")
+    return {str(c.get("label")): str(c["filename"]).removeprefix("pty:")
+            for c in found if str(c.get("filename", "")).startswith("pty:")}
+
+
+def _with_pty_paths(dom: Domain, ptys: dict[str, str]) -> Domain:
+    from tapvirt.conf.model import ChardevType
+
+    serials = tuple(dataclasses.replace(s, path=ptys.get(f"charserial{s.port}", s.path))
+                    if s.type is ChardevType.PTY else s for s in dom.devices.serials)
+    s0 = next((s for s in serials if s.port == 0), None)
+    consoles = tuple(dataclasses.replace(c, path=s0.path)
+                     if s0 is not None and c.type is ChardevType.PTY and c.port == 0
+                     and not getattr(c, "virtio", False) else c
+                     for c in dom.devices.consoles)
+    return dataclasses.replace(dom, devices=dataclasses.replace(
+        dom.devices, serials=serials, consoles=consoles))
 
 
 def _package_root() -> str:
@@ -415,6 +453,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             _trace("definition loaded")
+            if dom.devices.disks:
+                from tapvirt.qemu.storage import check_disk_sources
+
+                check_disk_sources(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
             from tapvirt.qemu.connect import connect_domain
 
@@ -485,7 +527,24 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 f"see {dd.supervisor_log}")
         if not msg.get("ok"):
             raise _error_from_json(msg.get("error", {}))
-        return dd.read()
+        st = dd.read()
+        _show_ptys(dom, dd, st)
+        return st
+
+
+def _show_ptys(dom: Domain, dd: DomainDir, st: State) -> None:
+    """Put the ptys QEMU opened into the live XML (`<source path='/dev/pts/N'/>`), as
+    libvirt does. Best effort: the guest runs either way, and `console` asks QMP itself."""
+    from tapvirt.conf.model import ChardevType
+
+    if not any(s.type is ChardevType.PTY for s in dom.devices.serials):
+        return
+    try:
+        ptys = pty_paths(dd.qmp_socket, f"domain {dom.name}")
+        _write_live_xml(_with_pty_paths(dom, ptys), dd,
+                        {i.alias: i.device for i in st.interfaces if i.device})
+    except (TapvirtError, OSError):
+        pass
 
 
 def _write_live_xml(dom: Domain, dd: DomainDir, actual: dict[str, str]) -> None:
@@ -714,16 +773,27 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
     if st.state != RUNNING:
         raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", f"it is {st.state}",
                            f"wait, or stop it now: tapvirt destroy {name}")
+    from tapvirt.domains.control import control_socket
+
     pidfd = _supervisor_pidfd(dd)
+    supervised = pidfd is not None and control_socket(dd).exists()
     if pidfd is None:
         pidfd = _open_verified(st.qemu_pid, st.qemu_start)
     elif not _signal_pidfd(pidfd, signal.SIGUSR1):  # a power-off now is final
         os.close(pidfd)
-        pidfd = None
+        pidfd, supervised = None, False
     try:
-        with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}",
-                               timeout=5) as qmp:
-            qmp.execute("system_powerdown")
+        if supervised:
+            # through the supervisor: it runs one QMP request at a time, so a power-down
+            # never races a hotplug for the monitor (it waits for it instead)
+            from tapvirt.domains import live
+
+            live.transact(dd, [{"execute": "system_powerdown"}],
+                          commit={"log": "shutdown requested"})
+        else:
+            with QmpClient.connect(str(dd.qmp_socket), subject=f"domain {name}",
+                                   timeout=5) as qmp:
+                qmp.execute("system_powerdown")
         if pidfd is not None and _wait_pidfd(pidfd, timeout):
             dd.wait_supervisor_gone(1.0)
             if not dd.state_file.exists():

@@ -92,3 +92,17 @@ DESTROYED_WHILE_STARTING = define(
     "`tapvirt destroy` stopped the guest before its start finished",
     layer=_L,
 )
+
+# The interactive console (tapvirt.domains.console).
+CONSOLE_BUSY = define(
+    "console-busy", "another `tapvirt console` is attached to the guest's serial port",
+    layer=_L,
+)
+CONSOLE_NOT_INTERACTIVE = define(
+    "console-not-interactive",
+    "the guest's serial port 0 is not a pty or a listening unix socket (file, null, connect)",
+    layer=_L,
+)
+CONSOLE_UNAVAILABLE = define(
+    "console-unavailable", "the guest's serial pty or socket cannot be opened", layer=_L
+)

@@ -25,13 +25,13 @@ from typing import Any
 
 from tapvirt.errors import TapvirtError
 from tapvirt.host.api import LinkInfo, LinkKind, TunInfo
+from tapvirt.host.tapguard import only_our_queues, raced_error
 from tapvirt.netcodes import (
     BRIDGE_MISSING,
     DEVICE_EXISTS,
     HOST_ERROR,
     SOURCE_DEV_MISSING,
 )
-from tapvirt.prep.errors import DEVICE_RACED
 
 TUNSETIFF = 0x400454CA
 TUNSETPERSIST = 0x400454CB
@@ -367,19 +367,8 @@ class Admin:
         """The tap we hold must have exactly our one queue attached (and carrier)."""
         msg = self._msg(index=index)
         tun = None if msg is None else self._convert(msg, {}).info.tun
-        ok = msg is not None and tun is not None and bool(msg.get_attr("IFLA_CARRIER"))
-        # the kernel reports queue counts for multi-queue taps only; a single-queue tap
-        # refuses a second attach (EBUSY), so its one queue is ours.
-        if ok and tun is not None and tun.multi_queue:
-            ok = tun.num_queues + tun.num_disabled_queues == 1
-        if not ok:
-            raise TapvirtError(
-                DEVICE_RACED, f"tap {name}",
-                "another queue was attached to it while it was being created; it was "
-                "deleted again",
-                "find who opens the tun device in this namespace (ls -l /proc/*/fd | grep "
-                "tun) and run the command again",
-            )
+        if msg is None or not msg.get_attr("IFLA_CARRIER") or not only_our_queues(tun, 1):
+            raise raced_error(name)
 
 
 @contextlib.contextmanager
@@ -572,18 +561,3 @@ def make_private_node(
         proc = f"/proc/self/fd/{fd}"
         os.chown(proc, uid, gid)
         os.chmod(proc, mode)
-
-
-def remove_private_node(path: str, rdev: tuple[int, int] | None = None) -> bool:
-    """Unlink a private node tapvirt-prep made: only a char node (and only device `rdev`
-    when given), never a symlink or file. True if something was removed."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return False
-    if not stat.S_ISCHR(st.st_mode):
-        return False
-    if rdev is not None and (os.major(st.st_rdev), os.minor(st.st_rdev)) != rdev:
-        return False
-    os.unlink(path)
-    return True

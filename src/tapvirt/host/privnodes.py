@@ -126,8 +126,16 @@ def revoke_path(path: str, *, unlink: bool, rdev: tuple[int, int] | None = None)
 
 
 # ---------------------------------------------------------------- the registry
-def registered_dirs(registry: str = REGISTRY) -> list[str]:
-    """The node directories recorded so far (a missing or untrusted record: none)."""
+# One line per directory: `/path` for a directory of tapvirt-prep's own nodes (named
+# `<netns or host>.<device>`, collected by gc), or `revoke-only /path` for one whose
+# nodes belong to devices gc cannot find by name (tapvirt-cni's pod directories: the
+# pods' namespaces have no names); those are only searched for stale nodes of a device
+# number that is handed out again.
+_REVOKE_ONLY = "revoke-only "
+
+
+def _entries(registry: str) -> list[tuple[str, bool]]:
+    """(directory, collected by gc) as recorded (a missing or untrusted record: none)."""
     try:
         fd = os.open(registry, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError:
@@ -139,16 +147,32 @@ def registered_dirs(registry: str = REGISTRY) -> list[str]:
         data = os.read(fd, _REGISTRY_MAX)
     finally:
         os.close(fd)
-    return [line for line in data.decode("utf-8", "replace").splitlines()
-            if line.startswith("/")]
+    out: list[tuple[str, bool]] = []
+    for line in data.decode("utf-8", "replace").splitlines():
+        if line.startswith("/"):
+            out.append((line, True))
+        elif line.startswith(_REVOKE_ONLY + "/"):
+            out.append((line[len(_REVOKE_ONLY):], False))
+    return out
+
+
+def _line(path: str, collect: bool) -> str:
+    return f"{path}\n" if collect else f"{_REVOKE_ONLY}{path}\n"
+
+
+def registered_dirs(registry: str = REGISTRY, *, collected_only: bool = False) -> list[str]:
+    """The node directories recorded so far; with `collected_only`, only those whose
+    nodes gc may judge by their names."""
+    return list(dict.fromkeys(d for d, collect in _entries(registry)
+                              if collect or not collected_only))
 
 
 def prune_registry(registry: str = REGISTRY) -> None:
     """Rewrite the record without the directories that no longer exist (atomically:
     a new file renamed over it), so that it stays far below its read limit."""
-    dirs = registered_dirs(registry)
-    keep = list(dict.fromkeys(d for d in dirs if os.path.isdir(d)))
-    if keep == dirs:
+    entries = _entries(registry)
+    keep = list(dict.fromkeys(e for e in entries if os.path.isdir(e[0])))
+    if keep == entries:
         return
     tmp = f"{registry}.new"
     with contextlib.suppress(OSError):
@@ -157,33 +181,35 @@ def prune_registry(registry: str = REGISTRY) -> None:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
                      0o600)
         try:
-            os.write(fd, "".join(f"{d}\n" for d in keep).encode())
+            os.write(fd, "".join(_line(d, c) for d, c in keep).encode())
         finally:
             os.close(fd)
         os.replace(tmp, registry)
 
 
-def register_dir(path: str, registry: str = REGISTRY) -> None:
-    """Record that nodes are made in `path` (best effort: no /run, no record)."""
+def register_dir(path: str, registry: str = REGISTRY, *, collect: bool = True) -> None:
+    """Record that nodes are made in `path` (best effort: no /run, no record);
+    `collect=False` for a directory gc must leave alone (see above)."""
     if "\n" in path:
         return
     with contextlib.suppress(OSError):
         if os.stat(registry).st_size > _REGISTRY_MAX // 2:
             prune_registry(registry)
-    if path in registered_dirs(registry):
+    if (path, collect) in _entries(registry):
         return
     with contextlib.suppress(OSError):
         fd = os.open(registry, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW
                      | os.O_CLOEXEC, 0o600)
         try:
             if os.fstat(fd).st_uid == 0:
-                os.write(fd, f"{path}\n".encode())
+                os.write(fd, _line(path, collect).encode())
         finally:
             os.close(fd)
 
 
-def node_dirs(current: str, registry: str = REGISTRY) -> list[str]:
-    dirs = registered_dirs(registry)
+def node_dirs(current: str, registry: str = REGISTRY, *, collected_only: bool = False
+              ) -> list[str]:
+    dirs = registered_dirs(registry, collected_only=collected_only)
     return dirs if current in dirs else [*dirs, current]
 
 

@@ -8,6 +8,7 @@ Kernel errno values are mapped onto tapvirt's network codes, never shown raw.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import stat
@@ -19,6 +20,7 @@ from tapvirt.host.api import IFF_UP, LinkInfo, LinkKind, OwnedFds
 from tapvirt.host.links import parse_mac, validate_ifname
 from tapvirt.host.netlink import IFLA_ADDRESS, IFLA_MASTER, IFLA_MTU, RtNetlink, attr, attr_u32
 from tapvirt.host.procfs import tap_holders
+from tapvirt.host.tapguard import only_our_queues, raced_error
 from tapvirt.netcodes import (
     BRIDGE_MISSING,
     DEVICE_BUSY,
@@ -272,6 +274,11 @@ def create_tap(name: str | None, *, tun_node: str, mac: str, mtu: int | None,
         owned.add(fd)
         actual = _create_first(fd, name, flags)
         try:
+            # at once: until the owner is set, anyone with a tun node may attach a queue
+            t.set_owner(fd, os.geteuid())
+        except OSError as e:
+            raise _ioctl_error(actual, e) from None
+        try:
             for _ in range(queues - 1):
                 fd = open_tun_node(tun_node)
                 owned.add(fd)
@@ -284,6 +291,12 @@ def create_tap(name: str | None, *, tun_node: str, mac: str, mtu: int | None,
         if link is None:
             raise TapvirtError(HOST_ERROR, f"tap {actual}", "vanished right after creation",
                                "retry; report this if it persists")
+        if not only_our_queues(link.tun, queues):
+            # a queue attached in the instant before TUNSETOWNER keeps the tap alive
+            # after our fds close: delete the device itself
+            with contextlib.suppress(OSError):
+                nl.del_link(index=link.ifindex)
+            raise raced_error(actual)
         attrs = attr(IFLA_ADDRESS, address)
         use_mtu = mtu if mtu is not None else (br.mtu if br is not None else None)
         if use_mtu is not None:

@@ -39,6 +39,11 @@ def set_iff(fd: int, name: str, flags: int) -> str:
     return os.fsdecode(_IFREQ.unpack(out)[0].split(b"\0", 1)[0])
 
 
+def set_owner(fd: int, uid: int) -> None:
+    """TUNSETOWNER: from now on only `uid` (or CAP_NET_ADMIN) may attach a queue."""
+    fcntl.ioctl(fd, TUNSETOWNER, uid)
+
+
 def get_iff(fd: int) -> tuple[str, int]:
     """TUNGETIFF: the attached device's name and flags."""
     raw, flags = _IFREQ.unpack(fcntl.ioctl(fd, TUNGETIFF, ifreq("", 0)))

@@ -57,6 +57,12 @@ class Context:
     admin: Admin
     netns: str | None = None
     node_dir: str = "/dev/tapvirt-prep"
+    # tapvirt-prep's gc tells a live node from a stale one by the namespace its name
+    # says (`<netns>.<dev>`). tapvirt-cni's pod node directories hold nodes of devices in
+    # unnamed pod namespaces, which that rule would call stale: the CNI plugin records
+    # them as revoke-only (still searched when a device number is handed out again) and
+    # collects them itself (its GC, by its records).
+    gc_collects_nodes: bool = True
 
 
 @dataclass(frozen=True)
@@ -348,7 +354,7 @@ def _give_node(ctx: Context, spec: MacvtapSpec, ifindex: int) -> str:
                 return dev_path
             except (OSError, ValueError):
                 pass  # replaced under us: fall through to a private node
-    privnodes.register_dir(ctx.node_dir)
+    privnodes.register_dir(ctx.node_dir, collect=ctx.gc_collects_nodes)
     try:
         dir_fd = admin.open_node_dir(ctx.node_dir)
     except (OSError, ValueError) as exc:
@@ -474,7 +480,7 @@ def gc(ctx: Context) -> list[dict[str, Any]]:
     and must be in a private mount namespace (admin.private_sysfs): sysfs is remounted
     in each. Returns what was removed. (tapvirt-cni calls this for its GC.)"""
     privnodes.prune_registry()
-    dirs = privnodes.node_dirs(ctx.node_dir)
+    dirs = privnodes.node_dirs(ctx.node_dir, collected_only=True)
     nodes = [n for d in dirs for n in privnodes.nodes_in(d)]
     live = _claimed(nodes)
     removed: list[dict[str, Any]] = []

@@ -46,7 +46,7 @@ def test_validate_json(capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads(out)
     assert doc["ok"] is False
     good, bad, missing = doc["results"]
-    assert good == {"file": str(GOOD), "ok": True, "name": "oracle"}
+    assert good == {"file": str(GOOD), "ok": True, "name": "oracle", "warnings": []}
     assert bad["error"]["code"] == "managed-not-ethernet" and bad["error"]["line"] == 12
     assert missing["error"]["code"] == "file-unreadable"
 
@@ -108,3 +108,24 @@ def test_console_script_runs_as_a_process(tmp_path: Path) -> None:
     proc = tapvirt("define", str(GOOD))
     assert proc.returncode == 0, proc.stderr
     assert tapvirt("dumpxml", "oracle").stdout == expected_output(GOOD).read_text()
+
+
+WARNED = XML2XML / "cpu-maximum.xml"  # vcpu cpuset: kept, not applied
+
+
+def test_no_effect_elements_are_warned_by_validate_define_and_check(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc, out, _ = run(capsys, "validate", str(WARNED))
+    assert rc == 0 and "valid (domain 'guest')" in out
+    assert "warning[no-effect]: /domain/vcpu/@cpuset: cpuset='0-3,^2' is kept" in out
+    rc, out, _ = run(capsys, "validate", "--json", str(WARNED))
+    (result,) = json.loads(out)["results"]
+    assert [w["code"] for w in result["warnings"]] == ["no-effect"]
+    rc, out, _ = run(capsys, "define", str(WARNED))
+    assert rc == 0 and "warning[no-effect]" in out
+    rc, out, _ = run(capsys, "dumpxml", "guest")
+    assert "cpuset='0-3,^2'" in out  # kept in the definition
+    # check reads the stored (cached) definition and warns the same way
+    rc, out, _ = run(capsys, "check", "guest")
+    assert rc == 0 and "warning[no-effect]: /domain/vcpu/@cpuset" in out

@@ -18,6 +18,7 @@ DOC = """<domain type='kvm'>
   <name>orig</name><uuid>c7a5fdbd-edaf-9455-926a-d65c16db1809</uuid>
   <memory unit='GiB'>4</memory><currentMemory unit='GiB'>2</currentMemory>
   <os><type arch='x86_64' machine='pc'>hvm</type><kernel>/nonexistent/vmlinuz</kernel></os>
+  <cpu mode='host-passthrough' migratable='on'/>
   <devices>
     <emulator>/usr/libexec/nonexistent-qemu</emulator>
     <disk type='block' device='disk'><driver name='qemu' type='raw'/>
@@ -55,6 +56,7 @@ def test_host_specific_parts_are_rewritten(tmp_path: Path) -> None:
     root, taps, images = _plan(DOC, tmp_path)
     assert root.get("type") == "qemu" and root.findtext("name") == "tvc1"
     assert root.find("uuid") is None
+    assert _attr(root, "cpu", "mode") == "maximum"
     assert root.findtext("memory") == "128" and _attr(root, "memory", "unit") == "MiB"
     assert root.findtext("os/kernel") == "/k/vmlinuz"
     assert root.findtext("devices/emulator") == "/usr/bin/qemu-system-x86_64"

@@ -15,13 +15,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tapvirt.cli.main import main
 from tapvirt.qemu.qmp import QmpClient
 from tests.support.reaper import become_subreaper, reap_orphans
+from tests.unit.lifecycle.live_cli import runtime_dirs, tv, tvj
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
@@ -49,25 +48,7 @@ def _reaper() -> Iterator[None]:
 
 @pytest.fixture
 def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    xdg = tmp_path / "run"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.delenv("TAPVIRT_RUNTIME_DIR", raising=False)
-    return tmp_path
-
-
-def tv(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def tvj(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    rc, out, err = tv(capsys, *argv, "--json")
-    data = json.loads(out)
-    assert (rc == 0) == data["ok"], (out, err)
-    return data
+    return runtime_dirs(tmp_path, monkeypatch)
 
 
 def write(dirs: Path, name: str, text: str) -> str:
@@ -357,3 +338,55 @@ def test_update_device_link_state_only(guest: str, dirs: Path,
     assert tv(capsys, "update-device", guest, write(dirs, "u4.xml", base.format("")),
               "--persistent")[0] == 0
     assert tvj(capsys, "domif-getlink", guest, "net0")["state"] == "up"
+
+
+def _wait_held(lock: Path, timeout: float) -> bool:
+    """Until another process holds the flock on `lock`."""
+    import fcntl
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if lock.exists():
+            fd = os.open(lock, os.O_RDWR)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return True
+            finally:
+                os.close(fd)
+        time.sleep(0.02)
+    return False
+
+
+def test_shutdown_waits_for_a_hotplug_in_progress(guest: str, dirs: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """shutdown goes through the supervisor too: while a detach waits for the guest, the
+    power-down queues behind it instead of fighting for the monitor; then (no guest OS
+    answers the button) the guest is destroyed after the timeout. Consistent end."""
+    assert tv(capsys, "attach-interface", guest, "user", "--mac", "52:54:00:00:06:01")[0] == 0
+    detach = _cli(dirs, "detach-interface", guest, "user", "--mac", "52:54:00:00:06:01",
+                  "--timeout", "3")
+    assert _wait_held(dirs / "run" / "tapvirt" / guest / "ops.lock", 30)  # detach is on
+    time.sleep(0.5)
+    out = tvj(capsys, "shutdown", guest, "--timeout", "1")
+    assert out["state"] == "shut off" and "destroyed" in out["reason"]
+    res = json.loads(detach.communicate(timeout=60)[0])
+    assert res["error"]["code"] == "hotplug-refused"  # it finished before the power-down
+    rundir = dirs / "run" / "tapvirt" / guest
+    assert not (rundir / "control.sock").exists()
+
+
+def test_user_aliases_are_kept_and_unique(guest: str, dirs: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    ua = "\n  <alias name='ua-extra'/>"
+    assert tv(capsys, "attach-device", guest, write(dirs, "a1.xml",
+                                                    nic("52:54:00:00:07:01", ua)))[0] == 0
+    assert ("ua-extra", "52:54:00:00:07:01") in macs(capsys, guest)
+    assert "ua-extra" in qemu_view(dirs, guest)[0]  # QEMU's device id is the alias
+    err = tvj(capsys, "attach-device", guest, write(dirs, "a2.xml",
+                                                    nic("52:54:00:00:07:02", ua)))["error"]
+    assert err["code"] == "device-duplicate" and "ua-extra" in err["cause"]
+    # the next automatic alias skips nothing and reuses nothing
+    assert tv(capsys, "attach-interface", guest, "user", "--mac", "52:54:00:00:07:03")[0] == 0
+    assert ("net1", "52:54:00:00:07:03") in macs(capsys, guest)

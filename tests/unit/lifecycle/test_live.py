@@ -9,13 +9,12 @@ import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tapvirt.cli.main import main
 from tapvirt.qemu.qmp import QmpClient
 from tests.support.reaper import become_subreaper, reap_orphans
+from tests.unit.lifecycle.live_cli import runtime_dirs, tv, tvj
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
@@ -36,25 +35,7 @@ def _reaper() -> Iterator[None]:
 
 @pytest.fixture
 def dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    xdg = tmp_path / "run"
-    xdg.mkdir(mode=0o700)
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(xdg))
-    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "cfg"))
-    monkeypatch.delenv("TAPVIRT_RUNTIME_DIR", raising=False)
-    return tmp_path
-
-
-def tv(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
-    rc = main(list(argv))
-    out, err = capsys.readouterr()
-    return rc, out, err
-
-
-def tvj(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
-    rc, out, err = tv(capsys, *argv, "--json")
-    data = json.loads(out)
-    assert (rc == 0) == data["ok"], (out, err)
-    return data
+    return runtime_dirs(tmp_path, monkeypatch)
 
 
 @pytest.fixture

@@ -106,8 +106,8 @@ def test_whole_command_line() -> None:
     argv = build_argv(dom, [], qmp_socket="/run/q.sock")
     text = " ".join(argv)
     assert argv[:4] == ["qemu-system-x86_64", "-name", "guest=demo,,1", "-S"]
-    for piece in ("-machine q35,usb=off ", "-accel kvm", "-m size=131072k", "-smp 2",
-                  f"-uuid {UUID}",
+    for piece in ("-machine q35,usb=off ", "-accel kvm", "-m size=131072k",
+                  "-smp 2,sockets=2,cores=1,threads=1", f"-uuid {UUID}",
                   "-no-user-config -nodefaults -display none",
                   "-chardev socket,id=charmonitor,path=/run/q.sock,server=on,wait=off "
                   "-mon chardev=charmonitor,id=monitor,mode=control",

@@ -37,18 +37,27 @@ class Chardev:
     path: str | None = None  # file and unix only
     unix_listen: bool = True  # unix: <source mode='bind'> (True) or 'connect'
     port: int = 0  # <target port='N'/>
+    # <log file='...'/>: QEMU copies everything the guest writes here (logfile=), so the
+    # console log keeps recording while someone is attached to a pty or socket
+    log_file: str | None = None
+    log_append: bool = False
 
 
 def parse_chardevs(
     r: Reader, els: list[etree._Element], kind: ChardevKind
 ) -> tuple[Chardev, ...]:
     parsed: list[tuple[etree._Element, ChardevType, str | None, bool, int | None]] = []
+    logs: dict[etree._Element, tuple[str, bool]] = {}
     for el in els:
-        found = r.shape(el, ("type",), ("source", "target"), required_attrs=("type",))
+        found = r.shape(el, ("type",), ("source", "target", "log"), required_attrs=("type",))
         ctype = r.enum(el, "type", ChardevType)
         path, listen = None, True
         s = r.one(found, "source")
-        if ctype in (ChardevType.FILE, ChardevType.UNIX):
+        if ctype is ChardevType.PTY and s is not None and r.live:
+            # the live XML shows the pty QEMU made (<source path='/dev/pts/N'/>)
+            r.shape(s, ("path",))
+            path = s.get("path")
+        elif ctype in (ChardevType.FILE, ChardevType.UNIX):
             if s is None:
                 raise r.fail(
                     E.MISSING_ELEMENT, el, f"a {kind} of type '{ctype}' needs <source path=...>",
@@ -86,6 +95,16 @@ def parse_chardevs(
                 r.shape(t, ("port",))
             if t.get("port") is not None:
                 port = r.uint(t, "port", 0, MAX_PORT)
+        if (lg := r.one(found, "log")) is not None:
+            r.shape(lg, ("file", "append"), required_attrs=("file",))
+            append = lg.get("append", "off")
+            if append not in ("on", "off"):
+                raise r.fail(
+                    E.INVALID_VALUE, lg,
+                    f"Invalid value for attribute 'append' in element 'log': '{append[:40]}'.",
+                    "use append='on' or append='off'", attr="append",
+                )
+            logs[el] = (r.abspath(lg, "file", lg.get("file", "")), append == "on")
         parsed.append((el, ctype, path, listen, port))
     taken: dict[int, etree._Element] = {}
     for el, _, _, _, port in parsed:
@@ -103,7 +122,9 @@ def parse_chardevs(
         if port is None:  # libvirt's way: the lowest free port
             port = next(n for n in range(len(parsed) + 1) if n not in taken)
             taken[port] = el
-        out.append(Chardev(kind=kind, type=ctype, path=path, unix_listen=listen, port=port))
+        out.append(Chardev(kind=kind, type=ctype, path=path, unix_listen=listen, port=port,
+                           log_file=logs[el][0] if el in logs else None,
+                           log_append=el in logs and logs[el][1]))
     return tuple(out)
 
 
@@ -142,8 +163,10 @@ def format_chardev(c: Chardev, w: Writer) -> None:
     if c.type is ChardevType.UNIX and c.path is not None:
         mode = "bind" if c.unix_listen else "connect"
         w(f"{i3}<source mode='{mode}' path={a(c.path)}/>")
-    elif c.type is ChardevType.FILE and c.path is not None:
+    elif c.type in (ChardevType.FILE, ChardevType.PTY) and c.path is not None:
         w(f"{i3}<source path={a(c.path)}/>")
+    if c.log_file is not None:
+        w(f"{i3}<log file={a(c.log_file)} append={a('on' if c.log_append else 'off')}/>")
     if c.kind is ChardevKind.CONSOLE:
         w(f"{i3}<target type='serial' port='{c.port}'/>")
     else:

@@ -7,6 +7,7 @@ are parsed by their modules (`ELEMENTS`), `<devices>` by `tapvirt.conf.devices`.
 
 from __future__ import annotations
 
+import re
 import uuid as uuidlib
 from collections.abc import Callable
 from dataclasses import replace
@@ -16,9 +17,17 @@ from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
 from tapvirt.conf.devices.refused import refuse_unprivileged
 from tapvirt.conf.domain.clock import parse_clock
+from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
 from tapvirt.conf.domain.features import check_features, parse_features
+from tapvirt.conf.domain.memorybacking import parse_memory_backing
 from tapvirt.conf.domain.metadata import parse_metadata
+from tapvirt.conf.domain.osboot import TAGS as OS_BOOT_TAGS
+from tapvirt.conf.domain.osboot import Firmware, SmbiosMode, parse_osboot
 from tapvirt.conf.domain.pm import parse_pm
+from tapvirt.conf.domain.resource import parse_resource
+from tapvirt.conf.domain.seclabel import parse_seclabel
+from tapvirt.conf.domain.sysinfo import check_sysinfo, parse_sysinfo
+from tapvirt.conf.domain.tuning import parse_cputune, parse_iothreads, parse_numatune
 from tapvirt.conf.model import (
     BootDev,
     Domain,
@@ -54,7 +63,16 @@ ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
     "features": ("features", parse_features),
     "clock": ("clock", parse_clock),
     "pm": ("pm", parse_pm),
+    "cpu": ("cpu", parse_cpu),
+    "memoryBacking": ("memory_backing", parse_memory_backing),
+    "iothreads": ("iothreads", parse_iothreads),
+    "cputune": ("cputune", parse_cputune),
+    "numatune": ("", parse_numatune),  # always refused
+    "resource": ("resource", parse_resource),
+    "sysinfo": ("sysinfo", parse_sysinfo),
 }
+# libvirt's virBitmapParse syntax for cpuset lists
+_CPUSET = re.compile(r"\^?[0-9]{1,5}(?:-[0-9]{1,5})?(?:,\^?[0-9]{1,5}(?:-[0-9]{1,5})?)*\Z")
 
 
 def parse_domain_element(r: Reader) -> Domain:
@@ -69,7 +87,8 @@ def parse_domain_element(r: Reader) -> Domain:
     found = r.shape(
         root, ("type",),
         ("name", "uuid", "title", "description", "memory", "currentMemory", "vcpu",
-         "os", "on_poweroff", "on_reboot", "on_crash", "devices", *ELEMENTS),
+         "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel", *ELEMENTS),
+        multi=("seclabel",),
         required_attrs=("type",),
     )
     dtype = r.enum(root, "type", DomainType)
@@ -93,26 +112,50 @@ def parse_domain_element(r: Reader) -> Domain:
         r.shape(d, text=True)
         description = d.text or ""
     memory = _memory(r, r.need(found, "memory", root))
-    current = None
+    current_mem = None
     if (c := r.one(found, "currentMemory")) is not None:
-        current = _memory(r, c)
-        if current > memory:
+        current_mem = _memory(r, c)
+        if current_mem > memory:
             raise r.fail(
                 E.INVALID_MEMORY, c,
-                f"currentMemory ({current} KiB) is larger than memory ({memory} KiB)",
+                f"currentMemory ({current_mem} KiB) is larger than memory ({memory} KiB)",
                 "make <currentMemory> at most <memory> (libvirt would silently clamp it)",
             )
-    vcpus = 1
+    vcpus, current, cpuset = 1, None, None
     if (v := r.one(found, "vcpu")) is not None:
-        r.shape(v, ("placement",), text=True)
-        if v.get("placement") not in (None, "static"):
+        r.shape(v, ("placement", "cpuset", "current"), text=True)
+        placement = v.get("placement")
+        if placement == "auto":
+            raise r.fail(
+                E.UNSUPPORTED_VALUE, v,
+                "placement='auto' needs numad, the privileged placement daemon",
+                "use placement='static' (optionally with cpuset=)", attr="placement",
+            )
+        if placement not in (None, "static"):
             raise r.fail(
                 E.INVALID_VALUE, v,
                 f"Invalid value for attribute 'placement' in element 'vcpu': "
-                f"'{v.get('placement')}'.", "use placement='static' or leave it out",
+                f"'{clip(placement)}'.", "use placement='static' or leave it out",
                 attr="placement",
             )
         vcpus = r.uint(v, None, 1, MAX_VCPUS)
+        if v.get("current") is not None:
+            current = r.uint(v, "current", 1, MAX_VCPUS)
+            if current > vcpus:
+                raise r.fail(
+                    E.INVALID_VALUE, v,
+                    f"maxvcpus must not be less than current vcpus ({vcpus} < {current})",
+                    f"make current at most {vcpus}", attr="current",
+                )
+            if current == vcpus:
+                current = None  # libvirt does not write current='N' when all are online
+        if (raw := v.get("cpuset")) is not None:
+            if not _CPUSET.match(raw) or len(raw) > 1024:
+                raise r.fail(
+                    E.INVALID_VALUE, v, f"Invalid value of 'cpuset': '{clip(raw)}'",
+                    "list host CPUs like '0-3,6' (a '^' excludes: '0-7,^3')", attr="cpuset",
+                )
+            cpuset = raw
     os_ = _os(r, r.need(found, "os", root))
     actions: dict[str, LifecycleAction] = {}
     for tag in ("on_poweroff", "on_reboot", "on_crash"):
@@ -121,18 +164,57 @@ def parse_domain_element(r: Reader) -> Domain:
     devices_el = r.one(found, "devices")
     dom = Domain(
         name=name, uuid=uuid, type=dtype, title=title, description=description,
-        memory_kib=memory, current_memory_kib=current, vcpus=vcpus, os=os_,
+        memory_kib=memory, current_memory_kib=current_mem, vcpus=vcpus,
+        vcpus_current=current, vcpu_cpuset=cpuset, os=os_,
         **actions,  # type: ignore[arg-type]
     )
     parts = {field: parse(r, el) for tag, (field, parse) in ELEMENTS.items()
              if (el := r.one(found, tag)) is not None}
     if parts:
         dom = replace(dom, **parts)
+    kvm = dom.type is DomainType.KVM
     if (f_el := r.one(found, "features")) is not None:
-        check_features(r, f_el, dom.features, dom.type is DomainType.KVM)
+        check_features(r, f_el, dom.features, kvm)
+    seclabels = tuple(parse_seclabel(r, el) for el in found.get("seclabel", []))
+    if len(seclabels) > 1:
+        raise r.fail(E.MISSING_ATTRIBUTE, found["seclabel"][1],
+                     "missing security model when using multiple labels",
+                     "keep one <seclabel> (tapvirt accepts only labels without a model)")
+    if seclabels:
+        dom = replace(dom, seclabels=seclabels)
+    if dom.sysinfo is not None and (s_el := r.one(found, "sysinfo")) is not None:
+        dom = replace(dom, uuid=check_sysinfo(r, s_el, dom.sysinfo, dom.uuid))
+    if dom.cpu is not None and (c_el := r.one(found, "cpu")) is not None:
+        check_cpu(r, c_el, dom.cpu, kvm=kvm, vcpus=dom.vcpus)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
+    _check_boot(r, r.need(found, "os", root), dom)
     return dom
+
+def _check_boot(r: Reader, os_el: etree._Element, dom: Domain) -> None:
+    ob = dom.os.boot_options
+    if ob.smbios is SmbiosMode.SYSINFO and dom.sysinfo is None:
+        raise r.fail(
+            E.MISSING_ELEMENT, os_el, f"Domain '{dom.name}' sysinfo are not available",
+            "add a <sysinfo type='smbios'> block, or remove <smbios mode='sysinfo'/>",
+        )
+    if ob.bios is not None and ob.bios.useserial and not dom.devices.serials:
+        where = os_el.find("bios")
+        raise r.fail(E.MISSING_ELEMENT, where if where is not None else os_el,
+                     "need at least one serial port to use BIOS serial output",
+                     "add <serial type='pty'/> to <devices>, or remove useserial='yes'")
+    if ob.loader is not None and ob.loader.secure:
+        where = os_el.find("loader")
+        assert where is not None
+        if "q35" not in (dom.os.machine or ""):
+            raise r.fail(E.UNSUPPORTED_VALUE, where,
+                         "Secure boot is supported with q35 machine types only",
+                         "use <type machine='q35'>hvm</type>, or secure='no'", attr="secure")
+        if dom.features.smm is not True:
+            raise r.fail(E.UNSUPPORTED_VALUE, where,
+                         "Secure boot requires SMM feature enabled",
+                         "add <smm state='on'/> to <features>", attr="secure")
+
 
 def _name(r: Reader, el: etree._Element) -> str:
     value = r.text(el)
@@ -185,8 +267,11 @@ def _memory(r: Reader, el: etree._Element) -> int:
 
 def _os(r: Reader, el: etree._Element) -> Os:
     found = r.shape(
-        el, (), ("type", "kernel", "initrd", "cmdline", "boot"), multi=("boot",)
+        el, ("firmware",), ("type", "kernel", "initrd", "cmdline", "boot", *OS_BOOT_TAGS),
+        multi=("boot",),
     )
+    firmware = r.enum(el, "firmware", Firmware) if el.get("firmware") is not None else None
+    boot_options = parse_osboot(r, el, found, firmware)
     type_el = r.need(found, "type", el)
     os_type = r.text(type_el, strip=True, attrs=("arch", "machine"))
     if os_type != "hvm":
@@ -234,4 +319,5 @@ def _os(r: Reader, el: etree._Element) -> Os:
     return Os(
         type="hvm", arch=arch, machine=machine, kernel=paths.get("kernel"),
         initrd=paths.get("initrd"), cmdline=cmdline, boot=tuple(boots),
+        firmware=None if firmware is None else firmware.value, boot_options=boot_options,
     )

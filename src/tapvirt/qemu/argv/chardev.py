@@ -14,7 +14,9 @@ def chardev_args(dom: Domain) -> list[str]:
     for n, ch in enumerate(chars):
         port = ch.port if dom.devices.serials else n
         cid = f"charserial{port}"
-        argv += ["-chardev", _chardev_backend(ch, cid)]
+        log = (f",logfile={opt(ch.log_file)},logappend={'on' if ch.log_append else 'off'}"
+               if ch.log_file else "")
+        argv += ["-chardev", _chardev_backend(ch, cid) + log]
         argv += ["-device", jsonarg({"driver": "isa-serial", "chardev": cid,
                                    "id": f"serial{port}", "index": port})]
     return argv

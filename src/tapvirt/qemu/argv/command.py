@@ -5,17 +5,25 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from tapvirt.conf.model import BootDev, Domain, DomainType, LifecycleAction
+from tapvirt.conf.model import Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
 from tapvirt.qemu.argv.controller import controller_args
-from tapvirt.qemu.argv.cpu import cpu_args
+from tapvirt.qemu.argv.cpu import cpu_args, smp_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
 from tapvirt.qemu.argv.fds import FD_BASE, fd_layout
 from tapvirt.qemu.argv.features import machine_params, pm_args
+from tapvirt.qemu.argv.firmware import (
+    boot_args,
+    firmware_args,
+    firmware_machine_params,
+    pflash_args,
+    smbios_args,
+)
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
+from tapvirt.qemu.argv.memory import iothread_args, memory_args, memory_machine_params
 
 
 def emulator(dom: Domain) -> str:
@@ -41,16 +49,20 @@ def build_argv(
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
     machine = machine_of(dom)
     acpi = "" if dom.features.acpi else ",acpi=off"
-    # usb=off: QEMU adds no USB controller of its own; the definition's are -devices
-    argv += ["-machine", f"{machine},usb=off{acpi}{machine_params(dom)}"]
+    argv += pflash_args(dom)
+    argv += ["-machine", f"{machine},usb=off{acpi}{machine_params(dom)}"
+                         f"{firmware_machine_params(dom)}"
+                         f"{memory_machine_params(dom)}"]
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
     argv += cpu_args(dom)
-    argv += ["-m", f"size={dom.memory_kib}k"]
-    argv += ["-smp", str(dom.vcpus)]
+    argv += memory_args(dom)
+    argv += smp_args(dom)
+    argv += iothread_args(dom)
     argv += ["-uuid", dom.uuid]
     argv += ["-no-user-config", "-nodefaults", "-display", "none"]
     argv += ["-chardev", f"socket,id=charmonitor,path={opt(qmp_socket)},server=on,wait=off",
              "-mon", "chardev=charmonitor,id=monitor,mode=control"]
+    argv += firmware_args(dom)
     argv += rtc_args(dom, now)
     if dom.on_reboot is LifecycleAction.DESTROY:
         argv.append("-no-reboot")
@@ -63,10 +75,8 @@ def build_argv(
         argv += ["-append", dom.os.cmdline]
     per_device_boot = any(d.boot_order for d in dom.devices.disks) or any(
         i.boot_order for i in dom.devices.interfaces)
-    if dom.os.boot and not per_device_boot:
-        order = "".join({BootDev.HD: "c", BootDev.CDROM: "d", BootDev.NETWORK: "n",
-                         BootDev.FD: "a"}[b] for b in dom.os.boot)
-        argv += ["-boot", f"order={order}"]
+    argv += boot_args(dom, per_device_boot)
+    argv += smbios_args(dom)
     argv += controller_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)

@@ -1,0 +1,100 @@
+"""Bootable disk images of the test guest, built without network downloads and never
+committed: a FAT file system holding the test kernel and initramfs, made bootable for
+BIOS with Debian's syslinux (its boot sector is the disk's sector 0, so SeaBIOS boots the
+unpartitioned image directly). Built with mtools (no mount, no loop device), cached next
+to the guest in /var/cache/tapvirt-guest/disks/ keyed on the guest, the kernel command
+line and syslinux's version; qcow2 overlays on top are made per test with qemu-img.
+
+    python -m tests.support.disk bios [--cmdline '...']
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.support import guest
+
+DISK_BUILDER = "1"
+SIZE_MIB = 32  # kernel 14 MiB + initramfs 4.4 MiB + slack
+
+
+def _run(*argv: str, env: dict[str, str] | None = None) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False,
+                          env={**os.environ, **(env or {})})
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
+
+
+def bios_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) -> Path:
+    """A raw BIOS-bootable disk of `image` booting with `cmdline` (built once, cached;
+    world-readable: use it read-only, as a qcow2 backing file or copied)."""
+    syslinux = guest._installed("syslinux")
+    key = hashlib.sha256("\0".join((DISK_BUILDER, image.key, cmdline, syslinux))
+                         .encode()).hexdigest()[:16]
+    target = cache / "disks" / f"bios-{key}.raw"
+    if target.is_file():
+        return target
+    if os.geteuid() != 0:
+        raise PermissionError(f"no cached disk {target}; build it once as root")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o755)
+    with guest._locked(cache / ".lock"):
+        if target.is_file():
+            return target
+        work = Path(tempfile.mkdtemp(prefix=".disk-", dir=target.parent))
+        try:
+            img = work / "disk.raw"
+            with open(img, "wb") as f:
+                f.truncate(SIZE_MIB << 20)
+            _run("mkfs.vfat", "-n", "TVBOOT", str(img))
+            cfg = work / "syslinux.cfg"
+            cfg.write_text("SERIAL 0 115200\nDEFAULT tv\nPROMPT 0\nTIMEOUT 0\n"
+                           "LABEL tv\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n"
+                           f"  APPEND {cmdline}\n")
+            mt = {"MTOOLS_SKIP_CHECK": "1"}
+            for src, name in ((image.kernel, "vmlinuz"), (image.initrd, "initrd.gz"),
+                              (cfg, "syslinux.cfg")):
+                _run("mcopy", "-i", str(img), str(src), f"::/{name}", env=mt)
+            _run("syslinux", "--install", str(img))
+            img.chmod(0o644)
+            os.rename(img, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def qcow2_overlay(base: Path, out: Path, uid: int, gid: int) -> Path:
+    """A qcow2 whose backing file is `base` (raw, only read), owned by uid:gid."""
+    _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(out))
+    os.chown(out, uid, gid)
+    out.chmod(0o600)
+    return out
+
+
+def raw_copy(base: Path, out: Path, uid: int, gid: int) -> Path:
+    shutil.copyfile(base, out)
+    os.chown(out, uid, gid)
+    out.chmod(0o600)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.disk")
+    sub = parser.add_subparsers(dest="verb", required=True)
+    b = sub.add_parser("bios", help="build (or find) a BIOS-bootable raw disk of the guest")
+    b.add_argument("--cmdline", default=None, help="kernel command line (default: idle)")
+    ns = parser.parse_args(argv)
+    image = guest.build()
+    print(bios_disk(image, ns.cmdline or image.cmdline()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
