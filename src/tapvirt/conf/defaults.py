@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Hashable
 from dataclasses import replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from tapvirt.conf import addresses as A
 from tapvirt.conf.devices.controller import (
@@ -309,6 +309,7 @@ def usb_addresses(dom: Domain) -> Domain:
     ctls = tuple(replace(c, address=got.get(("controller", n), c.address))
                  for n, c in enumerate(d.controllers))
     return replace(dom, devices=replace(d, disks=disks, controllers=ctls))
+_T = TypeVar("_T", bound=Any)
 
 
 def assign_aliases(dom: Domain) -> Domain:
@@ -345,13 +346,54 @@ def _on_lsi(disk: Disk, lsi: set[int]) -> bool:
     return isinstance(disk.address, A.DriveAddress) and disk.address.controller in lsi
 
 
+def implicit_audio_video(dom: Domain) -> Domain:
+    """libvirt's qemuDomainDefAddDefaultAudioBackend: a domain without <audio> gets backend 1
+    (`none`, or `spice` under a SPICE display) that sound cards and VNC play into; and
+    virDomainDefAddImplicitVideo: graphics without a <video> get the default card."""
+    from tapvirt.conf.devices.graphics import implicit_video
+    from tapvirt.conf.devices.sound import implicit_audio
+
+    d = dom.devices
+    audios = d.audios or (implicit_audio(d.graphics),)
+    video = implicit_video(d.graphics, d.videos)
+    videos = (video,) if video is not None else d.videos
+    if audios == d.audios and videos == d.videos:
+        return dom
+    return replace(dom, devices=replace(d, audios=audios, videos=videos))
+
+
+def assign_peripheral_aliases(dom: Domain) -> Domain:
+    """libvirt's names for the other devices (qemuAssignDeviceAliases): input<N>, sound<N>,
+    channel<N>, redir<N>, rng<N> by position, balloon0, watchdog0, tpm0. After the implicit
+    devices, so that they are numbered too."""
+    d = dom.devices
+
+    def numbered(items: tuple[_T, ...], prefix: str) -> tuple[_T, ...]:
+        return tuple(x if x.alias is not None else replace(x, alias=f"{prefix}{n}")
+                     for n, x in enumerate(items))
+
+    new = replace(
+        d, inputs=numbered(d.inputs, "input"), sounds=numbered(d.sounds, "sound"),
+        channels=numbered(d.channels, "channel"), redirdevs=numbered(d.redirdevs, "redir"),
+        rngs=numbered(d.rngs, "rng"),
+        memballoon=d.memballoon if d.memballoon is None or d.memballoon.alias is not None
+        or d.memballoon.model == "none" else replace(d.memballoon, alias="balloon0"),
+        watchdog=d.watchdog if d.watchdog is None or d.watchdog.alias is not None
+        else replace(d.watchdog, alias="watchdog0"),
+        tpm=d.tpm if d.tpm is None or d.tpm.alias is not None else replace(d.tpm, alias="tpm0"),
+    )
+    return dom if new == d else replace(dom, devices=new)
+
+
 STEPS: tuple[Callable[[Domain], Domain], ...] = (
     machine_controllers,
     controller_models,
     drive_addresses,
+    implicit_audio_video,
     pci_addresses,
     usb_addresses,
     assign_aliases,
+    assign_peripheral_aliases,
 )
 
 

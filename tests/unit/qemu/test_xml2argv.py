@@ -19,7 +19,7 @@ import pytest
 from tapvirt.conf.parse import parse_domain_file
 from tapvirt.errors import TapvirtError
 from tapvirt.host.fake import FakeHost
-from tapvirt.qemu.argv import build_argv, link_state_commands
+from tapvirt.qemu.argv import build_argv, startup_commands
 from tapvirt.qemu.connect import connect_domain, plan_domain
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "xml2argv"
@@ -49,7 +49,7 @@ def _run(name: str) -> tuple[str, str]:
     argv = build_argv(dom, conn.specs(), qmp_socket=QMP)
     assert argv == planned, "domxml-to-native would not show what start runs"
     lines = list(argv)
-    lines += [f"# qmp {json.dumps(c, separators=(',', ':'))}" for c in link_state_commands(dom)]
+    lines += [f"# qmp {json.dumps(c, separators=(',', ':'))}" for c in startup_commands(dom)]
     lines += [f"# {w.code.code}: {w.message}" for w in conn.warnings()]
     assert conn.cleanup() == []
     assert not fake.open_fds

@@ -19,7 +19,7 @@ from tapvirt.conf import errors as E
 from tapvirt.conf.devices.chardev import (
     Chardev,
     ChardevKind,
-    console_is_serial0,
+    console_rules,
     format_chardev,
     parse_chardevs,
 )
@@ -31,11 +31,23 @@ from tapvirt.conf.devices.controller import (
 )
 from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk, sort_disks
 from tapvirt.conf.devices.interface import Interface, format_interface, parse_interface
+from tapvirt.conf.devices.peripherals import TAGS as _PERIPHERAL_TAGS
+from tapvirt.conf.devices.peripherals import (
+    device_aliases,
+    format_peripherals,
+    parse_peripherals,
+)
 from tapvirt.conf.xmlout import IND, Writer, t
 
 if TYPE_CHECKING:
     from lxml import etree
 
+    from tapvirt.conf.devices.channel import Channel, Redirdev
+    from tapvirt.conf.devices.graphics import Graphics, Video
+    from tapvirt.conf.devices.input import Input
+    from tapvirt.conf.devices.misc import Memballoon, Panic, Rng, Watchdog
+    from tapvirt.conf.devices.sound import Audio, Sound
+    from tapvirt.conf.devices.tpm import Tpm
     from tapvirt.conf.model import Os
     from tapvirt.conf.xml import Reader
 
@@ -50,6 +62,18 @@ class Devices:
     interfaces: tuple[Interface, ...] = ()
     serials: tuple[Chardev, ...] = ()
     consoles: tuple[Chardev, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    tpm: Tpm | None = None
+    graphics: tuple[Graphics, ...] = ()
+    sounds: tuple[Sound, ...] = ()
+    audios: tuple[Audio, ...] = ()
+    videos: tuple[Video, ...] = ()
+    redirdevs: tuple[Redirdev, ...] = ()
+    watchdog: Watchdog | None = None
+    memballoon: Memballoon | None = None
+    rngs: tuple[Rng, ...] = ()
+    panics: tuple[Panic, ...] = ()
 
 
 _EMPTY = Devices()
@@ -58,7 +82,7 @@ _EMPTY = Devices()
 # order): emulator disk controller lease filesystem interface smartcard serial parallel
 # console channel input tpm graphics sound audio video hostdev redirdev redirfilter hub
 # watchdog memballoon rng panic shmem memory iommu vsock.
-_TAGS = ("disk", "controller", "interface", "serial", "console")
+_TAGS = ("disk", "controller", "interface", "serial", "console", *_PERIPHERAL_TAGS)
 
 
 def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
@@ -74,12 +98,30 @@ def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
     ifaces = tuple(parse_interface(r, i, n) for n, i in enumerate(found.get("interface", [])))
     serials = parse_chardevs(r, found.get("serial", []), ChardevKind.SERIAL)
     consoles = parse_chardevs(r, found.get("console", []), ChardevKind.CONSOLE)
-    console_is_serial0(r, found.get("console", []), consoles, serials)
+    serials, consoles = console_rules(r, found.get("console", []), consoles, serials)
     _cross_checks(r, found, disks, ifaces, os_)
-    return Devices(
+    devices = Devices(
         emulator=emulator, disks=disks, controllers=tuple(ctls), interfaces=ifaces,
-        serials=serials, consoles=consoles,
+        serials=serials, consoles=consoles, **parse_peripherals(r, found),
     )
+    _unique_user_aliases(r, el, devices)
+    return devices
+
+
+def _unique_user_aliases(r: Reader, el: etree._Element, d: Devices) -> None:
+    """User aliases (`ua-...`) of the other families against each other and the disks' and
+    NICs' (those two are checked element by element in `_cross_checks`)."""
+    seen = {x.alias for x in d.disks if x.alias is not None}
+    seen |= {x.alias for x in d.interfaces if x.alias is not None}
+    for alias in device_aliases(d):
+        if alias is None:
+            continue
+        if alias in seen:
+            raise r.fail(
+                E.DUPLICATE_ALIAS, el, f"non unique alias detected: {alias}",
+                "give every device its own alias",
+            )
+        seen.add(alias)
 
 
 def format_devices(
@@ -100,6 +142,7 @@ def format_devices(
         format_interface(iface, w, live, actual)
     for chardev in (*d.serials, *d.consoles):
         format_chardev(chardev, w)
+    format_peripherals(d, w, live)
     w(f"{IND}</devices>")
 
 

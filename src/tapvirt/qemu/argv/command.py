@@ -24,6 +24,7 @@ from tapvirt.qemu.argv.firmware import (
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import iothread_args, memory_args, memory_machine_params
+from tapvirt.qemu.argv.peripherals import peripheral_args, runtime_dir_of
 
 
 def emulator(dom: Domain) -> str:
@@ -39,10 +40,13 @@ def build_argv(
     *,
     qmp_socket: str,
     fd_base: int | None = FD_BASE,
+    spice_ports: Sequence[int] = (),
     now: float | None = None,
 ) -> list[str]:
     """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont.
 
+    spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
+    order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given.
     `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
@@ -81,4 +85,5 @@ def build_argv(
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)
+    argv += peripheral_args(dom, runtime_dir_of(qmp_socket), spice_ports)
     return argv
