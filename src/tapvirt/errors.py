@@ -108,6 +108,13 @@ FILE_UNREADABLE = define(
 _CODE_MODULES = (
     "tapvirt.conf.errors",
     "tapvirt.conf.addresses",
+    "tapvirt.conf.devices.channel",
+    "tapvirt.conf.devices.graphics",
+    "tapvirt.conf.devices.input",
+    "tapvirt.conf.devices.misc",
+    "tapvirt.conf.devices.netextras",
+    "tapvirt.conf.devices.sound",
+    "tapvirt.conf.devices.tpm",
     "tapvirt.conf.devices.refused",
     "tapvirt.netcodes",
     "tapvirt.domains.errors",

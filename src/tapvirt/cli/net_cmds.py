@@ -141,7 +141,7 @@ def _report_text(r: InterfaceReport) -> str:
 
 
 def run_domxml_to_native(args: argparse.Namespace) -> int:
-    from tapvirt.qemu.argv import FD_BASE, build_argv, link_state_commands
+    from tapvirt.qemu.argv import FD_BASE, build_argv, startup_commands
     from tapvirt.qemu.connect import check_domain, plan_domain
 
     dom = load_domain(args.domain)
@@ -153,8 +153,11 @@ def run_domxml_to_native(args: argparse.Namespace) -> int:
     for arg in build_argv(dom, backends, qmp_socket=qmp, fd_base=fd_base):
         sys.stdout.write(arg + "\n")
     # What the argv cannot show goes to stderr, so stdout stays a clean command line.
-    for cmd in link_state_commands(dom):
-        print(f"note: start then sends QMP {json.dumps(cmd)}", file=sys.stderr)
+    for cmd in startup_commands(dom):
+        shown = cmd
+        if "password" in cmd.get("arguments", {}):  # the secret stays off the terminal too
+            shown = {**cmd, "arguments": {**cmd["arguments"], "password": "***"}}
+        print(f"note: start then sends QMP {json.dumps(shown)}", file=sys.stderr)
     for report in check_domain(dom, host, tun_node=tun_node):
         for f in report.findings:
             what = "warning" if f.warning else "start would fail"

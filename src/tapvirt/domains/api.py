@@ -222,6 +222,23 @@ def state_of(name: str) -> State:
 
 # -- start ------------------------------------------------------------------------------
 
+def _free_spice_ports(dom: Domain) -> list[int]:
+    """A free TCP port for each SPICE display with autoport (libvirt's port allocator does
+    the same from 5900 up; SPICE, unlike VNC, cannot search for one itself). The kernel
+    picks an unused port; the window until QEMU binds it is short and a clash fails the
+    start with QEMU's own error."""
+    import socket
+
+    ports = []
+    for g in dom.devices.graphics:
+        if g.type.value == "spice" and g.autoport and g.listen.type.value == "address":
+            family = socket.AF_INET6 if ":" in (g.listen.address or "") else socket.AF_INET
+            with socket.socket(family, socket.SOCK_STREAM) as s:
+                s.bind((g.listen.address or "127.0.0.1", 0))
+                ports.append(int(s.getsockname()[1]))
+    return ports
+
+
 def _with_console_log(dom: Domain, log: Path) -> Domain:
     """Serial port 0 is the interactive console and is logged to the runtime console log.
 
@@ -457,7 +474,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.storage import check_disk_sources
 
                 check_disk_sources(dom)
-            from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, link_state_commands
+            from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 
             if host is None:
@@ -468,7 +485,8 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 tun_node = os.environ.get("TAPVIRT_TUN_NODE") or None
             with connect_domain(dom, host, tun_node=tun_node) as conn:
                 specs = conn.specs()
-                argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE)
+                argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE,
+                                  spice_ports=_free_spice_ports(dom))
                 pairs = fd_layout(specs, FD_BASE)
                 ifaces = [IfaceState(b.alias, b.iface.type.value, b.device,
                                      b.iface.model.value, b.iface.mac, b.delete_at_stop,
@@ -481,7 +499,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                     "name": dom.name, "uuid": dom.uuid, "root": str(dd.root),
                     "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
                     "fd_numbers": [child for _, child in pairs],
-                    "qmp_before_cont": link_state_commands(dom),
+                    "qmp_before_cont": startup_commands(dom),
                     "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,

@@ -9,7 +9,46 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from tapvirt.conf.addresses import disk_index
+from tapvirt.conf.defaults import apply_defaults
+from tapvirt.conf.devices.channel import SPICE_AGENT, Channel, ChannelType, Redirdev
+from tapvirt.conf.devices.controller import (
+    Controller,
+    ControllerModel,
+    ControllerType,
+    ScsiModel,
+    UsbModel,
+    VirtioSerialModel,
+    insert_controller,
+)
+from tapvirt.conf.devices.disk import DetectZeroes, DiskCache, DiskDiscard, DiskIo, DiskType, Tray
+from tapvirt.conf.devices.graphics import (
+    SPICE_CHANNELS,
+    SPICE_OPTIONS,
+    Graphics,
+    GraphicsType,
+    Listen,
+    ListenType,
+    SharePolicy,
+    Video,
+    VideoModel,
+)
+from tapvirt.conf.devices.input import Input, InputBus, InputType
 from tapvirt.conf.devices.interface import DEFAULT_MODEL
+from tapvirt.conf.devices.misc import (
+    BalloonModel,
+    Memballoon,
+    Panic,
+    Rng,
+    RngBackend,
+    RngModel,
+    Watchdog,
+    WatchdogAction,
+    WatchdogModel,
+)
+from tapvirt.conf.devices.netextras import GUEST_OFFLOADS, HOST_OFFLOADS, NetTuning, Rom, TxMode
+from tapvirt.conf.devices.sound import Audio, AudioType, CodecType, Sound, SoundModel
+from tapvirt.conf.devices.tpm import Tpm, TpmBackend, TpmModel, TpmVersion
 from tapvirt.conf.domain.clock import (
     Catchup,
     Clock,
@@ -125,8 +164,9 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         queues = None
         if itype is not InterfaceType.USER and draw(st.booleans()):
             queues = draw(st.integers(1, 256)) if model is NicModel.VIRTIO else 1
-        if name is not None or queues is not None:
-            driver = Driver(name, queues)
+        tuning = draw(net_tunings()) if model is NicModel.VIRTIO else None
+        if name is not None or queues is not None or tuning:
+            driver = Driver(name, queues, tuning or None)
     mtu = None
     if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE):
         mtu = draw(_MTU)
@@ -141,6 +181,11 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         backend_tap=draw(_PATH)
         if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and draw(st.booleans())
         else None,
+        rom=draw(st.none() | roms),
+        sndbuf=None if itype is InterfaceType.USER
+        else draw(st.none() | st.integers(0, 2**32 - 1)),
+        coalesce_rx_frames=draw(st.none() | st.integers(0, 2**32 - 1))
+        if itype is InterfaceType.BRIDGE else None,
     )
 
 
@@ -153,32 +198,82 @@ def _disk_name(stem: str, idx: int) -> str:
     return stem + letters
 
 
+_STEMS = {DiskBus.VIRTIO: "vd", DiskBus.SATA: "sd", DiskBus.SCSI: "sd", DiskBus.USB: "sd",
+          DiskBus.IDE: "hd", DiskBus.FDC: "fd"}
+_SERIAL = st.text(string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=20).filter(
+    lambda s: s.strip() == s
+)
+
+
 @st.composite
-def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
+def disks(draw: st.DrawFn, q35: bool = False) -> tuple[Disk, ...]:
+    """Disks in the order the parser keeps them (by bus, then target index)."""
     out: list[Disk] = []
     used: set[str] = set()
+    # no usb disks: a random machine may have no USB (refused, as by libvirt)
+    buses = [b for b in DiskBus if b is not DiskBus.USB and not (q35 and b is DiskBus.IDE)]
     for k in range(draw(st.integers(0, 3))):
-        bus = draw(st.sampled_from(DiskBus))
-        idx = draw(st.integers(0, 40))
-        stem = "vd" if bus is DiskBus.VIRTIO else "sd"
-        dev = _disk_name(stem, idx)
+        bus = draw(st.sampled_from(buses))
+        idx = draw(st.integers(0, 3 if bus is DiskBus.FDC else 40))
+        dev = _disk_name(_STEMS[bus], idx)
         if dev in used:
             continue
         used.add(dev)
-        device = DiskDevice.DISK if bus is DiskBus.VIRTIO else draw(st.sampled_from(DiskDevice))
-        if bus is DiskBus.VIRTIO:
-            alias = f"virtio-disk{idx}"
-        elif bus is DiskBus.SATA:
-            alias = f"sata{idx // 6}-0-{idx % 6}"
+        if bus is DiskBus.FDC:
+            device = DiskDevice.FLOPPY
+        elif bus in (DiskBus.VIRTIO, DiskBus.USB):
+            device = DiskDevice.DISK
         else:
-            alias = f"scsi{idx // 7}-0-0-{idx % 7}"
-        if draw(st.booleans()):
-            alias = f"ua-disk{k}"
+            device = draw(st.sampled_from([DiskDevice.DISK, DiskDevice.CDROM]))
+        removable = None  # usb only
         out.append(Disk(
-            source_file=draw(_PATH), target_dev=dev, target_bus=bus,
-            format=draw(st.sampled_from(DiskFormat)), device=device,
-            readonly=device is DiskDevice.CDROM or draw(st.booleans()), alias=alias,
+            source_file=draw(_PATH) if device is DiskDevice.DISK or draw(st.booleans())
+            else None,
+            target_dev=dev, target_bus=bus, format=draw(st.sampled_from(DiskFormat)),
+            device=device, type=draw(st.sampled_from(DiskType)),
+            cache=draw(st.none() | st.sampled_from(DiskCache)),
+            io=draw(st.none() | st.sampled_from(DiskIo)),
+            discard=draw(st.none() | st.sampled_from(DiskDiscard)),
+            detect_zeroes=draw(st.none() | st.sampled_from(DetectZeroes)),
+            readonly=device is DiskDevice.CDROM or draw(st.booleans()),
+            shareable=draw(st.booleans()),
+            tray=draw(st.none() | st.sampled_from(Tray)) if device is not DiskDevice.DISK
+            else None,
+            removable=removable,
+            serial=draw(st.none() | _SERIAL),
+            wwn=draw(st.none() | st.from_regex(r"[0-9a-f]{16}", fullmatch=True))
+            if bus in (DiskBus.IDE, DiskBus.SATA, DiskBus.SCSI) else None,
+            alias=f"ua-disk{k}" if draw(st.booleans()) else None,
         ))
+    ordered: list[Disk] = []
+    for d in out:  # libvirt's insertion rule (tapvirt.conf.devices.disk.sort_disks)
+        at = len(ordered)
+        for pos in range(len(ordered) - 1, -1, -1):
+            if ordered[pos].target_bus is d.target_bus and (
+                disk_index(ordered[pos].target_dev) > disk_index(d.target_dev)
+            ):
+                at = pos
+        ordered.insert(at, d)
+    return tuple(ordered)
+
+
+@st.composite
+def controllers(draw: st.DrawFn) -> tuple[Controller, ...]:
+    """A few controllers a definition names itself (the machine's own are added by the
+    post-parse step), each type's indexes unique, in the parser's order."""
+    out: list[Controller] = []
+    choices: tuple[tuple[ControllerType, list[ControllerModel]], ...] = (
+        (ControllerType.USB, [UsbModel.QEMU_XHCI, UsbModel.NEC_XHCI, UsbModel.PIIX3_UHCI]),
+        (ControllerType.SCSI, [ScsiModel.VIRTIO_SCSI, ScsiModel.LSILOGIC]),
+        (ControllerType.VIRTIO_SERIAL, [VirtioSerialModel.VIRTIO]),
+    )
+    for ctype, models in choices:
+        if draw(st.booleans()):
+            model = draw(st.sampled_from(models))
+            ports = draw(st.none() | st.integers(1, 15)) if ctype is ControllerType.USB and (
+                model in (UsbModel.QEMU_XHCI, UsbModel.NEC_XHCI)) else None
+            alias = "ua-" + str(ctype) if draw(st.booleans()) else None
+            insert_controller(out, Controller(ctype, 0, model, ports=ports, alias=alias))
     return tuple(out)
 
 
@@ -191,14 +286,18 @@ def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]
         path = draw(_PATH) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
         listen = draw(st.booleans()) if ctype is ChardevType.UNIX else True
         serials.append(Chardev(ChardevKind.SERIAL, ctype, path, listen, port))
-    consoles: tuple[Chardev, ...] = ()
-    if draw(st.booleans()):
-        zero = next((s for s in serials if s.port == 0), None)
-        if zero is not None:
-            consoles = (Chardev(ChardevKind.CONSOLE, zero.type, zero.path, zero.unix_listen, 0),)
-        else:
-            consoles = (Chardev(ChardevKind.CONSOLE, ChardevType.PTY, None, True, 0),)
-    return tuple(serials), consoles
+    from dataclasses import replace
+
+    if not serials and draw(st.booleans()):  # a serial console alone becomes serial 0
+        serials.append(Chardev(ChardevKind.SERIAL, ChardevType.PTY, None, True, 0))
+    # libvirt's console rules: console 0 describes serial 0; the others are virtio consoles
+    consoles: list[Chardev] = []
+    if serials:
+        consoles.append(replace(serials[0], kind=ChardevKind.CONSOLE, port=0))
+    for port in draw(st.lists(st.integers(1, 6), unique=True, max_size=2)):
+        ctype = draw(st.sampled_from([ChardevType.PTY, ChardevType.NULL]))
+        consoles.append(Chardev(ChardevKind.CONSOLE, ctype, None, True, port, virtio=True))
+    return tuple(serials), tuple(consoles)
 
 
 def _with_boot_orders(
@@ -241,16 +340,18 @@ def domains(draw: st.DrawFn) -> Domain:
         replace(x, alias=f"net{n}") if (x.alias or "").startswith("net") else x
         for n, x in enumerate(ifaces_list)
     )
-    disks_ = draw(disks())
+    machine = draw(_MACHINE)
+    disks_ = draw(disks(q35=machine == "q35"))
     boot_devs: tuple[BootDev, ...] = ()
     if draw(st.booleans()):
         disks_, ifaces = _with_boot_orders(draw, disks_, ifaces)
     else:
         boot_devs = tuple(draw(st.lists(st.sampled_from(BootDev), unique=True, max_size=4)))
     serials, consoles = draw(chardevs())
+    more = draw(peripherals())
     memory = draw(st.integers(1, 2**40))
     dtype = draw(st.sampled_from(DomainType))
-    return Domain(
+    dom = Domain(
         name=draw(names),
         uuid=str(uuidlib.UUID(int=draw(st.integers(0, 2**128 - 1)))),
         type=dtype,
@@ -261,7 +362,7 @@ def domains(draw: st.DrawFn) -> Domain:
         vcpus=draw(st.integers(1, 1024)),
         os=Os(
             arch=draw(_ARCH),
-            machine=draw(_MACHINE),
+            machine=machine,
             kernel=draw(_OPT_PATH),
             initrd=draw(_OPT_PATH),
             cmdline=draw(_CMDLINE),
@@ -275,10 +376,171 @@ def domains(draw: st.DrawFn) -> Domain:
         on_crash=draw(_ACTION),
         pm=draw(st.none() | pms()),
         devices=Devices(
-            emulator=draw(_OPT_PATH), disks=disks_, interfaces=ifaces,
-            serials=serials, consoles=consoles,
+            emulator=draw(_OPT_PATH), disks=disks_, controllers=draw(controllers()),
+            interfaces=ifaces,
+            serials=serials, consoles=consoles, **more,
         ),
     )
+    # the implicit devices and names the post-parse step adds are part of a valid model
+    return apply_defaults(dom)
+
+
+# --- the devices around disks and NICs (h9dev's families) -------------------------------
+
+_TRI = st.none() | st.booleans()
+roms = st.one_of(
+    st.just(Rom(enabled=False)),
+    st.builds(Rom, st.none() | st.just(True), _TRI, _OPT_PATH),
+)
+
+
+@st.composite
+def net_tunings(draw: st.DrawFn) -> NetTuning:
+    def switches(names: tuple[str, ...]) -> tuple[tuple[str, bool], ...]:
+        return tuple((n, v) for n in names if (v := draw(_TRI)) is not None)
+
+    return NetTuning(
+        txmode=draw(st.none() | st.sampled_from(TxMode)), ioeventfd=draw(_TRI),
+        event_idx=draw(_TRI),
+        rx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])),
+        tx_queue_size=draw(st.none() | st.sampled_from([256, 512, 1024])),
+        host=switches(HOST_OFFLOADS), guest=switches(GUEST_OFFLOADS),
+    )
+
+
+_ADDRESSES = st.none() | st.sampled_from(["127.0.0.1", "0.0.0.0", "::1", "192.0.2.7"])
+_PASSWD = st.none() | st.text(string.ascii_letters + string.digits + "&<'\" ", max_size=12)
+
+
+@st.composite
+def graphics_devices(draw: st.DrawFn) -> Graphics:
+    gtype = draw(st.sampled_from(GraphicsType))
+    kind = draw(st.sampled_from(ListenType))
+    autoport, port = False, None
+    if kind is ListenType.ADDRESS:
+        listen = Listen(kind, address=draw(_ADDRESSES))
+        autoport = draw(st.booleans())
+        if not autoport:
+            port = draw(st.integers(5900, 65535))
+    elif kind is ListenType.SOCKET:
+        listen = Listen(kind, socket=draw(_OPT_PATH))
+    else:
+        listen = Listen(kind)
+    options: tuple[tuple[str, str], ...] = ()
+    insecure: tuple[str, ...] = ()
+    default_insecure = False
+    if gtype is GraphicsType.SPICE:
+        options = tuple((tag, draw(st.sampled_from(values)))
+                        for tag, _attr, values, _opt in SPICE_OPTIONS if draw(st.booleans()))
+        if kind is not ListenType.NONE:
+            chosen = draw(st.sets(st.sampled_from(SPICE_CHANNELS), max_size=3))
+            insecure = tuple(n for n in SPICE_CHANNELS if n in chosen)
+            default_insecure = draw(st.booleans())
+    return Graphics(
+        gtype, autoport, port, listen, passwd=draw(_PASSWD),
+        keymap=draw(st.none() | st.sampled_from(["en-us", "de", "fr-ch"])),
+        share_policy=draw(st.none() | st.sampled_from(SharePolicy))
+        if gtype is GraphicsType.VNC and kind is not ListenType.SOCKET else None,
+        spice_options=options, spice_insecure_channels=insecure,
+        spice_default_insecure=default_insecure,
+    )
+
+
+_POW2_KIB = st.sampled_from([1024, 8192, 16384, 32768, 65536])
+
+
+@st.composite
+def video_devices(draw: st.DrawFn, primary: bool) -> Video:
+    models = list(VideoModel) if primary else [VideoModel.QXL, VideoModel.VIRTIO]
+    model = draw(st.sampled_from([m for m in models if m is not VideoModel.NONE]))
+    vram = ram = vram64 = vgamem = 0
+    if model in (VideoModel.VGA, VideoModel.CIRRUS, VideoModel.VMVGA, VideoModel.BOCHS,
+                 VideoModel.QXL):
+        vram = draw(_POW2_KIB)
+    if model is VideoModel.QXL:
+        ram = draw(_POW2_KIB)
+        vgamem = draw(st.sampled_from([8192, 16384]))
+        vram64 = draw(st.sampled_from([0, 65536]))
+    res = draw(st.none() | st.tuples(st.integers(1, 4096), st.integers(1, 4096)))
+    return Video(model, vram, ram, vram64, vgamem, draw(st.integers(1, 16)), primary, res)
+
+
+@st.composite
+def peripherals(draw: st.DrawFn) -> dict[str, Any]:
+    graphics = tuple(draw(st.lists(graphics_devices(), max_size=2)))
+    spice = any(g.type is GraphicsType.SPICE for g in graphics)
+    videos: tuple[Video, ...] = ()
+    if draw(st.booleans()):
+        if draw(st.booleans()):
+            videos = (Video(VideoModel.NONE, heads=0, alias="video0"),)
+        else:
+            first = draw(video_devices(True))
+            rest = draw(st.lists(video_devices(False), max_size=2))
+            videos = tuple(
+                v.__class__(**{**v.__dict__, "alias": f"video{n}"})
+                for n, v in enumerate([first, *rest])
+            )
+    audios = tuple(
+        Audio(n + 1, t, draw(st.none() | st.integers(1, 10**6)),
+              draw(_PATH) if t is AudioType.FILE else None)
+        for n, t in enumerate(draw(st.lists(st.sampled_from(AudioType), max_size=2)))
+    )
+    ids = [a.id for a in audios]
+    sounds = []
+    for _ in range(draw(st.integers(0, 2))):
+        model = draw(st.sampled_from(SoundModel))
+        codecs = tuple(draw(st.lists(st.sampled_from(CodecType), max_size=3))
+                       ) if model.has_codecs else ()
+        sounds.append(Sound(model, codecs, draw(st.none() | st.sampled_from(ids))
+                            if ids else None))
+    inputs = []
+    for _ in range(draw(st.integers(0, 3))):
+        itype = draw(st.sampled_from(InputType))
+        buses = [b for b in InputBus if not (b is InputBus.PS2 and itype is InputType.TABLET)]
+        bus = draw(st.sampled_from(buses))
+        inputs.append(Input(itype, bus, bus is InputBus.VIRTIO and draw(st.booleans())))
+    channels = []
+    for _ in range(draw(st.integers(0, 3))):
+        ctypes = [ChannelType.UNIX, ChannelType.PTY] + ([ChannelType.SPICEVMC] if spice else [])
+        ctype = draw(st.sampled_from(ctypes))
+        name = draw(st.none() | st.sampled_from(["org.qemu.guest_agent.0", "org.example.x"]))
+        if ctype is ChannelType.SPICEVMC:
+            name = name or SPICE_AGENT
+        path = draw(_OPT_PATH) if ctype is ChannelType.UNIX else None
+        listen = draw(st.booleans()) if path is not None else True
+        channels.append(Channel(ctype, name, path, listen))
+    balloon = draw(st.none() | st.builds(
+        lambda m, a, f, s: Memballoon(m, None, None, None, None) if m is BalloonModel.NONE
+        else Memballoon(m, a, f, s),
+        st.sampled_from(BalloonModel), _TRI, _TRI, st.none() | st.integers(1, 2**31 - 1)))
+    rngs = []
+    for _ in range(draw(st.integers(0, 2))):
+        backend = draw(st.sampled_from(RngBackend))
+        rate = draw(st.none() | st.integers(1, 2**32 - 1))
+        rngs.append(Rng(draw(st.sampled_from(RngModel)), backend,
+                        draw(_PATH) if backend is RngBackend.RANDOM else None, rate,
+                        draw(st.none() | st.integers(1, 2**32 - 1)) if rate else None))
+    tpm = None
+    if draw(st.booleans()):
+        if draw(st.booleans()):
+            tpm = Tpm(draw(st.sampled_from(TpmModel)), TpmBackend.EXTERNAL, None,
+                      socket=draw(_PATH))
+        else:
+            model = draw(st.sampled_from(TpmModel))
+            version = TpmVersion.V2_0 if model is TpmModel.CRB else draw(
+                st.sampled_from(TpmVersion))
+            tpm = Tpm(model, TpmBackend.EMULATOR, version, draw(st.booleans()))
+    return {
+        "channels": tuple(channels), "inputs": tuple(inputs), "tpm": tpm,
+        "graphics": graphics, "sounds": tuple(sounds), "audios": audios, "videos": videos,
+        "redirdevs": tuple(Redirdev() for _ in range(draw(st.integers(0, 2)))) if spice else (),
+        "watchdog": draw(st.none() | st.builds(Watchdog, st.sampled_from(WatchdogModel),
+                                              st.sampled_from(WatchdogAction))),
+        "memballoon": balloon, "rngs": tuple(rngs),
+        "panics": tuple(draw(st.lists(st.builds(Panic, st.just(Panic().model),
+                                                st.none() | st.integers(0, 0xFFFF)),
+                                      max_size=1))),
+    }
 
 
 # --- domain-level elements (conf/domain/*) ----------------------------------------------

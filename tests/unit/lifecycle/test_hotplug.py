@@ -6,6 +6,7 @@ tests/e2e/test_hotplug.py."""
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -215,6 +216,23 @@ def test_concurrent_hotplugs_serialize(guest: str, dirs: Path,
     assert {"net1", "net2", "net3"} <= devices
 
 
+def _wait_until_ops_lock_held(path: Path, proc: subprocess.Popen[str]) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        if path.exists():
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, fcntl.LOCK_UN)
+            except BlockingIOError:
+                return
+            finally:
+                os.close(fd)
+        time.sleep(0.02)
+    raise AssertionError("the detach never took the domain's ops lock")
+
+
 @pytest.mark.parametrize("how", ["destroy", "sigkill-qemu"])
 def test_hotplug_racing_destroy_or_crash(how: str, guest: str, dirs: Path,
                                          capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +243,11 @@ def test_hotplug_racing_destroy_or_crash(how: str, guest: str, dirs: Path,
     info = tvj(capsys, "dominfo", guest)
     detach = _cli(dirs, "detach-interface", guest, "user", "--mac", "52:54:00:00:02:01",
                   "--timeout", "20")
-    time.sleep(1.5)  # the supervisor is waiting for DEVICE_DELETED now
+    # the detach holds the domain's ops lock from before its request until the supervisor
+    # answers: once it is held, the request is on its way (a loaded machine may take
+    # seconds just to start the detach's interpreter)
+    _wait_until_ops_lock_held(dirs / "run" / "tapvirt" / guest / "ops.lock", detach)
+    time.sleep(1.0)  # the supervisor is waiting for DEVICE_DELETED now
     if how == "destroy":
         assert tv(capsys, "destroy", guest)[0] == 0
     else:

@@ -19,17 +19,35 @@ from tapvirt.conf import errors as E
 from tapvirt.conf.devices.chardev import (
     Chardev,
     ChardevKind,
-    console_is_serial0,
+    console_rules,
     format_chardev,
     parse_chardevs,
 )
-from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk
+from tapvirt.conf.devices.controller import (
+    Controller,
+    check_controllers,
+    format_controller,
+    parse_controllers,
+)
+from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk, sort_disks
 from tapvirt.conf.devices.interface import Interface, format_interface, parse_interface
+from tapvirt.conf.devices.peripherals import TAGS as _PERIPHERAL_TAGS
+from tapvirt.conf.devices.peripherals import (
+    device_aliases,
+    format_peripherals,
+    parse_peripherals,
+)
 from tapvirt.conf.xmlout import IND, Writer, t
 
 if TYPE_CHECKING:
     from lxml import etree
 
+    from tapvirt.conf.devices.channel import Channel, Redirdev
+    from tapvirt.conf.devices.graphics import Graphics, Video
+    from tapvirt.conf.devices.input import Input
+    from tapvirt.conf.devices.misc import Memballoon, Panic, Rng, Watchdog
+    from tapvirt.conf.devices.sound import Audio, Sound
+    from tapvirt.conf.devices.tpm import Tpm
     from tapvirt.conf.model import Os
     from tapvirt.conf.xml import Reader
 
@@ -40,9 +58,22 @@ __all__ = ["Devices", "format_devices", "parse_devices"]
 class Devices:
     emulator: str | None = None
     disks: tuple[Disk, ...] = ()
+    controllers: tuple[Controller, ...] = ()
     interfaces: tuple[Interface, ...] = ()
     serials: tuple[Chardev, ...] = ()
     consoles: tuple[Chardev, ...] = ()
+    channels: tuple[Channel, ...] = ()
+    inputs: tuple[Input, ...] = ()
+    tpm: Tpm | None = None
+    graphics: tuple[Graphics, ...] = ()
+    sounds: tuple[Sound, ...] = ()
+    audios: tuple[Audio, ...] = ()
+    videos: tuple[Video, ...] = ()
+    redirdevs: tuple[Redirdev, ...] = ()
+    watchdog: Watchdog | None = None
+    memballoon: Memballoon | None = None
+    rngs: tuple[Rng, ...] = ()
+    panics: tuple[Panic, ...] = ()
 
 
 _EMPTY = Devices()
@@ -51,7 +82,7 @@ _EMPTY = Devices()
 # order): emulator disk controller lease filesystem interface smartcard serial parallel
 # console channel input tpm graphics sound audio video hostdev redirdev redirfilter hub
 # watchdog memballoon rng panic shmem memory iommu vsock.
-_TAGS = ("disk", "interface", "serial", "console")
+_TAGS = ("disk", "controller", "interface", "serial", "console", *_PERIPHERAL_TAGS)
 
 
 def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
@@ -59,15 +90,38 @@ def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
     emulator = None
     if (e := r.one(found, "emulator")) is not None:
         emulator = r.abspath(e, None, r.text(e))
-    disks = tuple(parse_disk(r, d) for d in found.get("disk", []))
+    disk_els, disks = sort_disks(found.get("disk", []), [parse_disk(r, d) for d in
+                                                        found.get("disk", [])])
+    found["disk"] = disk_els
+    ctl_els, ctls = parse_controllers(r, found.get("controller", []))
+    check_controllers(r, ctl_els, ctls)
     ifaces = tuple(parse_interface(r, i, n) for n, i in enumerate(found.get("interface", [])))
     serials = parse_chardevs(r, found.get("serial", []), ChardevKind.SERIAL)
     consoles = parse_chardevs(r, found.get("console", []), ChardevKind.CONSOLE)
-    console_is_serial0(r, found.get("console", []), consoles, serials)
+    serials, consoles = console_rules(r, found.get("console", []), consoles, serials)
     _cross_checks(r, found, disks, ifaces, os_)
-    return Devices(
-        emulator=emulator, disks=disks, interfaces=ifaces, serials=serials, consoles=consoles
+    devices = Devices(
+        emulator=emulator, disks=disks, controllers=tuple(ctls), interfaces=ifaces,
+        serials=serials, consoles=consoles, **parse_peripherals(r, found),
     )
+    _unique_user_aliases(r, el, devices)
+    return devices
+
+
+def _unique_user_aliases(r: Reader, el: etree._Element, d: Devices) -> None:
+    """User aliases (`ua-...`) of the other families against each other and the disks' and
+    NICs' (those two are checked element by element in `_cross_checks`)."""
+    seen = {x.alias for x in d.disks if x.alias is not None}
+    seen |= {x.alias for x in d.interfaces if x.alias is not None}
+    for alias in device_aliases(d):
+        if alias is None:
+            continue
+        if alias in seen:
+            raise r.fail(
+                E.DUPLICATE_ALIAS, el, f"non unique alias detected: {alias}",
+                "give every device its own alias",
+            )
+        seen.add(alias)
 
 
 def format_devices(
@@ -82,10 +136,13 @@ def format_devices(
         w(f"{IND * 2}<emulator>{t(d.emulator)}</emulator>")
     for disk in d.disks:
         format_disk(disk, w, live)
+    for ctl in d.controllers:
+        format_controller(ctl, w, live)
     for iface in d.interfaces:
         format_interface(iface, w, live, actual)
     for chardev in (*d.serials, *d.consoles):
         format_chardev(chardev, w)
+    format_peripherals(d, w, live)
     w(f"{IND}</devices>")
 
 

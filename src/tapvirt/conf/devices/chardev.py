@@ -1,6 +1,10 @@
 """Character devices: `<serial>` and `<console>` (model, parse, rules, canonical format).
 
-On x86 the one `<console>` is serial port 0 (libvirt's rule), not a second device."""
+libvirt's console rules (virDomainDefAddConsoleCompat) on x86: the first `<console>` of
+target type serial *is* serial port 0 — it becomes that port when there is no `<serial>`,
+and when there is one it describes that port (a console whose source differs, as in
+KubeVirt's XML, is replaced by serial 0's description); a domain with serial ports and no
+such console gets one. Further consoles are virtio consoles (`virtconsole`)."""
 
 from __future__ import annotations
 
@@ -37,6 +41,7 @@ class Chardev:
     path: str | None = None  # file and unix only
     unix_listen: bool = True  # unix: <source mode='bind'> (True) or 'connect'
     port: int = 0  # <target port='N'/>
+    virtio: bool = False  # a console with <target type='virtio'/>: a virtconsole port
     # <log file='...'/>: QEMU copies everything the guest writes here (logfile=), so the
     # console log keeps recording while someone is attached to a pty or socket
     log_file: str | None = None
@@ -46,7 +51,7 @@ class Chardev:
 def parse_chardevs(
     r: Reader, els: list[etree._Element], kind: ChardevKind
 ) -> tuple[Chardev, ...]:
-    parsed: list[tuple[etree._Element, ChardevType, str | None, bool, int | None]] = []
+    parsed: list[tuple[etree._Element, ChardevType, str | None, bool, int | None, bool]] = []
     logs: dict[etree._Element, tuple[str, bool]] = {}
     for el in els:
         found = r.shape(el, ("type",), ("source", "target", "log"), required_attrs=("type",))
@@ -82,15 +87,18 @@ def parse_chardevs(
                 if ctype is ChardevType.PTY else "remove <source>",
             )
         port = None
+        virtio = False
         if (t := r.one(found, "target")) is not None:
             if kind is ChardevKind.CONSOLE:
                 r.shape(t, ("type", "port"))
-                if t.get("type", "serial") != "serial":
+                if t.get("type", "serial") not in ("serial", "virtio"):
                     raise r.fail(
                         E.INVALID_VALUE, t,
                         f"Invalid value for attribute 'type' in element 'target': "
-                        f"'{t.get('type', '')[:40]}'.", "use type='serial'", attr="type",
+                        f"'{t.get('type', '')[:40]}'.", "use type='serial' or type='virtio'",
+                        attr="type",
                     )
+                virtio = t.get("type") == "virtio"
             else:
                 r.shape(t, ("port",))
             if t.get("port") is not None:
@@ -105,9 +113,9 @@ def parse_chardevs(
                     "use append='on' or append='off'", attr="append",
                 )
             logs[el] = (r.abspath(lg, "file", lg.get("file", "")), append == "on")
-        parsed.append((el, ctype, path, listen, port))
+        parsed.append((el, ctype, path, listen, port, virtio))
     taken: dict[int, etree._Element] = {}
-    for el, _, _, _, port in parsed:
+    for el, _, _, _, port, _ in parsed:
         if port is not None:
             if port in taken:
                 raise r.fail(
@@ -117,44 +125,40 @@ def parse_chardevs(
                 )
             taken[port] = el
     out: list[Chardev] = []
-    for el, ctype, path, listen, given in parsed:
+    for el, ctype, path, listen, given, virtio in parsed:
         port = given
         if port is None:  # libvirt's way: the lowest free port
             port = next(n for n in range(len(parsed) + 1) if n not in taken)
             taken[port] = el
         out.append(Chardev(kind=kind, type=ctype, path=path, unix_listen=listen, port=port,
+                           virtio=virtio,
                            log_file=logs[el][0] if el in logs else None,
                            log_append=el in logs and logs[el][1]))
     return tuple(out)
 
 
-def console_is_serial0(
+def console_rules(
     r: Reader, els: list[etree._Element], consoles: tuple[Chardev, ...],
     serials: tuple[Chardev, ...],
-) -> None:
-    """libvirt's x86 rule: the one <console> is the first serial port, not a second device."""
-    if len(consoles) > 1:
-        raise r.fail(
-            E.DUPLICATE_ELEMENT, els[1], "only one <console> is supported: it is serial port 0",
-            "remove the extra <console>; add more <serial> ports instead",
-        )
-    if not consoles:
-        return
-    console = consoles[0]
-    if console.port != 0:
-        raise r.fail(
-            E.INVALID_VALUE, els[0], f"the console is serial port 0, not port {console.port}",
-            "write <target type='serial' port='0'/> or leave <target> out",
-        )
-    first = next((s for s in serials if s.port == 0), None)
-    if first is not None and (first.type, first.path, first.unix_listen) != (
-        console.type, console.path, console.unix_listen
-    ):
-        raise r.fail(
-            E.INVALID_VALUE, els[0],
-            "the console is serial port 0 but its type or source differs from that <serial>",
-            "make <console> match <serial> port 0, or remove <console>",
-        )
+) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]:
+    """libvirt's virDomainDefAddConsoleCompat: (serials, consoles) after its rewrite."""
+    from dataclasses import replace
+
+    for el, c in zip(els[1:], consoles[1:], strict=True):
+        if not c.virtio:
+            raise r.fail(
+                E.INVALID_VALUE, el, "Only the first console can be a serial port",
+                "give the other consoles <target type='virtio'/>, or make them <serial> ports",
+            )
+    cons = list(consoles)
+    if cons and not cons[0].virtio:
+        if not serials:  # the console becomes serial port 0
+            serials = (replace(cons[0], kind=ChardevKind.SERIAL, port=0),)
+        # it describes serial 0 (a different source is dropped, as libvirt does)
+        cons[0] = replace(serials[0], kind=ChardevKind.CONSOLE, port=0)
+    elif serials:  # a stub console for serial port 0, as libvirt adds
+        cons.insert(0, replace(serials[0], kind=ChardevKind.CONSOLE, port=0))
+    return serials, tuple(cons)
 
 
 def format_chardev(c: Chardev, w: Writer) -> None:
@@ -168,7 +172,7 @@ def format_chardev(c: Chardev, w: Writer) -> None:
     if c.log_file is not None:
         w(f"{i3}<log file={a(c.log_file)} append={a('on' if c.log_append else 'off')}/>")
     if c.kind is ChardevKind.CONSOLE:
-        w(f"{i3}<target type='serial' port='{c.port}'/>")
+        w(f"{i3}<target type={a('virtio' if c.virtio else 'serial')} port='{c.port}'/>")
     else:
         w(f"{i3}<target port='{c.port}'/>")
     w(f"{i2}</{c.kind}>")

@@ -11,7 +11,22 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import AddressType, PciAddress, format_address, parse_address
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
+from tapvirt.conf.devices.netextras import (
+    DRIVER_TUNING_ATTRS,
+    NetTuning,
+    Rom,
+    format_coalesce,
+    format_rom,
+    format_sndbuf,
+    parse_coalesce,
+    parse_rom,
+    parse_sndbuf,
+    parse_tuning,
+    tuning_attrs,
+    tuning_children,
+)
 from tapvirt.conf.rules import MAC_RE, MAX_QUEUES, MTU_MAX, MTU_MIN, RESERVED_PREFIXES
 from tapvirt.conf.xmlout import IND, Writer, a, attrs
 
@@ -83,6 +98,8 @@ class DirectSource:
 class Driver:
     name: DriverName | None = None
     queues: int | None = None  # 1..256 when given
+    # virtio-net tuning and offload switches (tapvirt.conf.devices.netextras)
+    tuning: NetTuning | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,10 @@ class Interface:
     boot_order: int | None = None
     script: str | None = None
     backend_tap: str | None = None  # <backend tap='/path'/>: the tun clone device to open
+    address: PciAddress | None = None  # the guest's PCI slot, assigned after parsing
+    rom: Rom | None = None  # <rom bar= file= enabled=>
+    sndbuf: int | None = None  # <tune><sndbuf>: the tap's send buffer (QEMU's sndbuf=)
+    coalesce_rx_frames: int | None = None  # <coalesce><rx><frames max=N>
 
     @property
     def queues(self) -> int:
@@ -124,7 +145,7 @@ class Interface:
 DEFAULT_MODEL = NicModel.RTL8139
 _CHILDREN = (
     "mac", "source", "script", "target", "model", "driver", "backend", "link", "mtu",
-    "boot", "alias",
+    "boot", "alias", "rom", "tune", "coalesce", "address",
 )
 
 
@@ -150,7 +171,8 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
 
     driver = None
     if (d := r.one(found, "driver")) is not None:
-        r.shape(d, ("name", "queues"))
+        dfound = r.shape(d, ("name", "queues", *DRIVER_TUNING_ATTRS), ("host", "guest"))
+        tuning = parse_tuning(r, d, dfound, model is NicModel.VIRTIO)
         name = r.enum(d, "name", DriverName) if d.get("name") is not None else None
         queues = None
         if d.get("queues") is not None:
@@ -170,7 +192,8 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
                     "use <model type='virtio'/> or remove queues=", attr="queues",
                 )
         # an empty <driver/> says nothing: it is not kept
-        driver = Driver(name, queues) if name is not None or queues is not None else None
+        if name is not None or queues is not None or tuning:
+            driver = Driver(name, queues, tuning or None)
 
     mtu = None
     if (mt := r.one(found, "mtu")) is not None:
@@ -215,12 +238,35 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
             )
         backend_tap = r.abspath(b, "tap", b.get("tap", ""))
 
+    sndbuf = None
+    if (tu := r.one(found, "tune")) is not None:
+        if itype is InterfaceType.USER:
+            raise r.fail(
+                E.NOT_FOR_TYPE, tu, "<tune><sndbuf> sets a tap's send buffer; user "
+                "networking has no tap", "remove <tune>",
+            )
+        sndbuf = parse_sndbuf(r, tu)
+    coalesce = None
+    if (co := r.one(found, "coalesce")) is not None:
+        coalesce = parse_coalesce(r, co, itype.value)
+    rom = parse_rom(r, ro) if (ro := r.one(found, "rom")) is not None else None
+
     return Interface(
         type=itype, mac=mac, model=model, model_given=model_given, target=target,
         source=source, driver=driver, mtu=mtu, link_state=link,
         alias=parse_alias(r, r.one(found, "alias"), f"net{index}"),
         boot_order=parse_boot(r, r.one(found, "boot")), script=script, backend_tap=backend_tap,
+        rom=rom, sndbuf=sndbuf, coalesce_rx_frames=coalesce,
+        address=_address(r, r.one(found, "address")),
     )
+
+
+def _address(r: Reader, el: etree._Element | None) -> PciAddress | None:
+    if el is None:
+        return None
+    addr = parse_address(r, el, (AddressType.PCI,), "an interface")
+    assert isinstance(addr, PciAddress)
+    return addr
 
 
 def _target(
@@ -356,20 +402,40 @@ def format_interface(
     _format_target(iface, w, live, actual)
     if iface.model_given:
         w(f"{i3}<model type={a(iface.model)}/>")
-    if iface.driver is not None and (iface.driver.name or iface.driver.queues is not None):
-        given = attrs(
-            name=iface.driver.name,
-            queues=None if iface.driver.queues is None else str(iface.driver.queues),
-        )
-        w(f"{i3}<driver{given}/>")
+    drv = iface.driver
+    if drv is not None and (drv.name or drv.queues is not None or drv.tuning):
+        # libvirt's order: name txmode ioeventfd event_idx queues rx_queue_size tx_queue_size
+        tuning = drv.tuning or NetTuning()
+        given = attrs(name=drv.name) + tuning_attrs(NetTuning(
+            txmode=tuning.txmode, ioeventfd=tuning.ioeventfd, event_idx=tuning.event_idx,
+        )) + attrs(queues=None if drv.queues is None else str(drv.queues)) + tuning_attrs(
+            NetTuning(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size))
+        children = tuning_children(tuning, IND * 4)
+        if children:
+            w(f"{i3}<driver{given}>")
+            for line in children:
+                w(line)
+            w(f"{i3}</driver>")
+        else:
+            w(f"{i3}<driver{given}/>")
     if iface.backend_tap is not None:
         w(f"{i3}<backend tap={a(iface.backend_tap)}/>")
+    if iface.sndbuf is not None:
+        for line in format_sndbuf(iface.sndbuf, i3):
+            w(line)
     if iface.link_state is not None:
         w(f"{i3}<link state={a(iface.link_state)}/>")
     if iface.mtu is not None:
         w(f"{i3}<mtu size='{iface.mtu}'/>")
+    if iface.coalesce_rx_frames is not None:
+        for line in format_coalesce(iface.coalesce_rx_frames, i3):
+            w(line)
     format_boot(iface.boot_order, w)
+    if iface.rom is not None:
+        w(format_rom(iface.rom, i3))
     format_alias(iface.alias, w, live)
+    if iface.address is not None:
+        w(f"{i3}{format_address(iface.address)}")
     w(f"{i2}</interface>")
 
 

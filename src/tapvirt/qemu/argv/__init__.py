@@ -24,6 +24,7 @@ from tapvirt.qemu.argv.interface import (
     nic_driver,
 )
 from tapvirt.qemu.argv.machine import DEFAULT_MACHINE
+from tapvirt.qemu.argv.peripherals import startup_commands
 
 __all__ = [
     "DEFAULT_MACHINE",
@@ -39,4 +40,5 @@ __all__ = [
     "nic_device",
     "nic_driver",
     "remap_actions",
+    "startup_commands",
 ]

@@ -9,7 +9,8 @@ from tapvirt.qemu.argv.encode import jsonarg, opt
 def chardev_args(dom: Domain) -> list[str]:
     # On x86 a <console> of a domain that has a <serial> is that serial port, not a second
     # device (libvirt formats it as an alias of serial0); without serials it becomes one.
-    chars: list[Chardev] = list(dom.devices.serials) or list(dom.devices.consoles)
+    chars: list[Chardev] = list(dom.devices.serials) or [
+        c for c in dom.devices.consoles if not c.virtio]
     argv: list[str] = []
     for n, ch in enumerate(chars):
         port = ch.port if dom.devices.serials else n
@@ -31,3 +32,16 @@ def _chardev_backend(ch: Chardev, cid: str) -> str:
         return f"file,id={cid},path={opt(ch.path or '')}"
     listen = ",server=on,wait=off" if ch.unix_listen else ""
     return f"socket,id={cid},path={opt(ch.path or '')}{listen}"
+
+
+def virtio_console_args(dom: Domain) -> list[str]:
+    """Consoles with <target type='virtio'/>: virtconsole ports (after the channels, as in
+    libvirt's command line)."""
+    argv: list[str] = []
+    for c in dom.devices.consoles:
+        if c.virtio:
+            cid = f"charconsole{c.port}"
+            argv += ["-chardev", _chardev_backend(c, cid)]
+            argv += ["-device", jsonarg({"driver": "virtconsole", "chardev": cid,
+                                         "id": f"console{c.port}"})]
+    return argv

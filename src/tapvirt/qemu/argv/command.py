@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from tapvirt.conf.model import Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
+from tapvirt.qemu.argv.controller import controller_args
 from tapvirt.qemu.argv.cpu import cpu_args, smp_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
@@ -23,6 +24,7 @@ from tapvirt.qemu.argv.firmware import (
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import iothread_args, memory_args, memory_machine_params
+from tapvirt.qemu.argv.peripherals import peripheral_args, runtime_dir_of
 
 
 def emulator(dom: Domain) -> str:
@@ -38,10 +40,13 @@ def build_argv(
     *,
     qmp_socket: str,
     fd_base: int | None = FD_BASE,
+    spice_ports: Sequence[int] = (),
     now: float | None = None,
 ) -> list[str]:
     """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont.
 
+    spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
+    order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given.
     `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
@@ -49,7 +54,8 @@ def build_argv(
     machine = machine_of(dom)
     acpi = "" if dom.features.acpi else ",acpi=off"
     argv += pflash_args(dom)
-    argv += ["-machine", f"{machine}{acpi}{machine_params(dom)}{firmware_machine_params(dom)}"
+    argv += ["-machine", f"{machine},usb=off{acpi}{machine_params(dom)}"
+                         f"{firmware_machine_params(dom)}"
                          f"{memory_machine_params(dom)}"]
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
     argv += cpu_args(dom)
@@ -75,7 +81,9 @@ def build_argv(
         i.boot_order for i in dom.devices.interfaces)
     argv += boot_args(dom, per_device_boot)
     argv += smbios_args(dom)
+    argv += controller_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)
+    argv += peripheral_args(dom, runtime_dir_of(qmp_socket), spice_ports)
     return argv

@@ -10,11 +10,17 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tapvirt.conf.model import Interface, LinkState, NicModel
 from tapvirt.qemu.argv.encode import jsonarg
+from tapvirt.qemu.argv.netextras import (
+    rom_props,
+    tuning_props_after_mq,
+    tuning_props_before_mq,
+)
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
 
 NetdevKind = Literal["tap", "user"]
+
 
 
 @dataclass(frozen=True)
@@ -28,10 +34,11 @@ class NetBackend:
     host_mtu: int | None = None  # MTU told to a virtio guest (<mtu> or inherited)
 
 
-def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None
-           ) -> dict[str, Any]:
+def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None,
+           sndbuf: int | None = None) -> dict[str, Any]:
     """The -netdev object. `numbers` maps the backend's fds to what QEMU calls them: fd
-    numbers on the command line, or `getfd` names (e.g. tapfd-net10) for netdev_add."""
+    numbers on the command line, or `getfd` names (e.g. tapfd-net10) for netdev_add.
+    `sndbuf`: the interface's <tune><sndbuf> (taps only)."""
     nid = f"host{backend.alias}"
     if backend.kind == "user":
         return {"type": "user", "id": nid}
@@ -49,6 +56,8 @@ def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None
             out["vhostfd"] = vhosts[0]
         else:
             out["vhostfds"] = ":".join(vhosts)
+    if sndbuf is not None:
+        out["sndbuf"] = sndbuf
     out["id"] = nid
     return out
 
@@ -57,14 +66,20 @@ def nic_driver(model: NicModel) -> str:
     return "virtio-net-pci" if model is NicModel.VIRTIO else model.value
 
 
-def nic_device(iface: Interface, alias: str, backend: NetBackend) -> dict[str, Any]:
-    """The -device object of a NIC (also the device_add arguments on hotplug)."""
+def nic_device(
+    iface: Interface, alias: str, backend: NetBackend, dom: Domain | None = None
+) -> dict[str, Any]:
+    """The -device object of a NIC (also the device_add arguments on hotplug); with the
+    domain, the interface's PCI slot (bus, addr) as well."""
     out: dict[str, Any] = {"driver": nic_driver(iface.model)}
     if iface.model is NicModel.VIRTIO:
+        tuning = iface.driver.tuning if iface.driver is not None else None
+        out.update(tuning_props_before_mq(tuning))
         queues = max(1, len(backend.tap_fds)) if backend.kind == "tap" else 1
         if queues > 1:
             out["mq"] = True
             out["vectors"] = 2 * queues + 2
+        out.update(tuning_props_after_mq(tuning))
         if backend.host_mtu is not None:
             out["host_mtu"] = backend.host_mtu
     out["netdev"] = f"host{alias}"
@@ -72,6 +87,11 @@ def nic_device(iface: Interface, alias: str, backend: NetBackend) -> dict[str, A
     out["mac"] = iface.mac
     if iface.boot_order is not None:
         out["bootindex"] = iface.boot_order
+    if dom is not None:
+        from tapvirt.qemu.argv.controller import address_props
+
+        out.update(address_props(dom, iface.address))
+    out.update(rom_props(iface.rom))  # after the address, as libvirt writes them
     return out
 
 
@@ -105,6 +125,6 @@ def interface_args(
         backend = by_alias.get(alias)
         if backend is None:
             raise ValueError(f"no network backend for interface {alias}")
-        argv += ["-netdev", jsonarg(netdev(backend, numbers)),
-                 "-device", jsonarg(nic_device(iface, alias, backend))]
+        argv += ["-netdev", jsonarg(netdev(backend, numbers, iface.sndbuf)),
+                 "-device", jsonarg(nic_device(iface, alias, backend, dom))]
     return argv

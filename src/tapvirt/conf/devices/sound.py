@@ -1,0 +1,189 @@
+"""`<sound>` (the guest's sound card) and `<audio>` (the host backend it plays into),
+libvirt 9.0's elements. QEMU arguments: `tapvirt.qemu.argv.sound`.
+
+libvirt gives every QEMU domain one backend when it has none (`implicit_audio`): `none`,
+or `spice` when a SPICE display is there to carry the sound. Host sound systems (alsa,
+pulseaudio, oss, jack, sdl, coreaudio, dbus) are refused: tapvirt's QEMU runs without the
+user's desktop session. `pcspk` is refused too: QEMU 7.2 removed the `-soundhw` option that
+libvirt 9.0 uses for it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from tapvirt.conf import errors as E
+from tapvirt.conf.devices.misc import _alias_lines, _element
+from tapvirt.errors import define
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from tapvirt.conf.devices.graphics import Graphics
+    from tapvirt.conf.xml import Reader
+
+AUDIO_BACKEND_UNSUPPORTED = define(
+    "audio-backend-unsupported",
+    "an <audio> backend that needs the host's sound system (alsa, pulseaudio, oss, ...)",
+    layer="conf",
+)
+SOUND_MODEL_UNSUPPORTED = define(
+    "sound-model-unsupported",
+    "a <sound> model QEMU 7.2 cannot create as libvirt 9.0 asks (pcspk, ich7)",
+    layer="conf",
+)
+AUDIO_ID_UNKNOWN = define(
+    "audio-id-unknown", "a <sound><audio id> or duplicate <audio id> that does not resolve",
+    layer="conf",
+)
+MAX_AUDIO_ID = 2**31 - 1
+
+
+class SoundModel(StrEnum):
+    ICH6 = "ich6"  # intel-hda + codecs
+    ICH9 = "ich9"  # ich9-intel-hda + codecs
+    AC97 = "ac97"
+    ES1370 = "es1370"
+    SB16 = "sb16"  # ISA
+    USB = "usb"  # usb-audio
+
+    @property
+    def has_codecs(self) -> bool:
+        return self in (SoundModel.ICH6, SoundModel.ICH9)
+
+
+class CodecType(StrEnum):
+    DUPLEX = "duplex"
+    MICRO = "micro"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class Sound:
+    model: SoundModel
+    codecs: tuple[CodecType, ...] = ()  # ich6/ich9 only; none written = one duplex codec
+    audio_id: int | None = None  # <audio id='N'/>: which backend; None = the first
+    alias: str | None = None
+
+
+class AudioType(StrEnum):
+    NONE = "none"
+    SPICE = "spice"
+    FILE = "file"  # a WAV file QEMU writes
+
+
+@dataclass(frozen=True)
+class Audio:
+    id: int
+    type: AudioType = AudioType.NONE
+    timer_period: int | None = None  # microseconds
+    path: str | None = None  # file only
+
+
+def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
+    from tapvirt.conf.devices.common import parse_alias as _alias
+
+    found = p.shape(el, ("model",), ("codec", "audio", "alias"), multi=("codec",),
+                    required_attrs=("model",))
+    raw = el.get("model")
+    if raw in ("pcspk", "ich7"):
+        raise p.fail(
+            SOUND_MODEL_UNSUPPORTED, el,
+            "the PC speaker needs QEMU's -soundhw option, which QEMU 7.2 no longer has"
+            if raw == "pcspk" else "QEMU has no ich7 sound card",
+            "use <sound model='ich9'/> (q35), 'ich6' or 'ac97'", attr="model",
+        )
+    model = p.enum(el, "model", SoundModel)
+    codecs: list[CodecType] = []
+    for c in found.get("codec", []):
+        if not model.has_codecs:
+            raise p.fail(
+                E.INVALID_VALUE, c, f"sound model '{model}' has no codecs",
+                "remove <codec> (only ich6 and ich9 take codecs)",
+            )
+        p.shape(c, ("type",), required_attrs=("type",))
+        codecs.append(p.enum(c, "type", CodecType))
+    audio_id = None
+    if (a := p.one(found, "audio")) is not None:
+        p.shape(a, ("id",), required_attrs=("id",))
+        audio_id = p.uint(a, "id", 1, MAX_AUDIO_ID)
+    return Sound(model, tuple(codecs), audio_id,
+                 _alias(p, p.one(found, "alias"), f"sound{index}"))
+
+
+def parse_audio(p: Reader, el: etree._Element) -> Audio:
+    p.shape(el, ("id", "type", "timerPeriod", "path"), required_attrs=("id", "type"))
+    raw = el.get("type")
+    if raw in ("alsa", "coreaudio", "jack", "oss", "pulseaudio", "sdl", "dbus"):
+        raise p.fail(
+            AUDIO_BACKEND_UNSUPPORTED, el,
+            f"audio type '{raw}' plays into the host's sound system, which tapvirt's "
+            "QEMU (no desktop session) cannot reach",
+            "use type='spice' with a SPICE display, type='file' path='/.../out.wav', or "
+            "type='none'", attr="type",
+        )
+    atype = p.enum(el, "type", AudioType)
+    period = None
+    if el.get("timerPeriod") is not None:
+        period = p.uint(el, "timerPeriod", 1, 2**32 - 1)
+    path = None
+    if el.get("path") is not None:
+        if atype is not AudioType.FILE:
+            raise p.fail(
+                E.INVALID_VALUE, el, "only audio type 'file' takes a path",
+                "remove path= or use type='file'", attr="path",
+            )
+        path = p.abspath(el, "path", el.get("path", ""))
+    return Audio(p.uint(el, "id", 1, MAX_AUDIO_ID), atype, period, path)
+
+
+def check_audio_ids(
+    p: Reader, audio_els: list[etree._Element], audios: tuple[Audio, ...],
+    sound_els: list[etree._Element], sounds: tuple[Sound, ...],
+) -> None:
+    seen: dict[int, etree._Element] = {}
+    for el, a in zip(audio_els, audios, strict=True):
+        if a.id in seen:
+            raise p.fail(
+                AUDIO_ID_UNKNOWN, el, f"audio ID {a.id} is used multiple times",
+                f"give each <audio> its own id (the other is at line {seen[a.id].sourceline})",
+            )
+        seen[a.id] = el
+    for el, s in zip(sound_els, sounds, strict=True):
+        if s.audio_id is not None and s.audio_id not in seen:
+            raise p.fail(
+                AUDIO_ID_UNKNOWN, el, f"no audio device with ID {s.audio_id}",
+                "add <audio id='...' type='none'/> or point <audio id> at an existing one",
+            )
+
+
+def implicit_audio(graphics: tuple[Graphics, ...]) -> Audio:
+    """libvirt's qemuDomainDefAddDefaultAudioBackend with the default qemu.conf: SPICE if
+    a SPICE display is there (the last graphics decides), else none."""
+    from tapvirt.conf.devices.graphics import GraphicsType
+
+    atype = AudioType.NONE
+    for g in graphics:
+        atype = AudioType.SPICE if g.type is GraphicsType.SPICE else AudioType.NONE
+    return Audio(1, atype)
+
+
+def format_sound(s: Sound, ind: str, live: bool) -> list[str]:
+    from tapvirt.conf.xmlout import a as _a
+
+    body = [f"{ind}  <codec type={_a(c)}/>" for c in s.codecs]
+    if s.audio_id is not None:
+        body.append(f"{ind}  <audio id='{s.audio_id}'/>")
+    body += _alias_lines(s.alias, ind, live)
+    return _element(f"{ind}<sound model={_a(s.model)}", "sound", body, ind)
+
+
+def format_audio(a: Audio, ind: str) -> str:
+    from tapvirt.conf.xmlout import a as _a
+    from tapvirt.conf.xmlout import attrs as _attrs
+
+    period = None if a.timer_period is None else str(a.timer_period)
+    return f"{ind}<audio id='{a.id}' type={_a(a.type)}" + _attrs(
+        timerPeriod=period, path=a.path) + "/>"
