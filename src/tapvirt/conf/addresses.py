@@ -756,6 +756,10 @@ class _Assigner:
                 self._fixed(s, d, PciAddress(slot=1, function=2),
                             "PIIX3 USB controller at index 0", flags)
         if s.buses:
+            if not any(d.role is Role.IDE0 for d in self.devices):
+                # QEMU's pc has the PIIX3 IDE function whether or not the definition
+                # names it (libvirt leaves 00:01.1 free then, and QEMU refuses to start)
+                s.reserve(PciAddress(slot=1, function=1), flags, None)
             s.reserve(PciAddress(slot=1), flags, None)  # the ISA bridge
             s.reserve(PciAddress(slot=1, function=3), flags, None)  # ACPI / PM
         self._primary_video(s, 2, flags)

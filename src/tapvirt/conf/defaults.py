@@ -6,41 +6,344 @@ Each step is a pure `Domain -> Domain` function; `STEPS` runs in order. A step s
 libvirt does it. Defaults that belong to one attribute (e.g. the NIC model) stay beside
 the element in its family module; what depends on the whole domain (implicit devices,
 addresses, names) is here.
+
+The steps follow libvirt 9.0's order for x86 with QEMU 7.2: the machine's own controllers
+(USB, q35's SATA, the PCI root) -> per-controller default models -> drive addresses from
+target names -> the controllers those addresses need -> PCI slots (adding pcie-root-ports or
+pci-bridges), USB ports -> names. Since the result is stored at define time, a guest keeps
+its hardware (and its NIC names, enp1s0) across starts, as with libvirt.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from tapvirt.conf.devices.disk import auto_alias
+from tapvirt.conf import addresses as A
+from tapvirt.conf.devices.controller import (
+    PCI_MODEL_NAMES,
+    Controller,
+    ControllerType,
+    PciTarget,
+    ScsiModel,
+    UsbModel,
+    VirtioSerialModel,
+    controller_alias,
+    insert_controller,
+)
+from tapvirt.conf.devices.disk import Disk, DiskBus, auto_alias
+from tapvirt.conf.devices.interface import NicModel
+from tapvirt.errors import TapvirtError
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
 
 __all__ = ["STEPS", "apply_defaults"]
 
+_X86 = (None, "x86_64", "i686")
+
+
+def _chipset(dom: Domain) -> A.Chipset | None:
+    if dom.os.arch not in _X86:
+        return None
+    return A.chipset(dom.os.machine)
+
+
+def _with_controllers(dom: Domain, ctls: list[Controller]) -> Domain:
+    return replace(dom, devices=replace(dom.devices, controllers=tuple(ctls)))
+
+
+def _add(ctls: list[Controller], new: Controller) -> None:
+    """A controller libvirt adds, placed as its parser would place it (so the stored XML
+    reads back in the same order)."""
+    insert_controller(ctls, new)
+
+
+def _has(ctls: list[Controller], ctype: ControllerType, index: int) -> bool:
+    return any(c.type is ctype and c.index == index for c in ctls)
+
+
+def machine_controllers(dom: Domain) -> Domain:
+    """qemuDomainDefAddDefaultDevices: what the machine has whether asked or not: a USB
+    controller 0 (pc: PIIX3's UHCI; q35: qemu-xhci, libvirt's choice when QEMU has it),
+    q35's SATA controller 0 (the ICH9 AHCI at 00:1f.2, always there) and the PCI root
+    (pci-root on pc, pcie-root on q35). `<controller type='usb' model='none'/>` keeps USB
+    off. A wrong root model is refused with libvirt's message."""
+    chip = _chipset(dom)
+    if chip is None:
+        return dom
+    ctls = list(dom.devices.controllers)
+    q35 = chip is A.Chipset.Q35
+    if not _has(ctls, ControllerType.USB, 0):
+        model = UsbModel.QEMU_XHCI if q35 else None  # None: the UHCI default below
+        _add(ctls, Controller(ControllerType.USB, 0, model))
+    if q35 and not _has(ctls, ControllerType.SATA, 0):
+        _add(ctls, Controller(ControllerType.SATA, 0))
+    want = A.PciModel.PCIE_ROOT if q35 else A.PciModel.PCI_ROOT
+    root = next((c for c in ctls if c.type is ControllerType.PCI and c.index == 0), None)
+    if root is None:
+        _add(ctls, Controller(ControllerType.PCI, 0, want))
+    elif root.model is not want:
+        raise TapvirtError(
+            A.ADDRESS_UNUSABLE, "/domain/devices/controller[@type='pci'][@index='0']",
+            f"The PCI controller with index='0' must be model='{want}' for this machine "
+            f"type, but model='{root.model or 'none'}' was found instead",
+            f"write <controller type='pci' index='0' model='{want}'/> or remove it",
+        )
+    return _with_controllers(dom, ctls)
+
+
+def controller_models(dom: Domain) -> Domain:
+    """qemuDomainControllerDefPostParse: a USB controller without model is PIIX3's UHCI
+    (libvirt's default on x86, also on q35 when asked for explicitly), a SCSI controller
+    without model the LSI 53C895A (libvirt picks lsilogic first when QEMU has it)."""
+    ctls = [
+        replace(c, model=UsbModel.PIIX3_UHCI) if c.type is ControllerType.USB and c.model is None
+        else replace(c, model=ScsiModel.LSILOGIC)
+        if c.type is ControllerType.SCSI and c.model is None else c
+        for c in dom.devices.controllers
+    ]
+    return _with_controllers(dom, ctls)
+
+
+_DRIVE_BUS = {DiskBus.IDE: A.DriveBus.IDE, DiskBus.SATA: A.DriveBus.SATA,
+              DiskBus.SCSI: A.DriveBus.SCSI, DiskBus.FDC: A.DriveBus.FDC}
+_DISK_CONTROLLER = {DiskBus.SCSI: ControllerType.SCSI, DiskBus.FDC: ControllerType.FDC,
+                    DiskBus.IDE: ControllerType.IDE, DiskBus.SATA: ControllerType.SATA}
+
+
+def drive_addresses(dom: Domain) -> Domain:
+    """virDomainDiskDefAssignAddress, then virDomainDefAddImplicitControllers: a disk on a
+    controller bus without <address> gets the one its target name implies (sdb on sata:
+    controller 0 unit 1; hdc: controller 0 bus 1 unit 0; sdh on scsi: controller 1), and
+    every controller index up to the highest one used is added if missing."""
+    disks = [
+        replace(d, address=A.drive_address(_DRIVE_BUS[d.target_bus], d.target_dev))
+        if d.address is None and d.target_bus in _DRIVE_BUS else d
+        for d in dom.devices.disks
+    ]
+    seen: dict[tuple[DiskBus, A.DriveAddress], Disk] = {}
+    for n, d in enumerate(disks):
+        if isinstance(d.address, A.DriveAddress):
+            other = seen.setdefault((d.target_bus, d.address), d)
+            if other is not d:
+                a = d.address
+                raise TapvirtError(
+                    A.ADDRESS_CONFLICT, f"/domain/devices/disk[{n + 1}]",
+                    f"Found duplicate drive address for disk with target name "
+                    f"'{d.target_dev}' controller='{a.controller}' bus='{a.bus}' "
+                    f"target='{a.target}' unit='{a.unit}'",
+                    f"it is the address of disk '{other.target_dev}': give one of them "
+                    "another unit, or remove <address>",
+                )
+    ctls = list(dom.devices.controllers)
+    for bus, ctype in _DISK_CONTROLLER.items():
+        used = [d.address.controller for d in disks
+                if d.target_bus is bus and isinstance(d.address, A.DriveAddress)]
+        for index in range(max(used, default=-1) + 1):
+            if not _has(ctls, ctype, index):
+                model = ScsiModel.LSILOGIC if ctype is ControllerType.SCSI else None
+                _add(ctls, Controller(ctype, index, model))
+    chip = _chipset(dom)
+    for c in ctls:
+        if c.type is ControllerType.IDE and chip is A.Chipset.Q35:
+            raise TapvirtError(
+                A.ADDRESS_UNUSABLE, _where(c),
+                "IDE controllers are unsupported for this QEMU binary or machine type",
+                "remove the IDE controller; q35 has SATA (AHCI): use <target bus='sata'/>",
+            )
+    for n, d in enumerate(disks):
+        if d.target_bus is DiskBus.IDE and chip is A.Chipset.Q35:
+            raise TapvirtError(
+                A.ADDRESS_UNUSABLE, f"/domain/devices/disk[{n + 1}]",
+                "IDE controllers are unsupported for this QEMU binary or machine type",
+                "use <target bus='sata'/> (q35 has an AHCI controller) or machine='pc'",
+            )
+    return replace(dom, devices=replace(dom.devices, disks=tuple(disks),
+                                        controllers=tuple(ctls)))
+
+
+def _controller_slot(c: Controller) -> A.Slot | A.PciModel | None:
+    """What kind of PCI slot a controller needs (libvirt's
+    qemuDomainDeviceCalculatePCIConnectFlags); None: it is not on PCI."""
+    if c.type is ControllerType.PCI:
+        return c.pci_model
+    if c.type is ControllerType.USB:
+        if c.model is UsbModel.NONE:
+            return None
+        return A.Slot.PCIE if isinstance(c.model, UsbModel) and c.model.xhci else A.Slot.PCI
+    if c.type is ControllerType.SCSI:
+        virtio = c.model in (ScsiModel.VIRTIO_SCSI, ScsiModel.VIRTIO_NON_TRANSITIONAL)
+        return A.Slot.VIRTIO if virtio else A.Slot.PCI
+    if c.type is ControllerType.VIRTIO_SERIAL:
+        return A.Slot.PCI if c.model is VirtioSerialModel.VIRTIO_TRANSITIONAL else A.Slot.VIRTIO
+    if c.type in (ControllerType.SATA, ControllerType.IDE):
+        return A.Slot.PCI
+    return None  # fdc sits behind the ISA bridge, ccid on USB
+
+
+_USB2_ROLES = {UsbModel.ICH9_EHCI1: A.Role.EHCI1, UsbModel.ICH9_UHCI1: A.Role.UHCI1,
+               UsbModel.ICH9_UHCI2: A.Role.UHCI2, UsbModel.ICH9_UHCI3: A.Role.UHCI3}
+
+
+def _controller_role(c: Controller) -> A.Role:
+    if c.type is ControllerType.IDE and c.index == 0:
+        return A.Role.IDE0
+    if c.type is ControllerType.SATA and c.index == 0:
+        return A.Role.SATA0
+    if c.type is ControllerType.USB and isinstance(c.model, UsbModel):
+        if c.index == 0 and c.model is UsbModel.PIIX3_UHCI:
+            return A.Role.PIIX3_USB0
+        return _USB2_ROLES.get(c.model, A.Role.NONE)
+    if c.pci_model is A.PciModel.DMI_TO_PCI_BRIDGE:
+        return A.Role.DMI_BRIDGE
+    return A.Role.NONE
+
+
+def _where(c: Controller) -> str:
+    return f"/domain/devices/controller[@type='{c.type}'][@index='{c.index}']"
+
+
+def _ctl_key(n: int, c: Controller) -> Hashable:
+    return ("pci", c.index) if c.type is ControllerType.PCI else ("controller", n)
+
+
+def _nic_slot(model: NicModel) -> A.Slot:
+    if model is NicModel.VIRTIO:
+        return A.Slot.VIRTIO
+    return A.Slot.PCIE if model is NicModel.E1000E else A.Slot.PCI
+
+
+def pci_addresses(dom: Domain) -> Domain:
+    """qemuDomainAssignPCIAddresses (tapvirt.conf.addresses.assign_pci): a slot for every
+    PCI device without one, the pcie-root-ports / bridges that takes, and libvirt's
+    defaults for every PCI controller (QEMU device name, chassis and port)."""
+    chip = _chipset(dom)
+    if chip is None:
+        return dom
+    d = dom.devices
+    items: list[A.PciDevice] = []
+    for n, c in enumerate(d.controllers):
+        kind = _controller_slot(c)
+        if kind is None:
+            continue
+        addr = c.address if isinstance(c.address, A.PciAddress) else None
+        items.append(A.PciDevice(
+            key=_ctl_key(n, c), kind=kind, address=addr, where=_where(c),
+            order=A.Order.PCI_CONTROLLER if c.type is ControllerType.PCI
+            else A.Order.CONTROLLER,
+            role=_controller_role(c), usb_index=c.index,
+            # libvirt places IDE 0 with the chipset only; a non-PCI address opts out
+            skip=(c.type is ControllerType.IDE and c.index == 0 and chip is not A.Chipset.I440FX)
+            or (c.address is not None and addr is None),
+        ))
+    for n, iface in enumerate(d.interfaces):
+        items.append(A.PciDevice(("interface", n), A.Order.NET, _nic_slot(iface.model),
+                                 iface.address, f"/domain/devices/interface[{n + 1}]"))
+    for n, disk in enumerate(d.disks):
+        if disk.target_bus is DiskBus.VIRTIO:
+            addr = disk.address if isinstance(disk.address, A.PciAddress) else None
+            items.append(A.PciDevice(("disk", n), A.Order.DISK, A.Slot.VIRTIO, addr,
+                                     f"/domain/devices/disk[{n + 1}]"))
+    buses = [A.PciBus(c.index, c.pci_model, hotplug=not (c.target and c.target.hotplug is False))
+             for c in d.controllers if c.pci_model is not None]
+    plan = A.assign_pci(dom.os.machine, buses, items)
+    got = plan.addresses
+    ctls = [
+        replace(c, address=got.get(_ctl_key(n, c), c.address))
+        for n, c in enumerate(d.controllers)
+    ]
+    for added in plan.added:
+        _add(ctls, Controller(ControllerType.PCI, added.index, added.model,
+                              address=added.address))
+    ctls = [_pci_controller_defaults(c) for c in ctls]
+    ifaces = tuple(replace(i, address=got.get(("interface", n), i.address))
+                   for n, i in enumerate(d.interfaces))
+    disks = tuple(replace(k, address=got.get(("disk", n), k.address))
+                  for n, k in enumerate(d.disks))
+    return replace(dom, devices=replace(d, controllers=tuple(ctls), interfaces=ifaces,
+                                        disks=disks))
+
+
+def _pci_controller_defaults(c: Controller) -> Controller:
+    """qemuDomainPCIControllerSetDefaultModelName and the chassis/port defaults."""
+    model = c.pci_model
+    if model is None or model.is_root:
+        return c
+    name = c.model_name or (PCI_MODEL_NAMES[model] or (None,))[0]
+    target = c.target or PciTarget()
+    if model is A.PciModel.PCI_BRIDGE and target.chassis_nr is None:
+        target = replace(target, chassis_nr=c.index)
+    if model in (A.PciModel.PCIE_ROOT_PORT, A.PciModel.PCIE_SWITCH_DOWNSTREAM_PORT) and (
+        isinstance(c.address, A.PciAddress)
+    ):
+        if target.chassis is None:
+            target = replace(target, chassis=c.index)
+        if target.port is None:
+            port = (A.root_port_target(c.index, c.address)[1]
+                    if model is A.PciModel.PCIE_ROOT_PORT else c.address.slot)
+            target = replace(target, port=port)
+    return replace(c, model_name=name, target=target if target != PciTarget() else None)
+
+
+def usb_addresses(dom: Domain) -> Domain:
+    """qemuDomainAssignUSBAddresses (without hubs): a port for every USB device."""
+    d = dom.devices
+    items: list[A.UsbDevice] = []
+    for n, disk in enumerate(d.disks):
+        if disk.target_bus is DiskBus.USB:
+            addr = disk.address if isinstance(disk.address, A.UsbAddress) else None
+            items.append(A.UsbDevice(("disk", n), addr, f"/domain/devices/disk[{n + 1}]"))
+    for n, c in enumerate(d.controllers):
+        if c.type is ControllerType.CCID:
+            addr = c.address if isinstance(c.address, A.UsbAddress) else None
+            items.append(A.UsbDevice(("controller", n), addr, _where(c)))
+    if not items:
+        return dom
+    usb = [(c.index, str(c.model), c.ports) for c in d.controllers
+           if c.type is ControllerType.USB and c.model is not None]
+    got = A.assign_usb(usb, items)
+    disks = tuple(replace(k, address=got.get(("disk", n), k.address))
+                  for n, k in enumerate(d.disks))
+    ctls = tuple(replace(c, address=got.get(("controller", n), c.address))
+                 for n, c in enumerate(d.controllers))
+    return replace(dom, devices=replace(d, disks=disks, controllers=ctls))
 _T = TypeVar("_T", bound=Any)
 
 
 def assign_aliases(dom: Domain) -> Domain:
-    """Every device gets its stable name (libvirt's qemuAssignDeviceAliases): disks by bus and
-    target (virtio-disk0, sata0-0-0), interfaces by position (net0). A user alias (`ua-...`)
-    is kept. QEMU ids, QMP commands and the live XML use these names."""
+    """Every device gets its stable name (libvirt's qemuAssignDeviceAliases): disks by bus
+    and address (virtio-disk0, ide0-1-0, sata0-0-0, scsi0-0-0 on an LSI controller,
+    scsi0-0-0-0 on virtio-scsi), interfaces by position (net0), controllers by type and
+    index (usb, pci.1, pcie.0, virtio-serial0; q35's AHCI and pc's IDE are "ide"). A user
+    alias (`ua-...`) is kept. QEMU ids, QMP commands and the live XML use these names."""
     d = dom.devices
+    q35 = _chipset(dom) is A.Chipset.Q35
+    lsi = {c.index for c in d.controllers
+           if c.type is ControllerType.SCSI and c.model in _NARROW_SCSI}
     disks = tuple(
         disk if disk.alias is not None
-        else replace(disk, alias=auto_alias(disk.target_bus, disk.target_dev))
+        else replace(disk, alias=auto_alias(disk, scsi_lsi=_on_lsi(disk, lsi)))
         for disk in d.disks
     )
     ifaces = tuple(
         iface if iface.alias is not None else replace(iface, alias=f"net{n}")
         for n, iface in enumerate(d.interfaces)
     )
-    if disks == d.disks and ifaces == d.interfaces:
-        return dom
-    return replace(dom, devices=replace(d, disks=disks, interfaces=ifaces))
+    ctls = tuple(
+        c if c.alias is not None
+        else replace(c, alias=controller_alias(c.type, c.index, c.model, q35=q35))
+        for c in d.controllers
+    )
+    return replace(dom, devices=replace(d, disks=disks, interfaces=ifaces, controllers=ctls))
+
+
+_NARROW_SCSI = (ScsiModel.LSILOGIC,)  # qemuAssignDeviceDiskAlias: 3-part names on LSI only
+
+
+def _on_lsi(disk: Disk, lsi: set[int]) -> bool:
+    return isinstance(disk.address, A.DriveAddress) and disk.address.controller in lsi
 
 
 def implicit_audio_video(dom: Domain) -> Domain:
@@ -83,7 +386,14 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
 
 
 STEPS: tuple[Callable[[Domain], Domain], ...] = (
-    assign_aliases, implicit_audio_video, assign_peripheral_aliases,
+    machine_controllers,
+    controller_models,
+    drive_addresses,
+    implicit_audio_video,
+    pci_addresses,
+    usb_addresses,
+    assign_aliases,
+    assign_peripheral_aliases,
 )
 
 

@@ -17,7 +17,7 @@ from enum import StrEnum
 
 from tapvirt.conf.devices import Devices
 from tapvirt.conf.devices.chardev import Chardev, ChardevKind, ChardevType
-from tapvirt.conf.devices.disk import Disk, DiskBus, DiskDevice, DiskFormat
+from tapvirt.conf.devices.disk import Disk, DiskBus, DiskDevice, DiskFormat, DiskType
 from tapvirt.conf.devices.interface import (
     BridgeSource,
     DirectMode,
@@ -58,6 +58,7 @@ __all__ = [
     "DiskBus",
     "DiskDevice",
     "DiskFormat",
+    "DiskType",
     "Domain",
     "DomainType",
     "Driver",

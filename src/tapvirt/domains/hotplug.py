@@ -142,9 +142,14 @@ def _parse_device(dev: DeviceXml, dom: Domain) -> Interface | Disk:
     doc = (f"<domain type='{dom.type.value}'><name>hotplug</name><memory>65536</memory>"
            f"<os><type{os_attrs}>hvm</type></os><devices>{body}</devices></domain>")
     parsed = parse_domain(doc, source=dev.source)
-    if dev.tag == "interface":
-        return parsed.devices.interfaces[0]
-    return parsed.devices.disks[0]
+    device: Interface | Disk = (
+        parsed.devices.interfaces[0] if dev.tag == "interface" else parsed.devices.disks[0]
+    )
+    if "<address" not in body:
+        # the slot the minimal domain gave it means nothing in the real one: QEMU (live)
+        # or the post-parse step of the stored definition (--config) picks the real one
+        device = dataclasses.replace(device, address=None)
+    return device
 
 
 def _parse_interface(dev: DeviceXml, dom: Domain) -> Interface:
@@ -384,7 +389,9 @@ def _criteria(dev: DeviceXml, iface: Interface) -> dict[str, str | None]:
 
 # -- disks ---------------------------------------------------------------------------------
 
-def _is_block(path: str) -> bool:
+def _is_block(path: str | None) -> bool:
+    if path is None:
+        return False
     try:
         return stat.S_ISBLK(os.stat(path).st_mode)
     except OSError:
@@ -401,9 +408,8 @@ def _attach_disk_live(name: str, dev: DeviceXml) -> Outcome:
         dom = live.live_domain(dd)
         disk: Disk = _parse_disk(dev, dom)
         _check_new_disk(dom, disk, name)
-        q35 = "q35" in (dom.os.machine or "")
         bus = _hotplug_bus(dd, dom) if disk.target_bus is DiskBus.VIRTIO else None
-        steps = hp.disk_attach(disk, q35=q35, block=_is_block(disk.source_file),
+        steps = hp.disk_attach(disk, dom=dom, block=_is_block(disk.source_file),
                                has_scsi=any(d.target_bus is DiskBus.SCSI
                                             for d in dom.devices.disks), bus=bus)
         new_dom = _with_disks(dom, (*dom.devices.disks, disk))
@@ -638,7 +644,7 @@ def _only_media_changes(old: Disk, new: Disk, name: str) -> None:
                            "keep the other elements as they are (see tapvirt dumpxml)")
 
 
-def _change_media_live(name: str, disk: Disk, source: str) -> None:
+def _change_media_live(name: str, disk: Disk, source: str | None) -> None:
     from tapvirt.qemu.argv import hotplug as hp
 
     dd, _ = live.supervised(name)

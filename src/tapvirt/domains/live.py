@@ -461,11 +461,14 @@ def domblklist(name: str) -> list[BlkRow]:
     dom, _ = _current_domain(name)
     rows = []
     for d in dom.devices.disks:
+        kind = d.type.value
         try:
-            kind = "block" if stat_.S_ISBLK(os.stat(d.source_file).st_mode) else "file"
+            if d.source_file is not None and stat_.S_ISBLK(os.stat(d.source_file).st_mode):
+                kind = "block"
         except OSError:
-            kind = "file"
-        rows.append(BlkRow(kind, d.device.value, d.target_dev, d.source_file))
+            pass
+        # virsh shows '-' for an empty cdrom or floppy
+        rows.append(BlkRow(kind, d.device.value, d.target_dev, d.source_file or "-"))
     return rows
 
 

@@ -24,6 +24,8 @@ def check_disk_sources(dom: Domain) -> None:
     the way QEMU will open it: read-only for `<readonly/>` and cdroms, else read-write."""
     for disk in dom.devices.disks:
         path = disk.source_file
+        if path is None:
+            continue  # an empty cdrom or floppy: nothing to open
         ro = disk.readonly or disk.device is DiskDevice.CDROM
         subject = f"domain {dom.name} disk {disk.target_dev} ({path})"
         try:

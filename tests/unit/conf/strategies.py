@@ -9,8 +9,19 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from tapvirt.conf.addresses import disk_index
 from tapvirt.conf.defaults import apply_defaults
 from tapvirt.conf.devices.channel import SPICE_AGENT, Channel, ChannelType, Redirdev
+from tapvirt.conf.devices.controller import (
+    Controller,
+    ControllerModel,
+    ControllerType,
+    ScsiModel,
+    UsbModel,
+    VirtioSerialModel,
+    insert_controller,
+)
+from tapvirt.conf.devices.disk import DetectZeroes, DiskCache, DiskDiscard, DiskIo, DiskType, Tray
 from tapvirt.conf.devices.graphics import (
     SPICE_CHANNELS,
     SPICE_OPTIONS,
@@ -187,32 +198,82 @@ def _disk_name(stem: str, idx: int) -> str:
     return stem + letters
 
 
+_STEMS = {DiskBus.VIRTIO: "vd", DiskBus.SATA: "sd", DiskBus.SCSI: "sd", DiskBus.USB: "sd",
+          DiskBus.IDE: "hd", DiskBus.FDC: "fd"}
+_SERIAL = st.text(string.ascii_letters + string.digits + "_-. ", min_size=1, max_size=20).filter(
+    lambda s: s.strip() == s
+)
+
+
 @st.composite
-def disks(draw: st.DrawFn) -> tuple[Disk, ...]:
+def disks(draw: st.DrawFn, q35: bool = False) -> tuple[Disk, ...]:
+    """Disks in the order the parser keeps them (by bus, then target index)."""
     out: list[Disk] = []
     used: set[str] = set()
+    # no usb disks: a random machine may have no USB (refused, as by libvirt)
+    buses = [b for b in DiskBus if b is not DiskBus.USB and not (q35 and b is DiskBus.IDE)]
     for k in range(draw(st.integers(0, 3))):
-        bus = draw(st.sampled_from(DiskBus))
-        idx = draw(st.integers(0, 40))
-        stem = "vd" if bus is DiskBus.VIRTIO else "sd"
-        dev = _disk_name(stem, idx)
+        bus = draw(st.sampled_from(buses))
+        idx = draw(st.integers(0, 3 if bus is DiskBus.FDC else 40))
+        dev = _disk_name(_STEMS[bus], idx)
         if dev in used:
             continue
         used.add(dev)
-        device = DiskDevice.DISK if bus is DiskBus.VIRTIO else draw(st.sampled_from(DiskDevice))
-        if bus is DiskBus.VIRTIO:
-            alias = f"virtio-disk{idx}"
-        elif bus is DiskBus.SATA:
-            alias = f"sata{idx // 6}-0-{idx % 6}"
+        if bus is DiskBus.FDC:
+            device = DiskDevice.FLOPPY
+        elif bus in (DiskBus.VIRTIO, DiskBus.USB):
+            device = DiskDevice.DISK
         else:
-            alias = f"scsi{idx // 7}-0-0-{idx % 7}"
-        if draw(st.booleans()):
-            alias = f"ua-disk{k}"
+            device = draw(st.sampled_from([DiskDevice.DISK, DiskDevice.CDROM]))
+        removable = None  # usb only
         out.append(Disk(
-            source_file=draw(_PATH), target_dev=dev, target_bus=bus,
-            format=draw(st.sampled_from(DiskFormat)), device=device,
-            readonly=device is DiskDevice.CDROM or draw(st.booleans()), alias=alias,
+            source_file=draw(_PATH) if device is DiskDevice.DISK or draw(st.booleans())
+            else None,
+            target_dev=dev, target_bus=bus, format=draw(st.sampled_from(DiskFormat)),
+            device=device, type=draw(st.sampled_from(DiskType)),
+            cache=draw(st.none() | st.sampled_from(DiskCache)),
+            io=draw(st.none() | st.sampled_from(DiskIo)),
+            discard=draw(st.none() | st.sampled_from(DiskDiscard)),
+            detect_zeroes=draw(st.none() | st.sampled_from(DetectZeroes)),
+            readonly=device is DiskDevice.CDROM or draw(st.booleans()),
+            shareable=draw(st.booleans()),
+            tray=draw(st.none() | st.sampled_from(Tray)) if device is not DiskDevice.DISK
+            else None,
+            removable=removable,
+            serial=draw(st.none() | _SERIAL),
+            wwn=draw(st.none() | st.from_regex(r"[0-9a-f]{16}", fullmatch=True))
+            if bus in (DiskBus.IDE, DiskBus.SATA, DiskBus.SCSI) else None,
+            alias=f"ua-disk{k}" if draw(st.booleans()) else None,
         ))
+    ordered: list[Disk] = []
+    for d in out:  # libvirt's insertion rule (tapvirt.conf.devices.disk.sort_disks)
+        at = len(ordered)
+        for pos in range(len(ordered) - 1, -1, -1):
+            if ordered[pos].target_bus is d.target_bus and (
+                disk_index(ordered[pos].target_dev) > disk_index(d.target_dev)
+            ):
+                at = pos
+        ordered.insert(at, d)
+    return tuple(ordered)
+
+
+@st.composite
+def controllers(draw: st.DrawFn) -> tuple[Controller, ...]:
+    """A few controllers a definition names itself (the machine's own are added by the
+    post-parse step), each type's indexes unique, in the parser's order."""
+    out: list[Controller] = []
+    choices: tuple[tuple[ControllerType, list[ControllerModel]], ...] = (
+        (ControllerType.USB, [UsbModel.QEMU_XHCI, UsbModel.NEC_XHCI, UsbModel.PIIX3_UHCI]),
+        (ControllerType.SCSI, [ScsiModel.VIRTIO_SCSI, ScsiModel.LSILOGIC]),
+        (ControllerType.VIRTIO_SERIAL, [VirtioSerialModel.VIRTIO]),
+    )
+    for ctype, models in choices:
+        if draw(st.booleans()):
+            model = draw(st.sampled_from(models))
+            ports = draw(st.none() | st.integers(1, 15)) if ctype is ControllerType.USB and (
+                model in (UsbModel.QEMU_XHCI, UsbModel.NEC_XHCI)) else None
+            alias = "ua-" + str(ctype) if draw(st.booleans()) else None
+            insert_controller(out, Controller(ctype, 0, model, ports=ports, alias=alias))
     return tuple(out)
 
 
@@ -279,7 +340,8 @@ def domains(draw: st.DrawFn) -> Domain:
         replace(x, alias=f"net{n}") if (x.alias or "").startswith("net") else x
         for n, x in enumerate(ifaces_list)
     )
-    disks_ = draw(disks())
+    machine = draw(_MACHINE)
+    disks_ = draw(disks(q35=machine == "q35"))
     boot_devs: tuple[BootDev, ...] = ()
     if draw(st.booleans()):
         disks_, ifaces = _with_boot_orders(draw, disks_, ifaces)
@@ -300,7 +362,7 @@ def domains(draw: st.DrawFn) -> Domain:
         vcpus=draw(st.integers(1, 1024)),
         os=Os(
             arch=draw(_ARCH),
-            machine=draw(_MACHINE),
+            machine=machine,
             kernel=draw(_OPT_PATH),
             initrd=draw(_OPT_PATH),
             cmdline=draw(_CMDLINE),
@@ -314,7 +376,8 @@ def domains(draw: st.DrawFn) -> Domain:
         on_crash=draw(_ACTION),
         pm=draw(st.none() | pms()),
         devices=Devices(
-            emulator=draw(_OPT_PATH), disks=disks_, interfaces=ifaces,
+            emulator=draw(_OPT_PATH), disks=disks_, controllers=draw(controllers()),
+            interfaces=ifaces,
             serials=serials, consoles=consoles, **more,
         ),
     )

@@ -57,7 +57,7 @@ def test_define_dumpxml_list_undefine(
     rc, out, _ = run(capsys, "define", str(GOOD))
     assert rc == 0 and out == f"Domain 'oracle' defined from {GOOD}\n"
     rc, out, _ = run(capsys, "dumpxml", "oracle")
-    # the canonical form: the input plus libvirt's implicit devices (e.g. <audio>)
+    # the canonical form: the input plus the implicit controllers and PCI addresses
     assert rc == 0 and out == expected_output(GOOD).read_text()
     assert (config_home / "tapvirt" / "domains" / "oracle.xml").read_text() == out
 

@@ -106,15 +106,15 @@ def test_whole_command_line() -> None:
     argv = build_argv(dom, [], qmp_socket="/run/q.sock")
     text = " ".join(argv)
     assert argv[:4] == ["qemu-system-x86_64", "-name", "guest=demo,,1", "-S"]
-    for piece in ("-machine q35 ", "-accel kvm", "-m size=131072k",
+    for piece in ("-machine q35,usb=off ", "-accel kvm", "-m size=131072k",
                   "-smp 2,sockets=2,cores=1,threads=1", f"-uuid {UUID}",
                   "-no-user-config -nodefaults -display none",
                   "-chardev socket,id=charmonitor,path=/run/q.sock,server=on,wait=off "
                   "-mon chardev=charmonitor,id=monitor,mode=control",
                   "-no-reboot", "-kernel /k -initrd /i", "-chardev file,id=charserial0,"
                   "path=/log,,x", '"driver":"isa-serial","chardev":"charserial0"',
-                  '"node-name":"virtio-disk0-file","read-only":true',
-                  '{"driver":"ide-cd","bus":"ide.1","drive":"disk1-fmt","id":"disk1",'
+                  '"node-name":"virtio-disk0-format","read-only":true',
+                  '{"driver":"ide-cd","bus":"ide.1","drive":"disk1-format","id":"disk1",'
                   '"bootindex":1}'):
         assert piece in text, piece
     assert argv[argv.index("-append") + 1] == "console=ttyS0 ip=x"
@@ -126,7 +126,7 @@ def test_defaults_tcg_acpi_off_boot_order() -> None:
     dom = Domain("g", UUID, os=Os(boot=(BootDev.NETWORK, BootDev.HD)))
     argv = build_argv(dom, [], qmp_socket="/q")
     assert argv[argv.index("-accel") + 1] == "tcg"
-    assert argv[argv.index("-machine") + 1] == "pc,acpi=off"
+    assert argv[argv.index("-machine") + 1] == "pc,usb=off,acpi=off"
     assert argv[argv.index("-boot") + 1] == "order=nc"
 
 
@@ -203,7 +203,8 @@ def test_qemu_accepts_a_full_domain(tmp_path: Path) -> None:
     blocks = next(r["return"] for r in replies if isinstance(r.get("return"), list))
     # virtio-blk reports its backend path: /machine/peripheral/ALIAS/virtio-backend
     qdevs = {b["qdev"].removeprefix("/machine/peripheral/").split("/")[0] for b in blocks}
-    assert qdevs == {"virtio-disk0", "sata0-0-0", "sata1-0-1", "scsi0-0-0-1"}, proc.stderr
+    # the SCSI disk sits on the implicit controller, lsilogic as with libvirt: scsi0-0-1
+    assert qdevs == {"virtio-disk0", "sata0-0-0", "sata1-0-1", "scsi0-0-1"}, proc.stderr
 
 
 def test_hotplug_objects_match_libvirt_sample_13() -> None:

@@ -23,7 +23,13 @@ from tapvirt.conf.devices.chardev import (
     format_chardev,
     parse_chardevs,
 )
-from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk
+from tapvirt.conf.devices.controller import (
+    Controller,
+    check_controllers,
+    format_controller,
+    parse_controllers,
+)
+from tapvirt.conf.devices.disk import Disk, format_disk, parse_disk, sort_disks
 from tapvirt.conf.devices.interface import Interface, format_interface, parse_interface
 from tapvirt.conf.devices.peripherals import TAGS as _PERIPHERAL_TAGS
 from tapvirt.conf.devices.peripherals import (
@@ -52,6 +58,7 @@ __all__ = ["Devices", "format_devices", "parse_devices"]
 class Devices:
     emulator: str | None = None
     disks: tuple[Disk, ...] = ()
+    controllers: tuple[Controller, ...] = ()
     interfaces: tuple[Interface, ...] = ()
     serials: tuple[Chardev, ...] = ()
     consoles: tuple[Chardev, ...] = ()
@@ -75,7 +82,7 @@ _EMPTY = Devices()
 # order): emulator disk controller lease filesystem interface smartcard serial parallel
 # console channel input tpm graphics sound audio video hostdev redirdev redirfilter hub
 # watchdog memballoon rng panic shmem memory iommu vsock.
-_TAGS = ("disk", "interface", "serial", "console", *_PERIPHERAL_TAGS)
+_TAGS = ("disk", "controller", "interface", "serial", "console", *_PERIPHERAL_TAGS)
 
 
 def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
@@ -83,15 +90,19 @@ def parse_devices(r: Reader, el: etree._Element, os_: Os) -> Devices:
     emulator = None
     if (e := r.one(found, "emulator")) is not None:
         emulator = r.abspath(e, None, r.text(e))
-    disks = tuple(parse_disk(r, d) for d in found.get("disk", []))
+    disk_els, disks = sort_disks(found.get("disk", []), [parse_disk(r, d) for d in
+                                                        found.get("disk", [])])
+    found["disk"] = disk_els
+    ctl_els, ctls = parse_controllers(r, found.get("controller", []))
+    check_controllers(r, ctl_els, ctls)
     ifaces = tuple(parse_interface(r, i, n) for n, i in enumerate(found.get("interface", [])))
     serials = parse_chardevs(r, found.get("serial", []), ChardevKind.SERIAL)
     consoles = parse_chardevs(r, found.get("console", []), ChardevKind.CONSOLE)
     serials, consoles = console_rules(r, found.get("console", []), consoles, serials)
     _cross_checks(r, found, disks, ifaces, os_)
     devices = Devices(
-        emulator=emulator, disks=disks, interfaces=ifaces, serials=serials, consoles=consoles,
-        **parse_peripherals(r, found),
+        emulator=emulator, disks=disks, controllers=tuple(ctls), interfaces=ifaces,
+        serials=serials, consoles=consoles, **parse_peripherals(r, found),
     )
     _unique_user_aliases(r, el, devices)
     return devices
@@ -125,6 +136,8 @@ def format_devices(
         w(f"{IND * 2}<emulator>{t(d.emulator)}</emulator>")
     for disk in d.disks:
         format_disk(disk, w, live)
+    for ctl in d.controllers:
+        format_controller(ctl, w, live)
     for iface in d.interfaces:
         format_interface(iface, w, live, actual)
     for chardev in (*d.serials, *d.consoles):

@@ -1,4 +1,11 @@
-"""`<disk>`: the model, parse, rules and canonical format of disks."""
+"""`<disk>`: the model, parse, rules and canonical format of disks.
+
+Image files and block devices (`type='file'|'block'`), as disks, cdroms (possibly empty,
+tray open or closed) and floppies, on the ide, sata, scsi, usb, virtio and fdc buses, with
+libvirt's `<driver>` attributes (format, cache, io, discard, detect_zeroes), `serial`,
+`wwn`, `<readonly/>`, `<shareable/>`, `<boot order>` and `<address>`. Network sources,
+backing chains and encryption are refused by name.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +15,18 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import (
+    Address,
+    AddressType,
+    DriveAddress,
+    DriveBus,
+    disk_index,
+    drive_address,
+    format_address,
+    parse_address,
+)
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
-from tapvirt.conf.xmlout import IND, Writer, a
+from tapvirt.conf.xmlout import IND, Writer, a, t
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -17,10 +34,18 @@ if TYPE_CHECKING:
     from tapvirt.conf.xml import Reader
 
 
+class DiskType(StrEnum):
+    FILE = "file"
+    BLOCK = "block"
+
+
 class DiskBus(StrEnum):
-    VIRTIO = "virtio"
-    SATA = "sata"
+    IDE = "ide"
+    FDC = "fdc"
     SCSI = "scsi"
+    VIRTIO = "virtio"
+    USB = "usb"
+    SATA = "sata"
 
 
 class DiskFormat(StrEnum):
@@ -31,42 +56,122 @@ class DiskFormat(StrEnum):
 class DiskDevice(StrEnum):
     DISK = "disk"
     CDROM = "cdrom"
+    FLOPPY = "floppy"
+
+
+class DiskCache(StrEnum):
+    DEFAULT = "default"
+    NONE = "none"
+    WRITETHROUGH = "writethrough"
+    WRITEBACK = "writeback"
+    DIRECTSYNC = "directsync"
+    UNSAFE = "unsafe"
+
+    @property
+    def flags(self) -> tuple[bool, bool, bool] | None:
+        """(writeback, direct, no-flush) as QEMU wants them; None for the default."""
+        return _CACHE_FLAGS.get(self)
+
+
+_CACHE_FLAGS = {
+    DiskCache.NONE: (True, True, False),
+    DiskCache.WRITETHROUGH: (False, False, False),
+    DiskCache.WRITEBACK: (True, False, False),
+    DiskCache.DIRECTSYNC: (False, True, False),
+    DiskCache.UNSAFE: (True, False, True),
+}
+
+
+class DiskIo(StrEnum):
+    NATIVE = "native"
+    THREADS = "threads"
+    IO_URING = "io_uring"
+
+
+class DiskDiscard(StrEnum):
+    UNMAP = "unmap"
+    IGNORE = "ignore"
+
+
+class DetectZeroes(StrEnum):
+    OFF = "off"
+    ON = "on"
+    UNMAP = "unmap"
+
+
+class Tray(StrEnum):
+    OPEN = "open"
+    CLOSED = "closed"
 
 
 @dataclass(frozen=True)
 class Disk:
-    source_file: str
-    target_dev: str  # vda, sda, ...
+    source_file: str | None  # the image file or block device; None: an empty cdrom/floppy
+    target_dev: str  # vda, sda, hdc, fda ...
     target_bus: DiskBus
-    format: DiskFormat = DiskFormat.RAW
+    format: DiskFormat = DiskFormat.RAW  # libvirt's QEMU driver defaults to raw as well
     device: DiskDevice = DiskDevice.DISK
+    type: DiskType = DiskType.FILE
+    # <driver> attributes: None where the definition says nothing (QEMU's defaults)
+    cache: DiskCache | None = None
+    io: DiskIo | None = None
+    discard: DiskDiscard | None = None
+    detect_zeroes: DetectZeroes | None = None
     readonly: bool = False
+    shareable: bool = False
+    tray: Tray | None = None  # cdrom/floppy: <target tray=...>
+    removable: bool | None = None  # usb: <target removable=...>
+    serial: str | None = None
+    wwn: str | None = None
     boot_order: int | None = None
-    alias: str | None = None  # assigned stably after parsing: virtio-disk0, sata0-0-0, ...
+    alias: str | None = None  # assigned stably after parsing: virtio-disk0, ide0-0-0, ...
+    address: Address | None = None  # assigned after parsing (drive, pci or usb)
 
 
+# the target names libvirt accepts per bus (virDiskNameParse: prefix + letters)
 DISK_DEV_RE = {
     DiskBus.VIRTIO: re.compile(r"vd([a-z]{1,3})\Z"),
     DiskBus.SATA: re.compile(r"sd([a-z]{1,3})\Z"),
     DiskBus.SCSI: re.compile(r"sd([a-z]{1,3})\Z"),
+    DiskBus.USB: re.compile(r"sd([a-z]{1,3})\Z"),
+    DiskBus.IDE: re.compile(r"hd([a-z]{1,3})\Z"),
+    DiskBus.FDC: re.compile(r"fd([a-z]{1,3})\Z"),
 }
+_SERIAL_RE = re.compile(r"[A-Za-z0-9_\- .]{1,40}\Z")  # libvirt's diskSerial (bounded)
+_WWN_RE = re.compile(r"(?:0x)?[0-9a-fA-F]{16}\Z")
+_ADDRESSES = {
+    DiskBus.VIRTIO: (AddressType.PCI,),
+    DiskBus.USB: (AddressType.USB,),
+}
+
+
+def default_bus(dev: str, device: DiskDevice) -> DiskBus:
+    """libvirt's virDomainDiskDefParseXML: the bus from the target name when bus= is absent."""
+    if dev.startswith("hd"):
+        return DiskBus.IDE
+    if dev.startswith("fd") or device is DiskDevice.FLOPPY:
+        return DiskBus.FDC
+    if dev.startswith("vd"):
+        return DiskBus.VIRTIO
+    if dev.startswith("sd"):
+        return DiskBus.SCSI
+    return DiskBus.IDE
+
+
+_DRIVER_ATTRS = ("name", "type", "cache", "io", "discard", "detect_zeroes")
 
 
 def parse_disk(r: Reader, el: etree._Element) -> Disk:
     found = r.shape(
-        el, ("type", "device"), ("driver", "source", "target", "readonly", "boot", "alias")
+        el, ("type", "device"),
+        ("driver", "source", "target", "readonly", "shareable", "serial", "wwn", "boot",
+         "alias", "address"),
     )
-    if el.get("type", "file") != "file":
-        raise r.fail(
-            E.INVALID_VALUE, el,
-            f"Invalid value for attribute 'type' in element 'disk': '{el.get('type')}'.",
-            "tapvirt supports type='file' disks (an image file or a block device path)",
-            attr="type",
-        )
+    dtype = r.enum(el, "type", DiskType) if el.get("type") is not None else DiskType.FILE
     device = r.enum(el, "device", DiskDevice) if el.get("device") is not None else DiskDevice.DISK
-    fmt = DiskFormat.RAW
+    fmt, cache, io, discard, zeroes = DiskFormat.RAW, None, None, None, None
     if (d := r.one(found, "driver")) is not None:
-        r.shape(d, ("name", "type"))
+        r.shape(d, _DRIVER_ATTRS)
         if d.get("name", "qemu") != "qemu":
             raise r.fail(
                 E.INVALID_VALUE, d,
@@ -75,69 +180,197 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
             )
         if d.get("type") is not None:
             fmt = r.enum(d, "type", DiskFormat)
-    src = r.need(found, "source", el)
-    r.shape(src, ("file",), required_attrs=("file",))
-    path = r.abspath(src, "file", src.get("file", ""))
-    tgt = r.need(found, "target", el)
-    r.shape(tgt, ("dev", "bus"), required_attrs=("dev",))
-    dev = tgt.get("dev", "")
-    if tgt.get("bus") is not None:
-        bus = r.enum(tgt, "bus", DiskBus)
-    elif dev.startswith("vd"):
-        bus = DiskBus.VIRTIO
-    else:
-        bus = DiskBus.SCSI  # libvirt's choice for sdX without bus=
-    if DISK_DEV_RE[bus].match(dev) is None:
-        stem = "vd" if bus is DiskBus.VIRTIO else "sd"
+        cache = r.enum(d, "cache", DiskCache) if d.get("cache") is not None else None
+        io = r.enum(d, "io", DiskIo) if d.get("io") is not None else None
+        discard = r.enum(d, "discard", DiskDiscard) if d.get("discard") is not None else None
+        if d.get("detect_zeroes") is not None:
+            zeroes = r.enum(d, "detect_zeroes", DetectZeroes)
+    source = None
+    src_attr = "file" if dtype is DiskType.FILE else "dev"
+    if (s := r.one(found, "source")) is not None:
+        r.shape(s, (src_attr,))
+        if s.get(src_attr) is not None:
+            source = r.abspath(s, src_attr, s.get(src_attr, ""))
+    if source is None and device is DiskDevice.DISK:
         raise r.fail(
-            E.INVALID_VALUE, tgt,
-            f"disk target '{dev[:40]}' does not fit bus '{bus}'",
+            E.MISSING_ELEMENT, s if s is not None else el,
+            f"a disk needs <source {src_attr}=...> (only a cdrom or floppy may be empty)",
+            f"add <source {src_attr}='/path'/> inside <disk>",
+        )
+    tgt = r.need(found, "target", el)
+    r.shape(tgt, ("dev", "bus", "tray", "removable"), required_attrs=("dev",))
+    dev = tgt.get("dev", "")
+    bus = r.enum(tgt, "bus", DiskBus) if tgt.get("bus") is not None else default_bus(dev, device)
+    mt = DISK_DEV_RE[bus].match(dev)
+    if mt is None:
+        stem = DISK_DEV_RE[bus].pattern[:2]
+        raise r.fail(
+            E.INVALID_VALUE, tgt, f"disk target '{dev[:40]}' does not fit bus '{bus}'",
             f"name it {stem}a, {stem}b, ... for bus='{bus}'", attr="dev",
         )
-    if device is DiskDevice.CDROM and bus is DiskBus.VIRTIO:
-        raise r.fail(
-            E.INVALID_VALUE, tgt, "a cdrom cannot sit on the virtio bus",
-            "use <target dev='sda' bus='sata'/> for a cdrom", attr="bus",
-        )
+    _bus_fits_device(r, tgt, bus, device)
+    tray = None
+    if tgt.get("tray") is not None:
+        tray = r.enum(tgt, "tray", Tray)
+        if device is DiskDevice.DISK:
+            raise r.fail(E.NOT_FOR_TYPE, tgt, "tray is only valid for cdrom and floppy",
+                         "remove tray=", attr="tray")
+    removable = None
+    if (rm := tgt.get("removable")) is not None:
+        if rm not in ("on", "off"):
+            raise r.fail(E.INVALID_VALUE, tgt, f"Invalid value for attribute 'removable' in "
+                         f"element 'target': '{rm[:40]}'.", "use on or off", attr="removable")
+        if bus is not DiskBus.USB:
+            raise r.fail(E.NOT_FOR_TYPE, tgt, "removable is only valid for usb disks",
+                         "remove removable=", attr="removable")
+        removable = rm == "on"
     readonly = device is DiskDevice.CDROM
     if (ro := r.one(found, "readonly")) is not None:
         r.shape(ro)
         readonly = True
+    shareable = False
+    if (sh := r.one(found, "shareable")) is not None:
+        r.shape(sh)
+        shareable = True
+    serial = wwn = None
+    if (se := r.one(found, "serial")) is not None:
+        serial = r.text(se)
+        if not _SERIAL_RE.match(serial):
+            raise r.fail(E.INVALID_VALUE, se, f"disk serial {serial[:40]!r} has characters "
+                         "outside A-Z a-z 0-9 _ - . and space, or is longer than 40",
+                         "write a short serial of letters and digits")
+    if (ww := r.one(found, "wwn")) is not None:
+        wwn = r.text(ww)
+        if not _WWN_RE.match(wwn):
+            raise r.fail(E.INVALID_VALUE, ww, "Malformed wwn: " + wwn[:40],
+                         "write 16 hex digits, e.g. 5000c50015ea71ac")
+        if bus not in (DiskBus.IDE, DiskBus.SATA, DiskBus.SCSI):
+            raise r.fail(E.NOT_FOR_TYPE, ww, "Only ide and scsi disk support wwn",
+                         "remove <wwn> or use an ide, sata or scsi disk")
+    address = None
+    if (ad := r.one(found, "address")) is not None:
+        allowed = _ADDRESSES.get(bus, (AddressType.DRIVE,))
+        address = parse_address(r, ad, allowed, f"a {bus} disk")
     return Disk(
-        source_file=path, target_dev=dev, target_bus=bus, format=fmt, device=device,
-        readonly=readonly, boot_order=parse_boot(r, r.one(found, "boot")),
-        alias=parse_alias(r, r.one(found, "alias"), auto_alias(bus, dev)),
+        source_file=source, target_dev=dev, target_bus=bus, format=fmt, device=device,
+        type=dtype, cache=cache, io=io, discard=discard, detect_zeroes=zeroes,
+        readonly=readonly, shareable=shareable, tray=tray, removable=removable,
+        serial=serial, wwn=wwn, boot_order=parse_boot(r, r.one(found, "boot")),
+        alias=_alias(r, r.one(found, "alias"), bus, dev, address), address=address,
     )
 
 
-def auto_alias(bus: DiskBus, dev: str) -> str:
-    """libvirt's name for the disk: virtio-disk0, sata0-0-0 (controller-bus-unit), ..."""
-    mt = DISK_DEV_RE[bus].match(dev)
+def _alias(
+    r: Reader, el: etree._Element | None, bus: DiskBus, dev: str, address: Address | None
+) -> str | None:
+    """A user alias is kept; the name libvirt would give the disk itself is accepted and
+    left to the post-parse step (which knows the controller model it depends on)."""
+    if el is None:
+        return None
+    idx = disk_index(dev)
+    if bus in (DiskBus.VIRTIO, DiskBus.USB):
+        names = [f"{'virtio' if bus is DiskBus.VIRTIO else 'usb'}-disk{idx}"]
+    else:
+        drive = address if isinstance(address, DriveAddress) else (
+            drive_address(_DRIVE[bus], dev)
+        )
+        names = [f"{bus}{drive.controller}-{drive.bus}-{drive.unit}"]
+        if bus is DiskBus.SCSI:
+            names.append(f"scsi{drive.controller}-{drive.bus}-{drive.target}-{drive.unit}")
+    name = parse_alias(r, el, names[-1])
+    return None if name in names else name
+
+
+_DRIVE = {DiskBus.IDE: DriveBus.IDE, DiskBus.SATA: DriveBus.SATA, DiskBus.SCSI: DriveBus.SCSI,
+          DiskBus.FDC: DriveBus.FDC}
+
+
+def sort_disks(
+    els: list[etree._Element], disks: list[Disk]
+) -> tuple[list[etree._Element], tuple[Disk, ...]]:
+    """libvirt's virDomainDiskInsert: a disk goes before the first disk on its bus with a
+    higher target index, so disks of one bus are in target order (vda before vdb), which
+    is also the order of their slots and of QEMU's devices."""
+    out: list[tuple[etree._Element, Disk]] = []
+    for el, disk in zip(els, disks, strict=True):
+        at = len(out)
+        for pos in range(len(out) - 1, -1, -1):
+            cur = out[pos][1]
+            if cur.target_bus is disk.target_bus and (
+                disk_index(cur.target_dev) > disk_index(disk.target_dev)
+            ):
+                at = pos
+        out.insert(at, (el, disk))
+    return [el for el, _ in out], tuple(d for _, d in out)
+
+
+def _bus_fits_device(r: Reader, tgt: etree._Element, bus: DiskBus, device: DiskDevice) -> None:
+    if device is DiskDevice.FLOPPY and bus is not DiskBus.FDC:
+        raise r.fail(E.INVALID_VALUE, tgt, f"a floppy cannot sit on the {bus} bus",
+                     "use <target dev='fda' bus='fdc'/>", attr="bus")
+    if bus is DiskBus.FDC and device is not DiskDevice.FLOPPY:
+        raise r.fail(E.INVALID_VALUE, tgt, "Invalid bus type 'fdc' for disk",
+                     "use device='floppy', or another bus", attr="bus")
+    if device is DiskDevice.CDROM and bus is DiskBus.VIRTIO:
+        raise r.fail(E.INVALID_VALUE, tgt, "disk type 'virtio' of 'vdX' does not support "
+                     "ejectable media", "use <target dev='sda' bus='sata'/> for a cdrom",
+                     attr="bus")
+    if device is DiskDevice.CDROM and bus is DiskBus.USB:
+        raise r.fail(E.INVALID_VALUE, tgt, "a cdrom cannot sit on the usb bus",
+                     "use <target dev='sda' bus='sata'/> for a cdrom", attr="bus")
+
+
+def auto_alias(disk: Disk, scsi_lsi: bool = False) -> str:
+    """libvirt's qemuAssignDeviceDiskAlias: virtio-disk0, usb-disk0, ide0-1-0 (controller-
+    bus-unit), sata0-0-2, fdc0-0-1, scsi0-0-0 (lsilogic) or scsi0-0-0-3 (+ target)."""
+    mt = DISK_DEV_RE[disk.target_bus].match(disk.target_dev)
     assert mt is not None  # checked at parse
-    idx = disk_index(mt.group(1))
-    if bus is DiskBus.VIRTIO:
-        return f"virtio-disk{idx}"
-    if bus is DiskBus.SATA:
-        return f"sata{idx // 6}-0-{idx % 6}"
-    return f"scsi{idx // 7}-0-0-{idx % 7}"
-
-
-def disk_index(letters: str) -> int:
-    """libvirt's virDiskNameToIndex: a=0 ... z=25, aa=26 ..."""
-    idx = 0
-    for i, c in enumerate(letters):
-        idx = (idx + (1 if i else 0)) * 26 + (ord(c) - ord("a"))
-    return idx
+    if disk.target_bus is DiskBus.VIRTIO:
+        return f"virtio-disk{disk_index(disk.target_dev)}"
+    if disk.target_bus is DiskBus.USB:
+        return f"usb-disk{disk_index(disk.target_dev)}"
+    addr = disk.address
+    assert isinstance(addr, DriveAddress), "drive addresses are assigned before aliases"
+    if disk.target_bus is DiskBus.SCSI and not scsi_lsi:
+        return f"scsi{addr.controller}-{addr.bus}-{addr.target}-{addr.unit}"
+    return f"{disk.target_bus}{addr.controller}-{addr.bus}-{addr.unit}"
 
 
 def format_disk(disk: Disk, w: Writer, live: bool) -> None:
     i2, i3 = IND * 2, IND * 3
-    w(f"{i2}<disk type='file' device={a(disk.device)}>")
-    w(f"{i3}<driver name='qemu' type={a(disk.format)}/>")
-    w(f"{i3}<source file={a(disk.source_file)}/>")
-    w(f"{i3}<target dev={a(disk.target_dev)} bus={a(disk.target_bus)}/>")
+    w(f"{i2}<disk type={a(disk.type)} device={a(disk.device)}>")
+    drv = "".join(
+        f" {k}={a(v)}" for k, v in (
+            ("type", disk.format), ("cache", disk.cache), ("io", disk.io),
+            ("discard", disk.discard), ("detect_zeroes", disk.detect_zeroes),
+        ) if v is not None
+    )
+    w(f"{i3}<driver name='qemu'{drv}/>")
+    if disk.source_file is not None:
+        attr = "file" if disk.type is DiskType.FILE else "dev"
+        w(f"{i3}<source {attr}={a(disk.source_file)}/>")
+    tattrs = f" dev={a(disk.target_dev)} bus={a(disk.target_bus)}"
+    if disk.tray is not None:
+        tattrs += f" tray={a(disk.tray)}"
+    if disk.removable is not None:
+        tattrs += f" removable='{'on' if disk.removable else 'off'}'"
+    w(f"{i3}<target{tattrs}/>")
     if disk.readonly:
         w(f"{i3}<readonly/>")
+    if disk.shareable:
+        w(f"{i3}<shareable/>")
+    if disk.serial is not None:
+        w(f"{i3}<serial>{t(disk.serial)}</serial>")
+    if disk.wwn is not None:
+        w(f"{i3}<wwn>{t(disk.wwn)}</wwn>")
     format_boot(disk.boot_order, w)
     format_alias(disk.alias, w, live)
+    if disk.address is not None:
+        w(f"{i3}{format_address(disk.address)}")
     w(f"{i2}</disk>")
+
+
+__all__ = [
+    "DetectZeroes", "Disk", "DiskBus", "DiskCache", "DiskDevice", "DiskDiscard", "DiskFormat",
+    "DiskIo", "DiskType", "Tray", "auto_alias", "format_disk", "parse_disk",
+]

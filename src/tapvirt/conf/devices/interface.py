@@ -11,6 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import AddressType, PciAddress, format_address, parse_address
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
 from tapvirt.conf.devices.netextras import (
     DRIVER_TUNING_ATTRS,
@@ -118,6 +119,7 @@ class Interface:
     boot_order: int | None = None
     script: str | None = None
     backend_tap: str | None = None  # <backend tap='/path'/>: the tun clone device to open
+    address: PciAddress | None = None  # the guest's PCI slot, assigned after parsing
     rom: Rom | None = None  # <rom bar= file= enabled=>
     sndbuf: int | None = None  # <tune><sndbuf>: the tap's send buffer (QEMU's sndbuf=)
     coalesce_rx_frames: int | None = None  # <coalesce><rx><frames max=N>
@@ -143,7 +145,7 @@ class Interface:
 DEFAULT_MODEL = NicModel.RTL8139
 _CHILDREN = (
     "mac", "source", "script", "target", "model", "driver", "backend", "link", "mtu",
-    "boot", "alias", "rom", "tune", "coalesce",
+    "boot", "alias", "rom", "tune", "coalesce", "address",
 )
 
 
@@ -255,7 +257,16 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
         alias=parse_alias(r, r.one(found, "alias"), f"net{index}"),
         boot_order=parse_boot(r, r.one(found, "boot")), script=script, backend_tap=backend_tap,
         rom=rom, sndbuf=sndbuf, coalesce_rx_frames=coalesce,
+        address=_address(r, r.one(found, "address")),
     )
+
+
+def _address(r: Reader, el: etree._Element | None) -> PciAddress | None:
+    if el is None:
+        return None
+    addr = parse_address(r, el, (AddressType.PCI,), "an interface")
+    assert isinstance(addr, PciAddress)
+    return addr
 
 
 def _target(
@@ -423,6 +434,8 @@ def format_interface(
     if iface.rom is not None:
         w(format_rom(iface.rom, i3))
     format_alias(iface.alias, w, live)
+    if iface.address is not None:
+        w(f"{i3}{format_address(iface.address)}")
     w(f"{i2}</interface>")
 
 

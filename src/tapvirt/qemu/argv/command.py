@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from tapvirt.conf.model import Domain, DomainType, LifecycleAction
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
+from tapvirt.qemu.argv.controller import controller_args
 from tapvirt.qemu.argv.cpu import cpu_args, smp_args
 from tapvirt.qemu.argv.disk import disk_args
 from tapvirt.qemu.argv.encode import opt
@@ -53,7 +54,8 @@ def build_argv(
     machine = machine_of(dom)
     acpi = "" if dom.features.acpi else ",acpi=off"
     argv += pflash_args(dom)
-    argv += ["-machine", f"{machine}{acpi}{machine_params(dom)}{firmware_machine_params(dom)}"
+    argv += ["-machine", f"{machine},usb=off{acpi}{machine_params(dom)}"
+                         f"{firmware_machine_params(dom)}"
                          f"{memory_machine_params(dom)}"]
     argv += ["-accel", "kvm" if dom.type is DomainType.KVM else "tcg"]
     argv += cpu_args(dom)
@@ -79,6 +81,7 @@ def build_argv(
         i.boot_order for i in dom.devices.interfaces)
     argv += boot_args(dom, per_device_boot)
     argv += smbios_args(dom)
+    argv += controller_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)

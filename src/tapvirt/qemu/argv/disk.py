@@ -1,70 +1,163 @@
-"""Disks: the storage controllers they need, -blockdev (file + format node) and -device,
-laid out as libvirt 9.0 does (AHCI ports, virtio-scsi target 0 with the index as LUN)."""
+"""Disks as libvirt 9.0 gives them to QEMU 7.2: a storage node and a format node per
+image (`-blockdev`), then the guest device (`-device`) on the bus its stored address
+names. An empty cdrom or floppy has a device and no node.
+
+Node names are `<alias>-storage` / `<alias>-format` (libvirt: `libvirt-N-storage`, N
+counted down over the disks and kept in its status XML): derived from the stable alias,
+the names of a running guest's nodes are known to hot-plug and unplug without a record
+of them. The guest sees no difference (docs/argv.md).
+
+The controllers the disks plug into are `tapvirt.qemu.argv.controller`'s; the floppy
+controller of pc machines is built in (`isa-fdc`, only its boot index is set here).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tapvirt.conf.model import Disk, DiskBus, DiskDevice, Domain
+from tapvirt.conf.addresses import DriveAddress, DriveBus, drive_address
+from tapvirt.conf.devices.disk import (
+    DetectZeroes,
+    Disk,
+    DiskBus,
+    DiskCache,
+    DiskDevice,
+    DiskDiscard,
+    DiskType,
+    Tray,
+)
+from tapvirt.conf.model import Domain
+from tapvirt.qemu.argv.controller import address_props, drive_bus_props
 from tapvirt.qemu.argv.encode import jsonarg
 from tapvirt.qemu.argv.machine import is_q35
 
-AHCI_PORTS = 6
-
 
 def disk_args(dom: Domain) -> list[str]:
-    argv: list[str] = []
     disks = dom.devices.disks
-    q35 = is_q35(dom)
-    # An AHCI controller has 6 ports: sdX with index i sits on controller i // 6, port i % 6
-    # (libvirt's layout). q35 has controller 0 built in, called "ide".
-    for ctl in sorted({_disk_unit(d.target_dev) // AHCI_PORTS for d in disks
-                       if d.target_bus is DiskBus.SATA}):
-        if ctl or not q35:
-            argv += ["-device", jsonarg({"driver": "ahci", "id": f"sata{ctl}"})]
-    if any(d.target_bus is DiskBus.SCSI for d in disks):
-        argv += ["-device", jsonarg({"driver": "virtio-scsi-pci", "id": "scsi0"})]
+    argv = _floppy_controller(dom)
     for n, disk in enumerate(disks):
         alias = disk.alias or f"disk{n}"
-        ro = disk.readonly or disk.device is DiskDevice.CDROM
-        argv += ["-blockdev", jsonarg({"driver": "file", "filename": disk.source_file,
-                                     "node-name": f"{alias}-file", "read-only": ro})]
-        argv += ["-blockdev", jsonarg({"driver": disk.format.value, "file": f"{alias}-file",
-                                     "node-name": f"{alias}-fmt", "read-only": ro})]
-        argv += ["-device", jsonarg(_disk_device(disk, alias, q35))]
+        node = alias
+        has_medium = disk.source_file is not None and disk.tray is not Tray.OPEN
+        if has_medium:
+            argv += ["-blockdev", jsonarg(storage_node(disk, node))]
+            argv += ["-blockdev", jsonarg(format_node(disk, node))]
+        argv += ["-device", jsonarg(disk_device(dom, disk, alias,
+                                                f"{node}-format" if has_medium else None))]
     return argv
 
 
-def _disk_device(disk: Disk, alias: str, q35: bool) -> dict[str, Any]:
-    unit = _disk_unit(disk.target_dev)
-    cd = disk.device is DiskDevice.CDROM
-    out: dict[str, Any]
-    if disk.target_bus is DiskBus.VIRTIO:
-        out = {"driver": "virtio-blk-pci", "drive": f"{alias}-fmt", "id": alias}
-    elif disk.target_bus is DiskBus.SATA:
-        ctl, port = divmod(unit, AHCI_PORTS)
-        bus = f"ide.{port}" if q35 and ctl == 0 else f"sata{ctl}.{port}"
-        out = {"driver": "ide-cd" if cd else "ide-hd", "bus": bus,
-               "drive": f"{alias}-fmt", "id": alias}
-    else:
-        # libvirt's virtio-scsi layout: target 0, the disk index as the LUN
-        out = {"driver": "scsi-cd" if cd else "scsi-hd", "bus": "scsi0.0", "channel": 0,
-               "scsi-id": 0, "lun": unit, "drive": f"{alias}-fmt", "id": alias}
-    if disk.boot_order is not None:
-        out["bootindex"] = disk.boot_order
+def _floppy_controller(dom: Domain) -> list[str]:
+    """A floppy's boot index is a property of the ISA floppy controller: built into pc
+    (set with -global), a device of its own on q35 (libvirt adds it with the floppies)."""
+    floppies = [d for d in dom.devices.disks if d.device is DiskDevice.FLOPPY]
+    if not floppies:
+        return []
+    boot: dict[str, int] = {}
+    for d in floppies:
+        unit = d.address.unit if isinstance(d.address, DriveAddress) else 0
+        if d.boot_order is not None and unit < 2:
+            boot[f"bootindex{'AB'[unit]}"] = d.boot_order
+    if is_q35(dom):
+        return ["-device", jsonarg({"driver": "isa-fdc", **dict(sorted(boot.items()))})]
+    out: list[str] = []
+    for key, order in sorted(boot.items()):
+        out += ["-global", f"isa-fdc.{key}={order}"]
     return out
 
 
-def _disk_unit(target: str) -> int:
-    """sda -> 0, sdb -> 1, vdaa -> 26 (libvirt's virDiskNameToIndex)."""
-    letters = target
-    for prefix in ("xvd", "sd", "hd", "vd"):
-        if target.startswith(prefix):
-            letters = target[len(prefix):]
-            break
-    n = 0
-    for ch in letters:
-        if not "a" <= ch <= "z":
-            break
-        n = n * 26 + (ord(ch) - ord("a") + 1)
-    return max(0, n - 1)
+def _effective_cache(disk: Disk) -> DiskCache | None:
+    """libvirt's qemuDomainPrepareDiskCachemode: a writable shared disk gets cache='none'
+    when the definition chose none itself (no host page cache between two guests)."""
+    if disk.cache in (None, DiskCache.DEFAULT) and disk.shareable and not disk.readonly:
+        return DiskCache.NONE
+    return disk.cache
+
+
+def _cache(disk: Disk) -> dict[str, Any]:
+    cache = _effective_cache(disk)
+    flags = cache.flags if cache is not None else None
+    if flags is None:
+        return {}
+    _writeback, direct, no_flush = flags
+    return {"cache": {"direct": direct, "no-flush": no_flush}}
+
+
+def storage_node(disk: Disk, node: str) -> dict[str, Any]:
+    """The protocol node: the file or block device itself."""
+    if disk.type is DiskType.BLOCK:
+        driver = "host_cdrom" if disk.device is DiskDevice.CDROM else "host_device"
+    else:
+        driver = "file"
+    out: dict[str, Any] = {"driver": driver, "filename": disk.source_file}
+    if disk.io is not None:
+        out["aio"] = str(disk.io)
+    out["node-name"] = f"{node}-storage"
+    out.update(_cache(disk))
+    out["auto-read-only"] = True
+    out["discard"] = "unmap"
+    return out
+
+
+def format_node(disk: Disk, node: str) -> dict[str, Any]:
+    """The format node (raw or qcow2) the guest device uses."""
+    out: dict[str, Any] = {"node-name": f"{node}-format", "read-only": disk.readonly}
+    if disk.discard is not None:
+        out["discard"] = str(disk.discard)
+    zeroes = disk.detect_zeroes
+    if zeroes is DetectZeroes.UNMAP and disk.discard is not DiskDiscard.UNMAP:
+        zeroes = DetectZeroes.ON  # libvirt: 'unmap' needs discard='unmap', else 'on'
+    if zeroes is not None:
+        out["detect-zeroes"] = str(zeroes)
+    out.update(_cache(disk))
+    out["driver"] = str(disk.format)
+    out["file"] = f"{node}-storage"
+    return out
+
+
+_DRIVE_BUSES = {DiskBus.IDE: DriveBus.IDE, DiskBus.SATA: DriveBus.SATA,
+                DiskBus.SCSI: DriveBus.SCSI, DiskBus.FDC: DriveBus.FDC}
+_DRIVERS = {
+    DiskBus.VIRTIO: ("virtio-blk-pci", "virtio-blk-pci"),
+    DiskBus.IDE: ("ide-hd", "ide-cd"),
+    DiskBus.SATA: ("ide-hd", "ide-cd"),
+    DiskBus.SCSI: ("scsi-hd", "scsi-cd"),
+    DiskBus.USB: ("usb-storage", "usb-storage"),
+    DiskBus.FDC: ("floppy", "floppy"),
+}
+
+
+def disk_device(dom: Domain, disk: Disk, alias: str, drive: str | None) -> dict[str, Any]:
+    """The guest's disk device (libvirt's qemuBuildDiskDeviceProps, in its key order)."""
+    cd = disk.device is DiskDevice.CDROM
+    out: dict[str, Any] = {"driver": _DRIVERS[disk.target_bus][cd]}
+    addr = disk.address
+    if addr is None and disk.target_bus in _DRIVE_BUSES:
+        # a model built without the post-parse step: the address its target name implies
+        addr = drive_address(_DRIVE_BUSES[disk.target_bus], disk.target_dev)
+    if isinstance(addr, DriveAddress):
+        out.update(drive_bus_props(dom, str(disk.target_bus), addr))
+    else:
+        out.update(address_props(dom, addr))
+    if disk.target_bus is DiskBus.SCSI:
+        # QEMU named the disk in its VPD page after the -drive; libvirt keeps that name
+        out["device_id"] = disk.serial or f"drive-{alias}"
+    if disk.shareable:
+        out["share-rw"] = True
+    if drive is not None:
+        out["drive"] = drive
+    out["id"] = alias
+    if disk.boot_order is not None and disk.device is not DiskDevice.FLOPPY:
+        out["bootindex"] = disk.boot_order
+    if disk.wwn is not None:
+        out["wwn"] = int(disk.wwn.removeprefix("0x"), 16)
+    if disk.target_bus is DiskBus.USB:
+        out["removable"] = bool(disk.removable)
+    cache = _effective_cache(disk)
+    if cache is not None and cache is not DiskCache.DEFAULT:
+        flags = cache.flags
+        assert flags is not None
+        out["write-cache"] = "on" if flags[0] else "off"
+    if disk.serial is not None:
+        out["serial"] = disk.serial.replace(" ", "\\ ")
+    return out

@@ -21,9 +21,10 @@ pcie-root-port found with query-pci (`free_root_port`).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
-from tapvirt.conf.model import Disk, DiskBus, DiskDevice, Interface, LinkState
+from tapvirt.conf.model import Disk, DiskBus, DiskType, Domain, Interface, LinkState
 from tapvirt.domains.live_errors import (
     HOTPLUG_FAILED,
     HOTPLUG_REFUSED,
@@ -31,7 +32,7 @@ from tapvirt.domains.live_errors import (
     NO_PCI_SLOT,
 )
 from tapvirt.errors import TapvirtError
-from tapvirt.qemu.argv.disk import _disk_device as disk_device
+from tapvirt.qemu.argv.disk import disk_device, format_node, storage_node
 from tapvirt.qemu.argv.interface import NetBackend, netdev, nic_device
 
 Step = dict[str, Any]
@@ -102,9 +103,10 @@ def nic_detach(alias: str, mac: str, *, timeout: float = DETACH_TIMEOUT) -> list
     return steps
 
 
-def disk_attach(disk: Disk, *, q35: bool, block: bool, has_scsi: bool,
+def disk_attach(disk: Disk, *, dom: Domain, block: bool, has_scsi: bool,
                 bus: str | None = None) -> list[Step]:
-    """blockdev-add (protocol node, format node) + device_add, each undone on failure."""
+    """blockdev-add (protocol node, format node) + device_add, each undone on failure;
+    the same objects as on the command line (tapvirt.qemu.argv.disk)."""
     alias = disk.alias or disk.target_dev
     subject = f"disk {disk.target_dev} ({disk.source_file})"
     if disk.target_bus is DiskBus.SATA:
@@ -117,12 +119,11 @@ def disk_attach(disk: Disk, *, q35: bool, block: bool, has_scsi: bool,
                            "the guest has no SCSI controller to plug a SCSI disk into",
                            "use <target bus='virtio'/> (vdX), or add it with --config and "
                            "restart")
-    ro = disk.readonly or disk.device is DiskDevice.CDROM
-    proto = {"driver": "host_device" if block else "file", "filename": disk.source_file,
-             "node-name": f"{alias}-file", "read-only": ro}
-    fmt = {"driver": disk.format.value, "file": f"{alias}-file", "node-name": f"{alias}-fmt",
-           "read-only": ro}
-    device = disk_device(disk, alias, q35)
+    if block and disk.type is DiskType.FILE:
+        disk = replace(disk, type=DiskType.BLOCK)  # a block device named by <source file>
+    proto = storage_node(disk, alias)
+    fmt = format_node(disk, alias)
+    device = disk_device(dom, disk, alias, fmt["node-name"])
     if bus is not None and disk.target_bus is DiskBus.VIRTIO:
         device["bus"] = bus
     refused = "see the reason; nothing was left behind"
@@ -143,15 +144,20 @@ def disk_attach(disk: Disk, *, q35: bool, block: bool, has_scsi: bool,
 def disk_detach(disk: Disk, *, timeout: float = DETACH_TIMEOUT) -> list[Step]:
     alias = disk.alias or disk.target_dev
     steps = device_detach(alias, f"disk {disk.target_dev}", timeout=timeout)
-    for node in (f"{alias}-fmt", f"{alias}-file"):
+    for node in (f"{alias}-format", f"{alias}-storage"):
         steps.append({"execute": "blockdev-del", "arguments": {"node-name": node},
                       "tolerate": {"GenericError": 0}})
     return steps
 
 
-def cdrom_change(disk: Disk, new_source: str) -> list[Step]:
-    """Swap a cdrom's medium (libvirt: update-device with a new <source file>)."""
+def cdrom_change(disk: Disk, new_source: str | None) -> list[Step]:
+    """Swap a cdrom's medium (libvirt: update-device with a new <source file>); no source:
+    eject it."""
     alias = disk.alias or disk.target_dev
+    if new_source is None:
+        return [{"execute": "eject", "arguments": {"id": alias, "force": True},
+                 "error": _err(HOTPLUG_FAILED, f"disk {disk.target_dev}",
+                               "QEMU could not eject the medium", "see the reason")}]
     return [{"execute": "blockdev-change-medium",
              "arguments": {"id": alias, "filename": new_source, "format": disk.format.value,
                            "read-only-mode": "read-only", "force": True},

@@ -66,8 +66,11 @@ def nic_driver(model: NicModel) -> str:
     return "virtio-net-pci" if model is NicModel.VIRTIO else model.value
 
 
-def nic_device(iface: Interface, alias: str, backend: NetBackend) -> dict[str, Any]:
-    """The -device object of a NIC (also the device_add arguments on hotplug)."""
+def nic_device(
+    iface: Interface, alias: str, backend: NetBackend, dom: Domain | None = None
+) -> dict[str, Any]:
+    """The -device object of a NIC (also the device_add arguments on hotplug); with the
+    domain, the interface's PCI slot (bus, addr) as well."""
     out: dict[str, Any] = {"driver": nic_driver(iface.model)}
     if iface.model is NicModel.VIRTIO:
         tuning = iface.driver.tuning if iface.driver is not None else None
@@ -84,6 +87,10 @@ def nic_device(iface: Interface, alias: str, backend: NetBackend) -> dict[str, A
     out["mac"] = iface.mac
     if iface.boot_order is not None:
         out["bootindex"] = iface.boot_order
+    if dom is not None:
+        from tapvirt.qemu.argv.controller import address_props
+
+        out.update(address_props(dom, iface.address))
     out.update(rom_props(iface.rom))  # after the address, as libvirt writes them
     return out
 
@@ -119,5 +126,5 @@ def interface_args(
         if backend is None:
             raise ValueError(f"no network backend for interface {alias}")
         argv += ["-netdev", jsonarg(netdev(backend, numbers, iface.sndbuf)),
-                 "-device", jsonarg(nic_device(iface, alias, backend))]
+                 "-device", jsonarg(nic_device(iface, alias, backend, dom))]
     return argv
