@@ -10,6 +10,8 @@ The last test kills QEMU in the middle of a hotplug, so it runs last.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import re
 import shutil
@@ -23,7 +25,7 @@ import pytest
 
 from tests.e2e.lab import BRIDGE_IP, Lab, wait_until, zombie
 from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unique
+from tests.support.sandbox import is_root, unique, unprivileged_python
 
 pytestmark = [
     pytest.mark.e2e,
@@ -168,6 +170,79 @@ def test_hotplug_macvtap(lab: Lab, guest: dict[str, Any]) -> None:
     since(lab, offset, rf"TV-IF-DEL {added.group(1)}")
     assert mac not in macs(lab)
     assert lab.snapshot(mvt) == before
+
+
+def helper_world(lab: Lab) -> list[str]:
+    """A prefix running a command where qemu-bridge-helper works, as packagers set it up
+    (Debian ships it without privileges and no /etc/qemu/bridge.conf): a private mount
+    namespace where /etc/qemu/bridge.conf says 'allow all' (an overlay of /etc, nothing
+    written to the host's) and the helper is a copy with the file capability
+    CAP_NET_ADMIN (the packaged setuid root variant, minus the root uid). The helper opens
+    /dev/net/tun, which this machine keeps 0600: the lab user's private tun node is bound
+    over it there."""
+    helper = lab.scratch / "qemu-bridge-helper"
+    if not helper.exists():
+        shutil.copy2("/usr/lib/qemu/qemu-bridge-helper", helper)
+        helper.chmod(0o755)
+        subprocess.run(["setcap", "cap_net_admin+ep", str(helper)], check=True)
+        for d in ("etc-upper/qemu", "etc-work"):
+            (lab.scratch / d).mkdir(parents=True)
+        (lab.scratch / "etc-upper/qemu/bridge.conf").write_text("allow all\n")
+    setup = (f"mount -t overlay overlay -o lowerdir=/etc,upperdir={lab.scratch}/etc-upper,"
+             f"workdir={lab.scratch}/etc-work /etc && "
+             f"mount --bind {helper} /usr/lib/qemu/qemu-bridge-helper && "
+             f"mount --bind {lab.tun} /dev/net/tun && exec \"$@\"")
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", setup, "sh"]
+
+
+def bridge_ports(lab: Lab, bridge: str) -> list[str]:
+    out = lab.netns.exec("ip", "-j", "link", "show", "master", bridge).stdout
+    return [link["ifname"] for link in json.loads(out or "[]")]
+
+
+def test_hotplug_bridge_through_the_helper(lab: Lab, guest: dict[str, Any]) -> None:
+    """Unprivileged onto a bridge: tapvirt runs qemu-bridge-helper, which makes a tap on
+    the bridge and hands over its fd; the guest gets a NIC on it, pings through it, and
+    the unplug takes the tap away with QEMU's fd. The user holds no capability; only the
+    helper's file does (the bounding set lets it through, as on an ordinary login)."""
+    mac, ip = "52:54:00:00:06:0f", "10.213.6.15"
+    br = unique("tvbh")
+    lab.netns.ip("link", "add", br, "type", "bridge")
+    lab.netns.ip("addr", "add", "10.213.6.1/24", "dev", br)
+    lab.netns.ip("link", "set", br, "up")
+    user = dataclasses.replace(lab.as_user, bounding_set="-all,+net_admin")
+    argv = [*helper_world(lab), *user.argv([
+        unprivileged_python(), "-m", "tapvirt.cli.main", "attach-interface", NAME, "bridge",
+        br, "--model", "virtio", "--mac", mac, "--live"])]
+    caps = subprocess.run([*helper_world(lab), *user.argv(["grep", "^Cap[PE]",
+                                                           "/proc/self/status"])],
+                          capture_output=True, text=True, check=True).stdout
+    assert caps.split() == ["CapPrm:", "0" * 16, "CapEff:", "0" * 16], caps
+    assert bridge_ports(lab, br) == []
+    offset = len(lab.console(NAME))
+    proc = subprocess.run(argv, check=False, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "Interface attached successfully"
+    ports = bridge_ports(lab, br)
+    assert len(ports) == 1, ports
+    tap = ports[0]
+    added = since(lab, offset, rf"TV-IF-ADD (\S+) mac={mac} ip={ip}")
+    rows = lab.tv_json("domiflist", NAME)["interfaces"]
+    assert {"interface": "net1", "type": "bridge", "device": tap, "model": "virtio",
+            "mac": mac} in rows, rows
+    assert f"<source bridge='{br}'/>" in lab.tv("dumpxml", NAME).stdout
+    assert wait_until(lambda: ping(lab, ip), 20), "host cannot ping through the bridge NIC"
+    stats = lab.tv_json("domifstat", NAME, tap)["stats"]  # found by the helper's tap name
+    assert stats["rx_packets"] > 0 and stats["tx_packets"] > 0, stats
+
+    offset = len(lab.console(NAME))
+    proc = lab.tv("detach-interface", NAME, "bridge", "--mac", mac)
+    assert proc.stdout.strip() == "Interface detached successfully"
+    since(lab, offset, rf"TV-IF-DEL {added.group(1)}")
+    assert mac not in macs(lab)
+    assert wait_until(lambda: lab.netns.link_json(tap) is None, 5), f"{tap} is still there"
+    assert bridge_ports(lab, br) == []
+    lab.netns.ip("link", "del", br)
 
 
 def test_busy_and_foreign_taps_are_refused_cleanly(lab: Lab, guest: dict[str, Any]) -> None:

@@ -398,6 +398,7 @@ def _open_host_side(
         else:
             run = bridge_helper or _real_bridge_helper
             backend.fds = run(bridge, helper=helper_path, vnet_hdr=vnet_hdr)
+            backend.device = _helper_tap_name(backend.fds)
     elif iface.type is InterfaceType.DIRECT:
         src = getattr(iface.source, "dev", "")
         mode = getattr(iface.source, "mode", DirectMode.VEPA)
@@ -430,6 +431,18 @@ def _open_vhost(iface: Interface, backend: Backend, opener: VhostOpener | None) 
                 f"{os.strerror(exc.errno or 0)}",
                 "remove name='vhost' from <driver>") from None
         return OwnedFds()  # libvirt: a warning, and QEMU's own virtio-net backend
+
+
+def _helper_tap_name(fds: OwnedFds) -> str | None:
+    """The kernel names the helper's tap (tap0, tap1...): TUNGETIFF on its fd says which,
+    as libvirt asks, so domiflist, domifstat and the live XML name it. None for an fd that
+    is no tun fd (the FakeHost's)."""
+    from tapvirt.host.tunioctl import get_iff
+
+    try:
+        return get_iff(fds.fds[0])[0] or None
+    except OSError:
+        return None
 
 
 def _real_bridge_helper(bridge: str, *, helper: str, vnet_hdr: bool) -> OwnedFds:
