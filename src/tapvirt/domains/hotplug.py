@@ -619,6 +619,7 @@ def _scopes(name: str, how: Affect) -> list[tuple[str, Domain]]:
 
 def _only_link_changes(old: Interface, new: Interface, name: str) -> None:
     norm = dataclasses.replace(new, link_state=old.link_state, alias=old.alias,
+                               address=new.address or old.address,
                                model=new.model if new.model_given else old.model,
                                model_given=old.model_given)
     diff = [f.name for f in dataclasses.fields(old)
@@ -637,7 +638,8 @@ def _only_media_changes(old: Disk, new: Disk, name: str) -> None:
         raise TapvirtError(HOTPLUG_UNSUPPORTED, f"domain {name}, disk {old.target_dev}",
                            "only a cdrom's medium can be changed in place",
                            "detach the disk and attach the changed one")
-    norm = dataclasses.replace(new, source_file=old.source_file, alias=old.alias)
+    norm = dataclasses.replace(new, source_file=old.source_file, alias=old.alias,
+                               address=new.address or old.address)
     if norm != old:
         raise TapvirtError(HOTPLUG_UNSUPPORTED, f"domain {name}, disk {old.target_dev}",
                            "only the <source file> of a cdrom can change",
