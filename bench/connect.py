@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import time
@@ -316,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{v2} (goal within {GOAL_SCALING * 100:.0f} %; {what} "
                   f"{did('lookup') * 100:+.1f} %, back-to-back loop "
                   f"{did('connect') * 100:+.1f} %)")
-        command = (f"cd {os.getcwd()} && PYTHONPATH=src {sys.executable} -m bench.connect"
+        # run from the repository root, as every command in the docs (no machine's paths)
+        command = ("PYTHONPATH=src /opt/tapvirt/venv/bin/python -m bench.connect"
                    + (" --quick" if args.quick else "")
                    + (f" --links {links}" if args.links is not None else "")
                    + (f" --rounds {rounds}" if args.rounds is not None else "")
