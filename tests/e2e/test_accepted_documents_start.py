@@ -62,7 +62,18 @@ def test_golden_cases_exist() -> None:
     assert len(GOLDEN_CASES) >= 30, "the golden xml2argv corpus went missing"
 
 
-@pytest.mark.parametrize("case", GOLDEN_CASES, ids=lambda p: p.stem)
+# Accepted and turned into libvirt's argv, but not startable yet: QEMU connects to a swtpm
+# socket, and tapvirt does not run swtpm for the guest yet (issue 10), nor does this test
+# run one for an external backend. Strict: the day they start, the mark must go.
+_NEEDS_SWTPM = pytest.mark.xfail(
+    strict=True, reason="QEMU needs a running swtpm on the TPM socket; tapvirt does not "
+    "start swtpm yet (issue 10)")
+_GOLDEN_PARAMS = [pytest.param(p, id=p.stem, marks=_NEEDS_SWTPM)
+                  if p.stem in ("dev-tpm-emulator", "dev-tpm-external") else
+                  pytest.param(p, id=p.stem) for p in GOLDEN_CASES]
+
+
+@pytest.mark.parametrize("case", _GOLDEN_PARAMS)
 def test_golden_case_starts(case: Path, golden_results: dict[Path, Result]) -> None:
     result = golden_results[case]
     assert result.ok, f"{case.name}: {result.error}"
