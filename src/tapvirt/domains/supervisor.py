@@ -163,6 +163,9 @@ class Supervisor:
             # QEMU makes it with the umask's mode; the directory is private already, but
             # the socket itself is also ours alone
             os.chmod(qmp_path, 0o600)
+            from tapvirt.domains.agent import secure_sockets
+
+            secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
