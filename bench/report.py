@@ -131,6 +131,12 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
     if many:
         goals.append(goal(f"{many.get('guests')} paused guests: last 10 / first 10 starts",
                           float(many["ratio"]), "<=", float(many.get("goal", 1.1))))
+        if "own_ratio" in many:  # tapvirt's own share: start minus QEMU's spawn -> QMP
+            goals.append(goal(f"{many.get('guests')} paused guests: tapvirt's own share, "
+                              "last 10 / first 10", float(many["own_ratio"]), "<=", 1.1))
+        for count, mib in (raw.get("pss_per_guest_at_mib") or {}).items():
+            goals.append(goal(f"PSS outside QEMU per running guest, {count} guests",
+                              float(mib), "<=", 3.0, "MiB"))
         rss = many.get("supervisor_rss_mib", {})
         pss = many.get("supervisor_pss_mib", {})
         goals.append(goal("supervisor RSS per running guest (mean)", float(rss.get("mean", 0)),
@@ -139,6 +145,9 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
                        "columns": ["measure", "value"],
                        "rows": [["first 10 starts (median ms)", round(many["first"] * 1000)],
                                 ["last 10 starts (median ms)", round(many["last"] * 1000)],
+                                ["tapvirt's own share, first / last 10 (median ms)",
+                                 f"{float(many.get('own_first', 0)) * 1000:.0f} / "
+                                 f"{float(many.get('own_last', 0)) * 1000:.0f}"],
                                 ["supervisor RSS mean / max (MiB)",
                                  f"{rss.get('mean', 0):.1f} / {rss.get('max', 0):.1f}"],
                                 ["supervisor PSS mean / max (MiB)",
