@@ -122,6 +122,12 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
             cold = float(lv["first_call_s"]) * 1000
             rows.append(["first virsh call, cold (spawns libvirtd; `virsh define`)",
                          round(cold), f"{cold / tv_ms:.2f}"])
+        procs = lv.get("processes_outside_qemu") or []
+        if procs:
+            rows.append([f"libvirt outside QEMU: {len(procs)} process(es), RSS / PSS MiB "
+                         "(shared by the user's guests)",
+                         f"{sum(p['rss_mib'] for p in procs):.1f} / "
+                         f"{sum(p['pss_mib'] for p in procs):.1f}", ""])
     elif lv:
         rows.append(["virsh start (libvirt session)", str(lv), ""])
     tables = []
