@@ -122,6 +122,12 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
             cold = float(lv["first_call_s"]) * 1000
             rows.append(["first virsh call, cold (spawns libvirtd; `virsh define`)",
                          round(cold), f"{cold / tv_ms:.2f}"])
+        procs = lv.get("processes_outside_qemu") or []
+        if procs:
+            rows.append([f"libvirt outside QEMU: {len(procs)} process(es), RSS / PSS MiB "
+                         "(shared by the user's guests)",
+                         f"{sum(p['rss_mib'] for p in procs):.1f} / "
+                         f"{sum(p['pss_mib'] for p in procs):.1f}", ""])
     elif lv:
         rows.append(["virsh start (libvirt session)", str(lv), ""])
     tables = []
@@ -131,6 +137,12 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
     if many:
         goals.append(goal(f"{many.get('guests')} paused guests: last 10 / first 10 starts",
                           float(many["ratio"]), "<=", float(many.get("goal", 1.1))))
+        if "own_ratio" in many:  # tapvirt's own share: start minus QEMU's spawn -> QMP
+            goals.append(goal(f"{many.get('guests')} paused guests: tapvirt's own share, "
+                              "last 10 / first 10", float(many["own_ratio"]), "<=", 1.1))
+        for count, mib in (raw.get("pss_per_guest_at_mib") or {}).items():
+            goals.append(goal(f"PSS outside QEMU per running guest, {count} guests",
+                              float(mib), "<=", 3.0, "MiB"))
         rss = many.get("supervisor_rss_mib", {})
         pss = many.get("supervisor_pss_mib", {})
         goals.append(goal("supervisor RSS per running guest (mean)", float(rss.get("mean", 0)),
@@ -139,6 +151,9 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
                        "columns": ["measure", "value"],
                        "rows": [["first 10 starts (median ms)", round(many["first"] * 1000)],
                                 ["last 10 starts (median ms)", round(many["last"] * 1000)],
+                                ["tapvirt's own share, first / last 10 (median ms)",
+                                 f"{float(many.get('own_first', 0)) * 1000:.0f} / "
+                                 f"{float(many.get('own_last', 0)) * 1000:.0f}"],
                                 ["supervisor RSS mean / max (MiB)",
                                  f"{rss.get('mean', 0):.1f} / {rss.get('max', 0):.1f}"],
                                 ["supervisor PSS mean / max (MiB)",

@@ -472,6 +472,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             _trace("definition loaded")
+            if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
+                from tapvirt.qemu import fwdesc
+
+                dom = fwdesc.resolve(dom)
+                fwdesc.prepare(dom)
             if dom.devices.disks:
                 from tapvirt.qemu.storage import check_disk_sources
 
