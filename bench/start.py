@@ -398,6 +398,19 @@ class Bench:
         while proc.poll() is None and time.monotonic() < deadline:
             reap_orphans()
             time.sleep(0.02)
+        # what libvirt keeps running for the user outside QEMU (the session daemon stays
+        # until its idle timeout): processes, RSS and PSS, shared by all of the user's guests
+        daemons = []
+        for pid in subprocess.run(["pgrep", "-u", str(self.user.uid)], capture_output=True,
+                                  text=True, check=False).stdout.split():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                comm = Path(f"/proc/{pid}/comm").read_text().strip()
+                if comm.startswith("qemu"):
+                    continue
+                status = Path(f"/proc/{pid}/status").read_text()
+                daemons.append({"comm": comm, "rss_mib": int(
+                    status.split("VmRSS:")[1].split()[0]) / 1024,
+                    "pss_mib": self.pss_mib(int(pid))})
         try:
             res = json.loads(outfile.read_text())
         except ValueError:
@@ -406,6 +419,7 @@ class Bench:
         starts = [r["s"] for r, j in zip(res, jobs, strict=True) if j[3] == "start"]
         bad = [r["err"] for r in res if r["rc"]]
         self.results["libvirt"] = {"virsh_start_s": starts, "errors": bad[:2],
+                                   "processes_outside_qemu": daemons,
                                    # the first virsh call spawns the session daemon: cold
                                    "first_call_s": res[0]["s"] if res else None}
 
@@ -477,6 +491,13 @@ def report(res: dict[str, Any]) -> str:
         lines.append(f"libvirt (session): virsh start {median(lv['virsh_start_s']) * 1000:.0f} ms"
                      f" (median of {len(lv['virsh_start_s'])})"
                      + (f"; errors: {lv['errors']}" if lv["errors"] else ""))
+        if lv.get("first_call_s"):
+            lines.append(f"  first virsh call, cold (spawns the session daemon): "
+                         f"{lv['first_call_s'] * 1000:.0f} ms")
+        procs = lv.get("processes_outside_qemu") or []
+        lines.append(f"  outside QEMU: {len(procs)} process(es) "
+                     + ", ".join(f"{p['comm']} RSS {p['rss_mib']:.1f} / PSS {p['pss_mib']:.1f} MiB"
+                                 for p in procs))
     elif lv:
         lines.append(f"libvirt: {lv if not isinstance(lv, dict) else lv['errors']}")
     return "\n".join(lines)
