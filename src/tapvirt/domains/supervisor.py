@@ -1,7 +1,8 @@
 """The per-guest supervisor: QEMU's parent for the guest's whole life.
 
-`tapvirt start` runs `python -S -m tapvirt.domains.supervisor FD` as early as it can,
-so that the supervisor's interpreter starts while the launcher parses and connects;
+`tapvirt start` runs `python -I -S -B -c "<import this module's main>" ROOT FD` as early
+as it can, so that the supervisor's interpreter starts while the launcher parses and
+connects (-I: PYTHON* variables ignored, ROOT is the launcher's own package root);
 FD is one end of a socketpair. The supervisor detaches at once (forks once more, so it
 is nobody's child but init's) and waits for its job: one JSON message carrying the
 interface fds (SCM_RIGHTS). It then spawns QEMU paused with those fds renumbered as
@@ -162,6 +163,9 @@ class Supervisor:
             # QEMU makes it with the umask's mode; the directory is private already, but
             # the socket itself is also ours alone
             os.chmod(qmp_path, 0o600)
+            from tapvirt.domains.agent import secure_sockets
+
+            secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))

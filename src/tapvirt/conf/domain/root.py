@@ -217,7 +217,8 @@ def _check_boot(r: Reader, os_el: etree._Element, dom: Domain) -> None:
         raise r.fail(E.MISSING_ELEMENT, where if where is not None else os_el,
                      "need at least one serial port to use BIOS serial output",
                      "add <serial type='pty'/> to <devices>, or remove useserial='yes'")
-    if ob.loader is not None and ob.loader.secure:
+    if ob.loader is not None and ob.loader.secure and dom.os.firmware is None:
+        # with firmware='efi' the chosen firmware's requires-smm turns SMM on (qemu.fwdesc)
         where = os_el.find("loader")
         assert where is not None
         if "q35" not in (dom.os.machine or ""):

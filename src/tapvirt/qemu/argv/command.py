@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tapvirt.conf.model import Domain, DomainType, LifecycleAction
+from tapvirt.qemu.argv.bootorder import device_boot_order
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
 from tapvirt.qemu.argv.controller import controller_args
@@ -53,6 +54,7 @@ def build_argv(
     spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
     order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given.
     `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
+    dom = device_boot_order(dom)
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
