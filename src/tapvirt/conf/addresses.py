@@ -844,6 +844,18 @@ class _Assigner:
     def multifunction(self) -> None:
         """virDomainPCIAddressSetAllMulti: function 0 of a shared slot says multifunction."""
         shared = {(a.domain, a.bus, a.slot) for a in self.addr.values() if a.function}
+        for d in self.devices:
+            a0 = self.addr.get(d.key)
+            if (a0 is not None and a0.function == 0 and a0.multifunction is False
+                    and (a0.domain, a0.bus, a0.slot) in shared):
+                # libvirt keeps the explicit 'off'; QEMU then refuses the other functions
+                raise _AddressSet._fail(
+                    d, ADDRESS_UNUSABLE, f"PCI slot {a0} has multifunction='off', but other "
+                    "devices use functions of the same slot (QEMU: single function device "
+                    "can't be populated in another function)",
+                    "write multifunction='on' on function 0, or move the other functions "
+                    "to another slot",
+                )
         for key, a in list(self.addr.items()):
             if a.function == 0 and a.multifunction is None and (a.domain, a.bus, a.slot) in shared:
                 self.addr[key] = replace(a, multifunction=True)
