@@ -234,6 +234,13 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
                 "remove model=", attr="model",
             )
         model = cast("ControllerModel", r.enum(el, "model", enum))
+    if ctype is ControllerType.PCI and model is None:
+        # libvirt's schema requires it (its C parser would pick one per machine)
+        raise r.fail(
+            E.MISSING_ATTRIBUTE, el, "a PCI controller needs a model",
+            "write model='pci-root'/'pcie-root' for index 0, model='pci-bridge' (pc) or "
+            "model='pcie-root-port' (q35) beyond it", attr="model",
+        )
     if isinstance(model, ScsiModel) and model in _SCSI_REFUSED:
         raise r.fail(
             E.UNSUPPORTED_MODEL, el,
