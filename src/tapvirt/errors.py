@@ -120,6 +120,7 @@ _CODE_MODULES = (
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",
     "tapvirt.qemu.storage",
+    "tapvirt.qemu.hostnuma",
     "tapvirt.qemu.fwdesc",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",
