@@ -325,9 +325,11 @@ class PendingSupervisor:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
-        # -S: no site (saves memory and time); the package is found through PYTHONPATH
-        env["PYTHONPATH"] = _package_root() + (
-            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # -I -S: no site, no user site, no PYTHON* variables (saves memory and time, and
+        # a PYTHONPATH of the caller's cannot change what the supervisor runs); the
+        # package is the launcher's own, put first on the path by the -c code
+        boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from tapvirt.domains.supervisor import main; raise SystemExit(main())")
         try:
             log_fd = os.open(dd.supervisor_log,
                              os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -345,7 +347,7 @@ class PendingSupervisor:
 
             self.proc = Process(os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-S", "-m", "tapvirt.domains.supervisor",
+                [sys.executable, "-I", "-S", "-B", "-c", boot, _package_root(),
                  str(theirs.fileno())],
                 env, setsid=True,
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
@@ -475,12 +477,20 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             _trace("definition loaded")
+<<<<<<< HEAD
             tpm_job = None
             if dom.devices.tpm is not None:
                 from tapvirt.domains.swtpm import prepare
 
                 tpm_job = prepare(dom.devices.tpm, name=dom.name, uuid=dom.uuid,
                                   runtime_dir=dd.qmp_socket.parent, transient=transient)
+=======
+            if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
+                from tapvirt.qemu import fwdesc
+
+                dom = fwdesc.resolve(dom)
+                fwdesc.prepare(dom)
+>>>>>>> main
             if dom.devices.disks:
                 from tapvirt.qemu.storage import check_disk_sources
 
@@ -794,8 +804,9 @@ def _quit_through_qmp(dd: DomainDir) -> None:
         time.sleep(0.02)
 
 
-def shutdown(name: str, *, timeout: float = 60.0) -> State:
-    """ACPI power-down through QMP; destroy if the guest is still running after `timeout`."""
+def shutdown(name: str, *, timeout: float = 60.0, mode: str = "acpi") -> State:
+    """ACPI power-down through QMP (or, mode agent, the guest agent's guest-shutdown);
+    destroy if the guest is still running after `timeout`."""
     from tapvirt.qemu.qmp import QmpClient
 
     dd, st = _running_dir(name)
@@ -804,6 +815,11 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
                            f"wait, or stop it now: tapvirt destroy {name}")
     from tapvirt.domains.control import control_socket
 
+    agent_conn = None
+    if mode == "agent":
+        from tapvirt.domains import agent
+
+        agent_conn = agent.connect(name)  # agent-unresponsive before anything changed
     pidfd = _supervisor_pidfd(dd)
     supervised = pidfd is not None and control_socket(dd).exists()
     if pidfd is None:
@@ -812,7 +828,10 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
         os.close(pidfd)
         pidfd, supervised = None, False
     try:
-        if supervised:
+        if agent_conn is not None:
+            with agent_conn:
+                agent_conn.execute("guest-shutdown", {"mode": "powerdown"}, reply=False)
+        elif supervised:
             # through the supervisor: it runs one QMP request at a time, so a power-down
             # never races a hotplug for the monitor (it waits for it instead)
             from tapvirt.domains import live

@@ -1,7 +1,8 @@
 """The per-guest supervisor: QEMU's parent for the guest's whole life.
 
-`tapvirt start` runs `python -S -m tapvirt.domains.supervisor FD` as early as it can,
-so that the supervisor's interpreter starts while the launcher parses and connects;
+`tapvirt start` runs `python -I -S -B -c "<import this module's main>" ROOT FD` as early
+as it can, so that the supervisor's interpreter starts while the launcher parses and
+connects (-I: PYTHON* variables ignored, ROOT is the launcher's own package root);
 FD is one end of a socketpair. The supervisor detaches at once (forks once more, so it
 is nobody's child but init's) and waits for its job: one JSON message carrying the
 interface fds (SCM_RIGHTS). It then spawns QEMU paused with those fds renumbered as
@@ -79,6 +80,10 @@ class Supervisor:
         self.job = job
         self.dd = DomainDir(Path(job["root"]), job["name"])
         self.argv: list[str] = list(job["argv"])
+        from tapvirt.domains import events
+
+        self.argv += events.monitor_args(str(self.dd.qmp_socket))  # the events monitor
+        self.follower: events.Follower | None = None
         self.fds: list[int] = list(job["fds"])
         # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
         self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
@@ -170,6 +175,10 @@ class Supervisor:
             # QEMU makes it with the umask's mode; the directory is private already, but
             # the socket itself is also ours alone
             os.chmod(qmp_path, 0o600)
+            from tapvirt.domains.agent import secure_sockets
+
+            secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
+            self._follow_events(subject)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
@@ -194,6 +203,35 @@ class Supervisor:
             self.state.reason = "started paused"
         self.dd.write(self.state)
 
+    def _follow_events(self, subject: str) -> None:
+        from tapvirt.domains import events
+
+        if self.follower is not None:
+            self.follower.close()
+        try:
+            self.follower = events.Follower(str(self.dd.qmp_socket), subject)
+        except TapvirtError as err:  # the guest runs; its state follows verbs only
+            self.follower = None
+            log(f"not following QEMU's events: {err.cause}")
+
+    def _on_events(self) -> None:
+        from tapvirt.domains import events
+
+        assert self.follower is not None
+        got = self.follower.read()
+        if got is None:  # QEMU closed it: it is ending, the pidfd tells the rest
+            self.follower.close()
+            self.follower = None
+            return
+        changed = False
+        for ev in got:
+            did, line = events.apply(self.state, ev, self.follower.pending)
+            changed = changed or did
+            if line:
+                log(line)
+        if changed:
+            self.dd.write(self.state)
+
     def _destroyed_while_starting(self) -> TapvirtError:
         return TapvirtError(
             DESTROYED_WHILE_STARTING, f"domain {self.state.name}",
@@ -212,8 +250,13 @@ class Supervisor:
                 watched: list[Any] = [pidfd, self._wake_r]
                 if self.control is not None:
                     watched.append(self.control)
+<<<<<<< HEAD
                 if self.tpm is not None and self.tpm.pidfd is not None:
                     watched.append(self.tpm.pidfd)
+=======
+                if self.follower is not None:
+                    watched.append(self.follower)
+>>>>>>> main
                 ready, _, _ = select.select(watched, [], [], timeout)
                 if self.tpm is not None and self.tpm.pidfd in ready:
                     self.helper_ended(pidfd)
@@ -224,6 +267,8 @@ class Supervisor:
                     return self.proc.wait()
                 if self.control is not None and self.control in ready:
                     self.serve_control()
+                if self.follower is not None and self.follower in ready:
+                    self._on_events()
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
                     log(f"QEMU {self.proc.pid} ignored SIGTERM for {DESTROY_GRACE:g} s: SIGKILL")
                     with contextlib.suppress(OSError):
