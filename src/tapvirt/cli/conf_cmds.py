@@ -23,15 +23,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("undefine", help="remove a domain's definition")
     p.add_argument("name", metavar="NAME")
-<<<<<<< HEAD
     tpm = p.add_mutually_exclusive_group()
     tpm.add_argument("--tpm", action="store_true",
                      help="also remove its TPM state (even with persistent_state='yes')")
     tpm.add_argument("--keep-tpm", action="store_true", help="keep its TPM state")
-=======
     p.add_argument("--nvram", action="store_true", help="also remove the UEFI NVRAM file")
     p.add_argument("--keep-nvram", action="store_true", help="keep the UEFI NVRAM file")
->>>>>>> main
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_undefine)
 
@@ -120,16 +117,12 @@ def cmd_undefine(args: argparse.Namespace) -> int:
     from tapvirt.domains.nvram_cmds import check_undefine, remove_nvram
     from tapvirt.domains.store import Store
 
-<<<<<<< HEAD
-    dom = Store().undefine(args.name)
-    tpm = _undefine_tpm(dom, args)
-=======
     store = Store()
     nvram = check_undefine(store, args.name, remove=args.nvram, keep=args.keep_nvram)
-    store.undefine(args.name)
+    dom = store.undefine(args.name)
     if nvram is not None and args.nvram:
         remove_nvram(nvram)
->>>>>>> main
+    tpm = _undefine_tpm(dom, args)
     if args.json:
         print_json({"ok": True, "name": args.name, **tpm})
     else:

@@ -477,20 +477,17 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             _trace("definition loaded")
-<<<<<<< HEAD
             tpm_job = None
             if dom.devices.tpm is not None:
                 from tapvirt.domains.swtpm import prepare
 
                 tpm_job = prepare(dom.devices.tpm, name=dom.name, uuid=dom.uuid,
                                   runtime_dir=dd.qmp_socket.parent, transient=transient)
-=======
             if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
                 from tapvirt.qemu import fwdesc
 
                 dom = fwdesc.resolve(dom)
                 fwdesc.prepare(dom)
->>>>>>> main
             if dom.devices.disks:
                 from tapvirt.qemu.storage import check_disk_sources
 

@@ -250,13 +250,10 @@ class Supervisor:
                 watched: list[Any] = [pidfd, self._wake_r]
                 if self.control is not None:
                     watched.append(self.control)
-<<<<<<< HEAD
                 if self.tpm is not None and self.tpm.pidfd is not None:
                     watched.append(self.tpm.pidfd)
-=======
                 if self.follower is not None:
                     watched.append(self.follower)
->>>>>>> main
                 ready, _, _ = select.select(watched, [], [], timeout)
                 if self.tpm is not None and self.tpm.pidfd in ready:
                     self.helper_ended(pidfd)
