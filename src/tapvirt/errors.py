@@ -121,6 +121,7 @@ _CODE_MODULES = (
     "tapvirt.domains.live_errors",
     "tapvirt.domains.swtpm",
     "tapvirt.qemu.storage",
+    "tapvirt.qemu.hostnuma",
     "tapvirt.qemu.fwdesc",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",

@@ -492,6 +492,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.storage import check_disk_sources
 
                 check_disk_sources(dom)
+            if dom.numatune is not None:
+                from tapvirt.qemu.hostnuma import check_numatune
+
+                check_numatune(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 
