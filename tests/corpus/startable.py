@@ -6,6 +6,8 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
   `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
+* `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
+  from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
@@ -80,6 +82,19 @@ def _set_small_memory(root: etree._Element) -> None:
         if el is not None:
             el.text = str(SMALL_MIB)
             el.set("unit", "MiB")
+
+
+def _host_numa_nodes(root: etree._Element) -> None:
+    from tapvirt.conf.domain.numa import format_bitmap
+    from tapvirt.qemu.hostnuma import allowed_nodes
+
+    nt = root.find("numatune")
+    if nt is None:
+        return
+    have = format_bitmap(tuple(sorted(allowed_nodes())))
+    for el in nt:
+        if el.get("nodeset") is not None:
+            el.set("nodeset", have)
 
 
 def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
@@ -166,6 +181,7 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         if cpu is not None and cpu.get("mode") == "host-passthrough":
             cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
     _set_small_memory(root)
+    _host_numa_nodes(root)
     os_el = root.find("os")
     if os_el is not None:
         for tag, replacement in (("kernel", kernel), ("initrd", initrd)):
