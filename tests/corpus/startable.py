@@ -20,7 +20,8 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `type='user'` stays; other types are left as they are;
 * chardev and `<log>` files and unix sockets move into the scratch directory (a unix
   client socket becomes a listening one: there is no peer to connect to);
-* VNC/SPICE `socket=` paths move into the scratch directory;
+* VNC/SPICE `socket=` paths move into the scratch directory, listen addresses of another
+  machine become 127.0.0.1;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
   OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd, with
   OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf).
@@ -147,6 +148,12 @@ def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
                             *root.iterfind("devices/graphics/listen")]):
         if el.get("socket"):
             el.set("socket", str(scratch / f"{name}-g{n}.sock"))
+        # another machine's address (libvirt's tests listen on 2001:1:2:3:...): loopback
+        if el.get("listen") not in (None, "127.0.0.1", "::1", "0.0.0.0", "::"):
+            el.set("listen", "127.0.0.1")
+        if el.tag == "listen" and el.get("address") not in (None, "127.0.0.1", "::1",
+                                                             "0.0.0.0", "::"):
+            el.set("address", "127.0.0.1")
 
 
 def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
