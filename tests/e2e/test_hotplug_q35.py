@@ -172,3 +172,20 @@ def test_agent_channel_socket_and_a_guest_without_an_agent(lab: Lab,
         assert time.monotonic() - t0 < 60
         assert lab.tv_json("domstate", NAME)["state"] == "running"
     assert ping(lab, guest["ip"])
+
+
+def test_state_follows_a_stop_and_cont_behind_tapvirts_back(lab: Lab,
+                                                           guest: dict[str, Any]) -> None:
+    """The supervisor follows QEMU's STOP/RESUME events: a raw monitor `stop` (no verb
+    of tapvirt's knows it) makes the state paused (unknown, as libvirt says), `cont`
+    running again (unpaused)."""
+    assert lab.tv("qemu-monitor-command", NAME, '{"execute":"stop"}').returncode == 0
+    assert wait_until(lambda: lab.tv_json("domstate", NAME)["state"] == "paused", 10)
+    assert lab.tv("domstate", NAME, "--reason").stdout.strip() == "paused (unknown)"
+    assert not ping(lab, guest["ip"])
+    assert lab.tv("qemu-monitor-command", NAME, '{"execute":"cont"}').returncode == 0
+    assert wait_until(lambda: lab.tv_json("domstate", NAME)["state"] == "running", 10)
+    assert lab.tv("domstate", NAME, "--reason").stdout.strip() == "running (unpaused)"
+    assert wait_until(lambda: ping(lab, guest["ip"]), 20)
+    log = (lab.rundir(NAME) / "supervisor.log").read_text()
+    assert "event STOP: paused (unknown)" in log and "event RESUME" in log

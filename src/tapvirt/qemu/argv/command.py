@@ -24,7 +24,12 @@ from tapvirt.qemu.argv.firmware import (
 )
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
-from tapvirt.qemu.argv.memory import iothread_args, memory_args, memory_machine_params
+from tapvirt.qemu.argv.memory import (
+    iothread_args,
+    memory_args,
+    memory_machine_params,
+    numa_args,
+)
 from tapvirt.qemu.argv.peripherals import peripheral_args, runtime_dir_of
 
 
@@ -63,6 +68,7 @@ def build_argv(
     argv += cpu_args(dom)
     argv += memory_args(dom)
     argv += smp_args(dom)
+    argv += numa_args(dom)
     argv += iothread_args(dom)
     argv += ["-uuid", dom.uuid]
     argv += ["-no-user-config", "-nodefaults", "-display", "none"]
