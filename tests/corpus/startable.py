@@ -24,7 +24,10 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   machine become 127.0.0.1;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
   OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd, with
-  OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf).
+  OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf); a
+  writable pflash BIOS of another machine becomes a blank flash image of the user's;
+* empty placeholder kernels (virt-install's) become the test guest's too;
+* `<driver name='vhost'>` on interfaces goes (vhost-net needs KVM; no KVM here).
 
 Pure: returns the new text and what the caller must create (taps, images).
 """
@@ -70,6 +73,11 @@ class Plan:
 
 def _exists(path: str | None) -> bool:
     return bool(path) and os.path.exists(str(path))
+
+
+def _has_content(path: str | None) -> bool:
+    """A real file (virt-install's corpus names empty placeholders for kernels)."""
+    return _exists(path) and os.path.getsize(str(path)) > 0
 
 
 def _set_small_memory(root: etree._Element) -> None:
@@ -177,7 +185,7 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     if os_el is not None:
         for tag, replacement in (("kernel", kernel), ("initrd", initrd)):
             el = os_el.find(tag)
-            if el is not None and not _exists(el.text):
+            if el is not None and not _has_content(el.text):
                 el.text = replacement
         loader = os_el.find("loader")
         if (loader is not None and loader.text and not _exists(loader.text)
@@ -185,6 +193,14 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
             # another distribution's (or a made-up) path of the same firmware
             secure = "secboot" in loader.text
             loader.text = _OVMF_SECURE if secure else _OVMF
+        if (loader is not None and loader.text and not _exists(loader.text)
+                and loader.get("type") == "pflash" and loader.get("readonly") != "yes"
+                and "OVMF" not in loader.text):
+            # a writable BIOS flash of another machine (libvirt's firmware-manual-bios-rw):
+            # a flash image of the user's own (the guest only has to start paused)
+            flash = scratch / f"{name}-bios.fd"
+            plan.images.append(Image(flash, "raw", "256K"))
+            loader.text = str(flash)
         nvram = os_el.find("nvram")
         if nvram is not None and nvram.text:
             nvram.text = str(scratch / f"{name}_VARS.fd")
@@ -202,6 +218,9 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     emulator = root.find("devices/emulator")
     if emulator is not None and not _exists(emulator.text) and arch in _QEMU:
         emulator.text = _QEMU[arch]
+    for driver in root.iterfind("devices/interface/driver"):
+        if driver.get("name") == "vhost":  # needs KVM, which the test hosts do not have
+            del driver.attrib["name"]
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name)
