@@ -119,6 +119,7 @@ _CODE_MODULES = (
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",
+    "tapvirt.domains.display",
     "tapvirt.qemu.storage",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",

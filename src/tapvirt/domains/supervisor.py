@@ -162,6 +162,9 @@ class Supervisor:
             # QEMU makes it with the umask's mode; the directory is private already, but
             # the socket itself is also ours alone
             os.chmod(qmp_path, 0o600)
+            for path in self.job.get("private_sockets", []):  # graphics sockets, the same
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
