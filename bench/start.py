@@ -283,7 +283,9 @@ class Bench:
         # QEMU's own part of each start (supervisor trace: spawned -> QMP answered)
         qemu_s = [self.qemu_share(f"m{i}") for i in range(self.n)]
         phases = [self.phases(r, f"m{i}") for i, r in enumerate(res)]
-        phase_names = list(phases[0])
+        # launcher and supervisor run in parallel: the order of their trace points (and
+        # so the names of the steps between them) may differ from start to start
+        phase_names = [p for p in phases[0] if all(p in ph for ph in phases)]
         self.results["phases_first_last_ms"] = {
             p: (round(median([ph[p] for ph in phases[:k]]) * 1000, 1),
                 round(median([ph[p] for ph in phases[-k:]]) * 1000, 1)) for p in phase_names}

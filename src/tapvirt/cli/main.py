@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from typing import Any
 
 # Modules that add verbs. Each has register(subparsers) -> None; every parser it adds
 # sets `func` (args -> exit code).
@@ -32,31 +33,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"tapvirt {__version__}")
         return 0
 
-    import argparse
+    from tapvirt.cli.fast import parse as parse_fast
 
-    from tapvirt.cli.common import UsageError, json_aware_parser_class, report_error
-    from tapvirt.errors import INTERNAL, TapvirtError
-
-    parser: argparse.ArgumentParser = json_aware_parser_class()(
-        prog="tapvirt",
-        description="Run QEMU guests without privileges on precreated tap/macvtap devices.",
-    )
-    parser.add_argument("-V", "--version", action="store_true", help="print the version")
-    sub = parser.add_subparsers(dest="verb", metavar="VERB")
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
-    try:
-        ns = parser.parse_args(args)
-    except UsageError as usage:  # --json anywhere: the error as JSON too
-        return usage.report(as_json="--json" in args)
+    ns: Any = parse_fast(args)  # start/create/destroy: no argparse (issue 14)
+    if ns is None:
+        ns = _parse_full(args)
+        if isinstance(ns, int):
+            return ns
     if ns.version:
         from tapvirt import __version__
 
         print(f"tapvirt {__version__}")
         return 0
-    if not hasattr(ns, "func"):
-        parser.print_help()
-        return 2
+    from tapvirt.cli.common import report_error
+    from tapvirt.errors import INTERNAL, TapvirtError
+
     as_json = bool(getattr(ns, "json", False))
     try:
         return int(ns.func(ns))
@@ -74,6 +65,30 @@ def main(argv: list[str] | None = None) -> int:
         )
         report_error(bug, as_json=as_json)
         return 70
+
+
+def _parse_full(args: list[str]) -> Any:
+    """argparse over every verb: the namespace, or the exit code of a usage error/help."""
+    import argparse
+
+    from tapvirt.cli.common import UsageError, json_aware_parser_class
+
+    parser: argparse.ArgumentParser = json_aware_parser_class()(
+        prog="tapvirt",
+        description="Run QEMU guests without privileges on precreated tap/macvtap devices.",
+    )
+    parser.add_argument("-V", "--version", action="store_true", help="print the version")
+    sub = parser.add_subparsers(dest="verb", metavar="VERB")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    try:
+        ns = parser.parse_args(args)
+    except UsageError as usage:  # --json anywhere: the error as JSON too
+        return usage.report(as_json="--json" in args)
+    if not ns.version and not hasattr(ns, "func"):
+        parser.print_help()
+        return 2
+    return ns
 
 
 def entry() -> None:

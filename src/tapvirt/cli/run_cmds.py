@@ -4,9 +4,11 @@ domiflist, console, domstate. Thin: the logic is in `tapvirt.domains.api`.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the hot verbs run without argparse (cli/fast.py)
+    import argparse
 
 
 def _json_flag(p: argparse.ArgumentParser) -> None:

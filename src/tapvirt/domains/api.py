@@ -325,9 +325,11 @@ class PendingSupervisor:
 
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ)
-        # -S: no site (saves memory and time); the package is found through PYTHONPATH
-        env["PYTHONPATH"] = _package_root() + (
-            os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        # -I -S: no site, no user site, no PYTHON* variables (saves memory and time, and
+        # a PYTHONPATH of the caller's cannot change what the supervisor runs); the
+        # package is the launcher's own, put first on the path by the -c code
+        boot = ("import sys; sys.path.insert(0, sys.argv.pop(1)); "
+                "from tapvirt.domains.supervisor import main; raise SystemExit(main())")
         try:
             log_fd = os.open(dd.supervisor_log,
                              os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -345,7 +347,7 @@ class PendingSupervisor:
 
             self.proc = Process(os.posix_spawn(
                 sys.executable,
-                [sys.executable, "-S", "-m", "tapvirt.domains.supervisor",
+                [sys.executable, "-I", "-S", "-B", "-c", boot, _package_root(),
                  str(theirs.fileno())],
                 env, setsid=True,
                 file_actions=[(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),

@@ -1,7 +1,8 @@
 """The per-guest supervisor: QEMU's parent for the guest's whole life.
 
-`tapvirt start` runs `python -S -m tapvirt.domains.supervisor FD` as early as it can,
-so that the supervisor's interpreter starts while the launcher parses and connects;
+`tapvirt start` runs `python -I -S -B -c "<import this module's main>" ROOT FD` as early
+as it can, so that the supervisor's interpreter starts while the launcher parses and
+connects (-I: PYTHON* variables ignored, ROOT is the launcher's own package root);
 FD is one end of a socketpair. The supervisor detaches at once (forks once more, so it
 is nobody's child but init's) and waits for its job: one JSON message carrying the
 interface fds (SCM_RIGHTS). It then spawns QEMU paused with those fds renumbered as

@@ -270,6 +270,10 @@ def create_tap(name: str | None, *, tun_node: str, mac: str, mtu: int | None,
                            f"use <mtu size='{MAX_TAP_MTU}'/> or less")
     flags = attach_flags(vnet_hdr, queues)
     with OwnedFds() as owned:
+        born = _born_private(tun_node, queues, name, flags, owned=owned, lookup=lookup)
+        if born is not None:
+            return _configure(born[0], born[1], owned, mac=mac, address=address, mtu=mtu,
+                              br=br, bridge=bridge, nl=nl)
         fd = open_tun_node(tun_node)
         owned.add(fd)
         actual = _create_first(fd, name, flags)
@@ -297,20 +301,112 @@ def create_tap(name: str | None, *, tun_node: str, mac: str, mtu: int | None,
             with contextlib.suppress(OSError):
                 nl.del_link(index=link.ifindex)
             raise raced_error(actual)
-        attrs = attr(IFLA_ADDRESS, address)
-        use_mtu = mtu if mtu is not None else (br.mtu if br is not None else None)
-        if use_mtu is not None:
-            attrs += attr_u32(IFLA_MTU, use_mtu)
-        if br is not None:
-            attrs += attr_u32(IFLA_MASTER, br.ifindex)
+        return _configure(actual, link, owned, mac=mac, address=address, mtu=mtu, br=br,
+                          bridge=bridge, nl=nl)
+
+
+def _configure(actual: str, link: LinkInfo, owned: OwnedFds, *, mac: str, address: bytes,
+               mtu: int | None, br: LinkInfo | None, bridge: str | None,
+               nl: RtNetlink) -> tuple[str, OwnedFds]:
+    """MAC, MTU, master and UP in one RTM_NEWLINK; the fds handed over."""
+    attrs = attr(IFLA_ADDRESS, address)
+    use_mtu = mtu if mtu is not None else (br.mtu if br is not None else None)
+    if use_mtu is not None:
+        attrs += attr_u32(IFLA_MTU, use_mtu)
+    if br is not None:
+        attrs += attr_u32(IFLA_MASTER, br.ifindex)
+    try:
+        nl.new_link(index=link.ifindex, attrs=attrs, flags=IFF_UP, change=IFF_UP)
+    except OSError as e:
+        raise TapvirtError(HOST_ERROR, f"tap {actual}",
+                           f"setting MAC {mac}, MTU {use_mtu}, master {bridge} and UP "
+                           f"failed: {e.strerror}", "check the values and the bridge"
+                           ) from None
+    return actual, OwnedFds(owned.release())
+
+
+CLONE_NEWNET = 0x40000000
+IFLA_NET_NS_FD = 28
+
+
+def _born_private(tun_node: str, queues: int, name: str | None, flags: int, *,
+                  owned: OwnedFds, lookup: Lookup) -> tuple[str, LinkInfo] | None:
+    """Create the tap where nobody else can attach to it (issue 13, item 2): in a fresh
+    network namespace of this thread, which no other process can enter; there it gets
+    its owner and all our queues, and only then moves into our namespace (EEXIST if the
+    name was taken meanwhile: never a takeover). A netlink listener here first sees it
+    already owned and full. None when this process may not make a namespace
+    (unshare(CLONE_NEWNET) needs CAP_SYS_ADMIN: a launcher with only CAP_NET_ADMIN);
+    the caller then owns the tap right after TUNSETIFF and detects a raced queue."""
+    import ctypes
+
+    from tapvirt.host.netlink import RtNetlink as _Nl
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    private = _Nl()
+    try:
+        if libc.unshare(CLONE_NEWNET) != 0:
+            if ctypes.get_errno() == errno.EPERM:
+                return None
+            raise TapvirtError(HOST_ERROR, "tap", "unshare(CLONE_NEWNET) failed: "
+                               + os.strerror(ctypes.get_errno()), "check the kernel")
         try:
-            nl.new_link(index=link.ifindex, attrs=attrs, flags=IFF_UP, change=IFF_UP)
+            fds = []
+            for _ in range(queues):
+                fds.append(open_tun_node(tun_node))
+                owned.add(fds[-1])
+            private._socket()  # bound to the private namespace
+        finally:
+            if libc.setns(home, CLONE_NEWNET) != 0:  # never carry on in the wrong one
+                os.abort()
+        candidates = [name] if name is not None else [
+            f"vnet{n}" for n in range(MAX_GENERATED)]
+        for candidate in candidates:
+            if lookup(candidate) is not None:
+                if name is not None:
+                    raise _exists_error(candidate)
+                continue
+            break
+        else:
+            raise TapvirtError(HOST_ERROR, "tap vnetN",
+                               f"no free name vnet0..vnet{MAX_GENERATED - 1}",
+                               "name the tap in <target dev='...'/>")
+        try:
+            actual = t.set_iff(fds[0], candidate, flags | t.IFF_TUN_EXCL)
+            t.set_owner(fds[0], os.geteuid())
+            for fd in fds[1:]:
+                t.set_iff(fd, actual, flags)
+            for fd in fds:
+                t.reset_fd_state(fd)
         except OSError as e:
+            raise _ioctl_error(candidate, e) from None
+        raw = private.get_link(name=actual)
+        if raw is None:
+            raise TapvirtError(HOST_ERROR, f"tap {actual}", "not visible after creation",
+                               "retry; report this if it persists")
+        try:
+            private.new_link(index=raw.ifindex, attrs=attr_u32(IFLA_NET_NS_FD, home))
+        except OSError as e:
+            if e.errno == errno.EEXIST:
+                raise _exists_error(actual) from None
             raise TapvirtError(HOST_ERROR, f"tap {actual}",
-                               f"setting MAC {mac}, MTU {use_mtu}, master {bridge} and UP "
-                               f"failed: {e.strerror}", "check the values and the bridge"
-                               ) from None
-        return actual, OwnedFds(owned.release())
+                               f"moving it into this namespace failed: {e.strerror}",
+                               "check dmesg") from None
+        link = lookup(actual)
+        if link is None or not only_our_queues(link.tun, queues):
+            raise raced_error(actual)
+        return actual, link
+    finally:
+        private.close()
+        os.close(home)
+
+
+def _exists_error(name: str) -> TapvirtError:
+    return TapvirtError(
+        DEVICE_EXISTS, f"device {name}", f"a device called {name} already exists",
+        f"remove <target dev='{name}'/> to get a free vnetN, or use "
+        f"<target dev='{name}' managed='no'/> to attach to it")
 
 
 def _create_first(fd: int, name: str | None, flags: int) -> str:

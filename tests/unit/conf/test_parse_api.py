@@ -73,6 +73,15 @@ def test_live_form_shows_aliases_actual_devices_and_id() -> None:
     )
 
 
+def test_the_live_form_of_a_q35_guest_parses_again() -> None:
+    """q35's AHCI is 'ide' in the live XML (libvirt's name): hotplug re-reads that XML."""
+    dom = parse_domain(DOC.replace("<type>hvm", "<type machine='q35'>hvm"),
+                       rand=random.Random(0))
+    live = format_domain(dom, live=True)
+    assert "<alias name='ide'/>" in live
+    assert parse_domain(live).devices.controllers == dom.devices.controllers
+
+
 def test_managed_generated_names_are_hidden_in_the_persistent_form() -> None:
     dom = parse_domain(DOC, rand=random.Random(0))
     iface = replace(dom.devices.interfaces[1], target=Target("vnet0"))

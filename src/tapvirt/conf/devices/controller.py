@@ -292,6 +292,9 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
         allowed = _ADDRESS.get(ctype, (AddressType.PCI,))
         address = parse_address(r, ad, allowed, f"a {ctype} controller")
     auto = controller_alias(ctype, max(index, 0), model, q35=False)
+    q35_auto = controller_alias(ctype, max(index, 0), model, q35=True)
+    if (al := r.one(found, "alias")) is not None and al.get("name") == q35_auto:
+        auto = q35_auto  # a q35 guest's live XML names its AHCI 'ide' (dumpxml -> define)
     return Controller(
         type=ctype, index=index, model=model, ports=ports, vectors=vectors,
         model_name=model_name, target=target, driver=driver, master_startport=startport,

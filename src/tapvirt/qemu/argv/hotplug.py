@@ -180,6 +180,6 @@ def free_root_port(query_pci: list[dict[str, Any]], *,
                 return str(qid)
     raise TapvirtError(NO_PCI_SLOT, "q35 machine",
                        "no free pcie-root-port: q35's root bus cannot hot-plug",
-                       "use machine type pc for guests that need hotplug: tapvirt does not "
-                       "create spare pcie-root-ports yet (libvirt: one <controller "
-                       "type='pci' model='pcie-root-port'/> per device to hot-plug)")
+                       "add <controller type='pci' model='pcie-root-port'/> to the "
+                       "definition, one per device to hot-plug (tapvirt edit NAME), and "
+                       "restart the guest")

@@ -1,0 +1,144 @@
+"""End to end: live NIC hotplug on a q35 guest (issue #12), as the unprivileged user with
+no capabilities, on taps root precreated in the lab's namespace.
+
+q35's root bus (pcie.0) cannot hot-plug: a NIC goes onto a free pcie-root-port. A new q35
+definition gets the controllers its devices need plus one empty pcie-root-port, as
+libvirt 9.0 adds them; so one NIC can be plugged in, a second one finds no free port and
+is refused with no-pci-slot naming the fix, and after the unplug the port is free again.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.e2e.lab import BRIDGE_IP, Lab, wait_until
+from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.sandbox import is_root, unique
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None,
+                       reason="qemu-system-x86_64 is not installed"),
+]
+
+NAME = "tv-hpq"
+MAC0 = "52:54:00:e3:00:21"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[Lab]:
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces, users and devices")
+    become_subreaper()
+    try:
+        with Lab.create() as lab:
+            yield lab
+    finally:
+        reap_orphans()
+
+
+@pytest.fixture(scope="module")
+def guest(lab: Lab) -> Iterator[dict[str, Any]]:
+    tap = lab.tap()
+    ip = lab.next_ip()
+    iface = (f"    <interface type='ethernet'>\n      <mac address='{MAC0}'/>\n"
+             f"      <target dev='{tap}' managed='no'/>\n      <model type='virtio'/>\n"
+             "    </interface>")
+    xml = lab.domain_xml(NAME, iface, lab.image.cmdline(ip=f"{ip}/24", peer=BRIDGE_IP))
+    lab.define(NAME, xml.replace("machine='pc'", "machine='q35'"))
+    lab.tv("start", NAME)
+    lab.wait_console(NAME, r"TV-IFACES .*eth0")
+    yield {"ip": ip, "tap": tap}
+    lab.tv("destroy", NAME, check=False)
+
+
+def since(lab: Lab, offset: int, pattern: str, timeout: float = 90) -> re.Match[str]:
+    rx = re.compile(pattern)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = rx.search(lab.console(NAME), offset)
+        if m:
+            return m
+        time.sleep(0.2)
+    log = (lab.rundir(NAME) / "supervisor.log").read_text()[-1500:]
+    raise AssertionError(f"no {pattern!r} within {timeout} s; console:\n"
+                         f"{lab.console(NAME)[-2000:]}\nsupervisor log:\n{log}")
+
+
+def ping(lab: Lab, ip: str) -> bool:
+    proc = lab.netns.exec("busybox", "ping", "-c", "2", "-W", "2", ip, check=False,
+                          timeout=30)
+    return proc.returncode == 0
+
+
+def precreated_tap(lab: Lab, host_ip: str) -> str:
+    tap = unique("tvq")
+    lab.netns.exec("ip", "tuntap", "add", "mode", "tap", "user", lab.user.name, "vnet_hdr",
+                   "name", tap)
+    lab.netns.ip("addr", "add", host_ip, "dev", tap)
+    lab.netns.ip("link", "set", tap, "up")
+    return tap
+
+
+def attach(lab: Lab, tap: str, mac: str) -> subprocess.CompletedProcess[str]:
+    return lab.as_user.tapvirt("attach-interface", NAME, "ethernet", tap, "--mac", mac,
+                               "--model", "virtio", "--json", "--tun-node", str(lab.tun))
+
+
+def test_definition_has_one_spare_root_port(lab: Lab, guest: dict[str, Any]) -> None:
+    """libvirt 9.0 gives this XML a pcie-root-port per PCI device plus one empty one
+    (its argv for the same document: ports pci.1-pci.4 for NIC, USB, balloon and the
+    spare); tapvirt the same spare, whatever the implicit devices."""
+    xml = lab.tv("dumpxml", NAME).stdout
+    ports = {int(m.group(1), 0) for m in re.finditer(
+        r"<controller type='pci' index='(\d+)' model='pcie-root-port'>", xml)}
+    used = {int(m.group(1), 16) for m in re.finditer(
+        r"<address type='pci' domain='0x0000' bus='0x([0-9a-f]+)'", xml)}
+    assert len(ports - used) == 1, xml
+
+
+def test_q35_hotplug_onto_the_free_root_port(lab: Lab, guest: dict[str, Any]) -> None:
+    mac, ip = "52:54:00:00:07:10", "10.213.7.16"
+    tap = precreated_tap(lab, "10.213.7.1/24")
+    before = lab.snapshot(tap)
+    offset = len(lab.console(NAME))
+    proc = attach(lab, tap, mac)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    added = since(lab, offset, rf"TV-IF-ADD (\S+) mac={mac} ip={ip}")
+    assert wait_until(lambda: ping(lab, ip), 30), "host cannot ping the hot-plugged NIC"
+    assert ping(lab, guest["ip"])
+
+    # the only spare port is taken now: a second NIC is refused by name, with the fix
+    other = lab.tap()
+    snap = lab.snapshot(other)
+    rows = lab.tv_json("domiflist", NAME)["interfaces"]
+    proc = attach(lab, other, "52:54:00:00:07:11")
+    assert proc.returncode == 1, proc.stdout
+    err = json.loads(proc.stdout)["error"]
+    assert err["code"] == "no-pci-slot", err
+    assert "<controller type='pci' model='pcie-root-port'/>" in err["fix"], err
+    assert lab.tv_json("domiflist", NAME)["interfaces"] == rows
+    assert lab.snapshot(other) == snap
+
+    offset = len(lab.console(NAME))
+    proc = lab.tv("detach-interface", NAME, "ethernet", "--mac", mac, "--timeout", "30")
+    assert proc.stdout.strip() == "Interface detached successfully"
+    since(lab, offset, rf"TV-IF-DEL {added.group(1)}")
+    assert mac not in [r["mac"] for r in lab.tv_json("domiflist", NAME)["interfaces"]]
+    assert wait_until(lambda: lab.snapshot(tap) == before, 5), (lab.snapshot(tap), before)
+
+    # the port is free again: the other NIC goes in now
+    proc = attach(lab, other, "52:54:00:00:07:11")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert lab.tv("detach-interface", NAME, "ethernet", "--mac", "52:54:00:00:07:11",
+                  "--timeout", "30").returncode == 0
+    assert wait_until(lambda: lab.snapshot(other) == snap, 5)
+    assert ping(lab, guest["ip"])
