@@ -227,6 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="samples per case and phase")
     ap.add_argument("--blocks", type=int, default=None,
                     help="alternations of namespace and loop order per phase")
+    ap.add_argument("--settle", type=float, default=0.0, metavar="S",
+                    help="also measure again S seconds after adding the links (the kernel "
+                         "works off their link events at ~100 per second; see the module "
+                         "docstring)")
     ap.add_argument("--host-only", action="store_true",
                     help="time the host layer alone (lookup + open), without tapvirt.qemu")
     ap.add_argument("--json", default=None, metavar="FILE",
@@ -257,6 +261,11 @@ def main(argv: list[str] | None = None) -> int:
         fill_s = time.monotonic() - t0
         after, blocks_after, _ = run_phase(user, code, spaces, node, blocks=blocks,
                                              per_block=per_block, warmup=warmup)
+        settled_blocks: list[Block] = []
+        if args.settle > 0:
+            time.sleep(args.settle)
+            settled, settled_blocks, _ = run_phase(user, code, spaces, node, blocks=blocks,
+                                                   per_block=per_block, warmup=warmup)
         a0, b0 = medians(before[0]), medians(before[1])
         a1, b1 = medians(after[0]), medians(after[1])
         n_a, n_b = count_links(spaces[0]), count_links(spaces[1])
@@ -270,6 +279,20 @@ def main(argv: list[str] | None = None) -> int:
         line("B before", b0, what)
         line(f"A after ({n_a} links)", a1, what)
         line(f"B after ({n_b} links)", b1, what)
+        if settled_blocks:
+            a2, b2 = medians(settled[0]), medians(settled[1])
+            line(f"A {args.settle:g} s later", a2, what)
+            line(f"B {args.settle:g} s later", b2, what)
+            def loop_cpu(m: dict[str, float]) -> float:
+                return m["connect_cpu"]
+
+            base = b_over_a(blocks_before, loop_cpu)
+            for label, blk, mm in (("right after adding", blocks_after, (a1, b1)),
+                                   (f"{args.settle:g} s later", settled_blocks, (a2, b2))):
+                change = (b_over_a(blk, loop_cpu) / base - 1) * 100
+                print(f"[cpu] back-to-back loop {label}: A {mm[0]['connect_cpu']:.0f} us, "
+                      f"B {mm[1]['connect_cpu']:.0f} us (before: A {a0['connect_cpu']:.0f}"
+                      f" us, B {b0['connect_cpu']:.0f} us); B/A change {change:+.1f} %")
         ok = True
         goals: list[Goal] = []
         # Judged: CPU time (CLOCK_THREAD_CPUTIME_ID, our syscalls' kernel time included;
@@ -321,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
                    + (f" --links {links}" if args.links is not None else "")
                    + (f" --rounds {rounds}" if args.rounds is not None else "")
                    + (f" --blocks {blocks}" if args.blocks is not None else "")
+                   + (f" --settle {args.settle:g}" if args.settle else "")
                    + (" --host-only" if args.host_only else ""))
         print(f"reproduce: {command}")
         write_json(args.json, json_result(command, args.quick, goals,

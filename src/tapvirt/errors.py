@@ -121,6 +121,7 @@ _CODE_MODULES = (
     "tapvirt.domains.live_errors",
     "tapvirt.domains.display",
     "tapvirt.qemu.storage",
+    "tapvirt.qemu.fwdesc",
     "tapvirt.prep.errors",
     "tapvirt.cni.errors",
 )

@@ -22,7 +22,8 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   client socket becomes a listening one: there is no peer to connect to);
 * VNC/SPICE `socket=` paths move into the scratch directory;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
-  OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd.
+  OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd, with
+  OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf).
 
 Pure: returns the new text and what the caller must create (taps, images).
 """
@@ -42,6 +43,7 @@ _QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x8
 SMALL_MIB = 128
 _OVMF = "/usr/share/OVMF/OVMF_CODE.fd"  # Debian's ovmf (2 MiB; its vars: OVMF_VARS.fd)
 _OVMF_SECURE = "/usr/share/OVMF/OVMF_CODE.secboot.fd"
+_OVMF_VARS = "/usr/share/OVMF/OVMF_VARS.fd"
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,15 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         nvram = os_el.find("nvram")
         if nvram is not None and nvram.text:
             nvram.text = str(scratch / f"{name}_VARS.fd")
+        if (loader is not None and loader.text in (_OVMF, _OVMF_SECURE)
+                and loader.get("type") == "pflash" and loader.get("readonly") == "yes"):
+            # libvirt's tests name the template in qemu.conf (nvram = [...]); tapvirt only
+            # finds the 4 MiB ones through the descriptors: name the 2 MiB one's here
+            if nvram is None:
+                nvram = etree.SubElement(os_el, "nvram")
+                nvram.text = str(scratch / f"{name}_VARS.fd")
+            if nvram.get("template") is None:
+                nvram.set("template", _OVMF_VARS)
     arch_el = root.find("os/type")
     arch = arch_el.get("arch", "x86_64") if arch_el is not None else "x86_64"
     emulator = root.find("devices/emulator")

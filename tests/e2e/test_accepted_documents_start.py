@@ -68,16 +68,14 @@ def test_golden_cases_exist() -> None:
 _NEEDS_SWTPM = pytest.mark.xfail(
     strict=True, reason="QEMU needs a running swtpm on the TPM socket; tapvirt does not "
     "start swtpm yet (issue 10)")
-# Known at the 07:35 run of the final main, not yet fixed (QEMU refused them): the secure-boot
-# golden case and some accepted corpus documents. Listed in the session note; not strict,
-# because which corpus documents fail changes as families land.
+# Known at the 07:35 run of the final main, not yet fixed (QEMU refused them): some accepted
+# corpus documents. Listed in the session note; not strict, because which corpus documents
+# fail changes as families land.
 _KNOWN_NOT_STARTING = pytest.mark.xfail(
-    strict=False, reason="known: QEMU rejects some accepted documents (secure-boot pflash, "
-    "corpus cases); see the session note of 2026-12-02")
+    strict=False, reason="known: QEMU rejects some accepted corpus documents; see the "
+    "session note of 2026-12-02")
 _GOLDEN_PARAMS = [pytest.param(p, id=p.stem, marks=_NEEDS_SWTPM)
                   if p.stem in ("dev-tpm-emulator", "dev-tpm-external") else
-                  pytest.param(p, id=p.stem, marks=_KNOWN_NOT_STARTING)
-                  if p.stem == "domain-os-efi-secure" else
                   pytest.param(p, id=p.stem) for p in GOLDEN_CASES]
 
 

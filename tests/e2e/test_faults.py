@@ -105,7 +105,17 @@ def test_destroy_during_start_says_so(lab: Lab) -> None:
                               "--json", "--tun-node", str(lab.tun)]),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(delay)
-        wait_until((lab.rundir(name) / "state.json").exists, 10, 0.005)
+
+        def this_start_began(start: subprocess.Popen[str] = start) -> bool:
+            # the state file of the round before says "shut off": wait for this start's
+            # own record (a fast destroy would otherwise come before the start began)
+            with contextlib.suppress(OSError, ValueError):
+                state = json.loads((lab.rundir(name) / "state.json").read_text())
+                if state.get("state") != "shut off":
+                    return True
+            return start.poll() is not None
+
+        wait_until(this_start_began, 10, 0.005)
         d = lab.tv("destroy", name, "--json", check=False)
         out, err = start.communicate(timeout=60)
         if start.returncode == 0:  # the start won the race: destroy stopped a running guest

@@ -242,6 +242,18 @@ def test_hotplug_bridge_through_the_helper(lab: Lab, guest: dict[str, Any]) -> N
     assert mac not in macs(lab)
     assert wait_until(lambda: lab.netns.link_json(tap) is None, 5), f"{tap} is still there"
     assert bridge_ports(lab, br) == []
+
+    # --config: the stored definition gets the bridge NIC; nothing happens live
+    dev = lab.scratch / "br.xml"
+    dev.write_text(f"<interface type='bridge'>\n  <mac address='{mac}'/>\n"
+                   f"  <source bridge='{br}'/>\n  <model type='virtio'/>\n</interface>\n")
+    dev.chmod(0o644)
+    stored = lab.user.home / ".config/tapvirt/domains" / f"{NAME}.xml"
+    assert lab.tv("attach-device", NAME, str(dev), "--config").returncode == 0
+    assert f"<source bridge='{br}'/>" in stored.read_text()
+    assert bridge_ports(lab, br) == [] and mac not in macs(lab)
+    assert lab.tv("detach-device", NAME, str(dev), "--config").returncode == 0
+    assert mac not in stored.read_text()
     lab.netns.ip("link", "del", br)
 
 

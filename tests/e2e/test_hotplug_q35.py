@@ -5,13 +5,20 @@ q35's root bus (pcie.0) cannot hot-plug: a NIC goes onto a free pcie-root-port. 
 definition gets the controllers its devices need plus one empty pcie-root-port, as
 libvirt 9.0 adds them; so one NIC can be plugged in, a second one finds no free port and
 is refused with no-pci-slot naming the fix, and after the unplug the port is free again.
+
+The guest also has a guest agent channel without a path. The test guest runs no
+qemu-guest-agent, so only the plumbing is tested for real: the socket in the runtime
+directory (0600), and the agent verbs failing by name within their timeout while the
+guest keeps running (the protocol itself: tests/unit/lifecycle/test_agent.py).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -51,7 +58,10 @@ def guest(lab: Lab) -> Iterator[dict[str, Any]]:
     ip = lab.next_ip()
     iface = (f"    <interface type='ethernet'>\n      <mac address='{MAC0}'/>\n"
              f"      <target dev='{tap}' managed='no'/>\n      <model type='virtio'/>\n"
-             "    </interface>")
+             "    </interface>\n"
+             "    <channel type='unix'>\n"
+             "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
+             "    </channel>")
     xml = lab.domain_xml(NAME, iface, lab.image.cmdline(ip=f"{ip}/24", peer=BRIDGE_IP))
     lab.define(NAME, xml.replace("machine='pc'", "machine='q35'"))
     lab.tv("start", NAME)
@@ -142,3 +152,40 @@ def test_q35_hotplug_onto_the_free_root_port(lab: Lab, guest: dict[str, Any]) ->
                   "--timeout", "30").returncode == 0
     assert wait_until(lambda: lab.snapshot(other) == snap, 5)
     assert ping(lab, guest["ip"])
+
+
+def test_agent_channel_socket_and_a_guest_without_an_agent(lab: Lab,
+                                                          guest: dict[str, Any]) -> None:
+    sock = lab.rundir(NAME) / "org.qemu.guest_agent.0.sock"
+    st = os.stat(sock)
+    assert stat.S_ISSOCK(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o600, oct(st.st_mode)
+    assert st.st_uid == lab.user.uid
+    for verb in (("domifaddr", NAME, "--source", "agent"),
+                 ("shutdown", NAME, "--mode", "agent"),
+                 ("reboot", NAME, "--mode", "agent")):
+        t0 = time.monotonic()
+        proc = lab.tv(*verb, "--json", check=False)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        err = json.loads(proc.stdout)["error"]
+        assert err["code"] == "agent-unresponsive", err
+        assert "5 s" in err["cause"] and "qemu-guest-agent" in err["fix"], err
+        assert time.monotonic() - t0 < 60
+        assert lab.tv_json("domstate", NAME)["state"] == "running"
+    assert ping(lab, guest["ip"])
+
+
+def test_state_follows_a_stop_and_cont_behind_tapvirts_back(lab: Lab,
+                                                           guest: dict[str, Any]) -> None:
+    """The supervisor follows QEMU's STOP/RESUME events: a raw monitor `stop` (no verb
+    of tapvirt's knows it) makes the state paused (unknown, as libvirt says), `cont`
+    running again (unpaused)."""
+    assert lab.tv("qemu-monitor-command", NAME, '{"execute":"stop"}').returncode == 0
+    assert wait_until(lambda: lab.tv_json("domstate", NAME)["state"] == "paused", 10)
+    assert lab.tv("domstate", NAME, "--reason").stdout.strip() == "paused (unknown)"
+    assert not ping(lab, guest["ip"])
+    assert lab.tv("qemu-monitor-command", NAME, '{"execute":"cont"}').returncode == 0
+    assert wait_until(lambda: lab.tv_json("domstate", NAME)["state"] == "running", 10)
+    assert lab.tv("domstate", NAME, "--reason").stdout.strip() == "running (unpaused)"
+    assert wait_until(lambda: ping(lab, guest["ip"]), 20)
+    log = (lab.rundir(NAME) / "supervisor.log").read_text()
+    assert "event STOP: paused (unknown)" in log and "event RESUME" in log

@@ -1,11 +1,16 @@
 """Bootable disk images of the test guest, built without network downloads and never
 committed: a FAT file system holding the test kernel and initramfs, made bootable for
 BIOS with Debian's syslinux (its boot sector is the disk's sector 0, so SeaBIOS boots the
-unpartitioned image directly). Built with mtools (no mount, no loop device), cached next
+unpartitioned image directly), or for UEFI as an EFI system partition: Debian's
+systemd-boot (package systemd-boot-efi) as EFI/BOOT/BOOTX64.EFI starts the kernel's EFI
+stub with the initramfs and the command line of loader/entries/tv.conf (OVMF boots the
+unpartitioned FAT image as a removable medium). startup.nsh does the same from OVMF's UEFI
+shell, as a fallback.
+Built with mtools (no mount, no loop device), cached next
 to the guest in /var/cache/tapvirt-guest/disks/ keyed on the guest, the kernel command
 line and syslinux's version; qcow2 overlays on top are made per test with qemu-img.
 
-    python -m tests.support.disk bios [--cmdline '...']
+    python -m tests.support.disk bios|uefi [--cmdline '...']
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from tests.support import guest
 
 DISK_BUILDER = "1"
 SIZE_MIB = 32  # kernel 14 MiB + initramfs 4.4 MiB + slack
+SDBOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 
 
 def _run(*argv: str, env: dict[str, str] | None = None) -> None:
@@ -68,6 +74,52 @@ def bios_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) 
     return target
 
 
+def uefi_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) -> Path:
+    """A raw UEFI-bootable disk (an EFI system partition) of `image` booting with `cmdline`
+    through OVMF's shell and startup.nsh (built once, cached, world-readable)."""
+    sdboot = guest._installed("systemd-boot-efi")
+    key = hashlib.sha256("\0".join((DISK_BUILDER, "uefi", image.key, cmdline, sdboot))
+                         .encode()).hexdigest()[:16]
+    target = cache / "disks" / f"uefi-{key}.raw"
+    if target.is_file():
+        return target
+    if os.geteuid() != 0:
+        raise PermissionError(f"no cached disk {target}; build it once as root")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.parent.chmod(0o755)
+    with guest._locked(cache / ".lock"):
+        if target.is_file():
+            return target
+        work = Path(tempfile.mkdtemp(prefix=".disk-", dir=target.parent))
+        try:
+            img = work / "disk.raw"
+            with open(img, "wb") as f:
+                f.truncate(SIZE_MIB << 20)
+            _run("mkfs.vfat", "-n", "TVESP", str(img))
+            nsh = work / "startup.nsh"
+            nsh.write_bytes(("fs0:\r\n\\EFI\\tapvirt\\vmlinuz.efi "
+                             "initrd=\\EFI\\tapvirt\\initrd.gz " + cmdline + "\r\n")
+                            .encode())
+            conf, entry = work / "loader.conf", work / "tv.conf"
+            conf.write_text("default tv.conf\ntimeout 0\nconsole-mode keep\n")
+            entry.write_text("title tapvirt test guest\nlinux /EFI/tapvirt/vmlinuz.efi\n"
+                             f"initrd /EFI/tapvirt/initrd.gz\noptions {cmdline}\n")
+            mt = {"MTOOLS_SKIP_CHECK": "1"}
+            _run("mmd", "-i", str(img), "::/EFI", "::/EFI/tapvirt", "::/EFI/BOOT", "::/loader",
+                 "::/loader/entries", env=mt)
+            for src, name in ((image.kernel, "EFI/tapvirt/vmlinuz.efi"),
+                              (image.initrd, "EFI/tapvirt/initrd.gz"),
+                              (SDBOOT, "EFI/BOOT/BOOTX64.EFI"),
+                              (conf, "loader/loader.conf"), (entry, "loader/entries/tv.conf"),
+                              (nsh, "startup.nsh")):
+                _run("mcopy", "-i", str(img), str(src), f"::/{name}", env=mt)
+            img.chmod(0o644)
+            os.rename(img, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
 def qcow2_overlay(base: Path, out: Path, uid: int, gid: int) -> Path:
     """A qcow2 whose backing file is `base` (raw, only read), owned by uid:gid."""
     _run("qemu-img", "create", "-q", "-f", "qcow2", "-b", str(base), "-F", "raw", str(out))
@@ -90,9 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="verb", required=True)
     b = sub.add_parser("bios", help="build (or find) a BIOS-bootable raw disk of the guest")
     b.add_argument("--cmdline", default=None, help="kernel command line (default: idle)")
+    u = sub.add_parser("uefi", help="build (or find) a UEFI-bootable raw disk (an ESP)")
+    u.add_argument("--cmdline", default=None, help="kernel command line (default: idle)")
     ns = parser.parse_args(argv)
     image = guest.build()
-    print(bios_disk(image, ns.cmdline or image.cmdline()))
+    build = bios_disk if ns.verb == "bios" else uefi_disk
+    print(build(image, ns.cmdline or image.cmdline()))
     return 0
 
 

@@ -23,6 +23,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("undefine", help="remove a domain's definition")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--nvram", action="store_true", help="also remove the UEFI NVRAM file")
+    p.add_argument("--keep-nvram", action="store_true", help="keep the UEFI NVRAM file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.set_defaults(func=cmd_undefine)
 
@@ -108,9 +110,14 @@ def cmd_define(args: argparse.Namespace) -> int:
 
 def cmd_undefine(args: argparse.Namespace) -> int:
     from tapvirt.cli.common import print_json
+    from tapvirt.domains.nvram_cmds import check_undefine, remove_nvram
     from tapvirt.domains.store import Store
 
-    Store().undefine(args.name)
+    store = Store()
+    nvram = check_undefine(store, args.name, remove=args.nvram, keep=args.keep_nvram)
+    store.undefine(args.name)
+    if nvram is not None and args.nvram:
+        remove_nvram(nvram)
     if args.json:
         print_json({"ok": True, "name": args.name})
     else:

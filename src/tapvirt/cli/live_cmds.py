@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("reboot", help="reboot the guest (ACPI power-off + fresh start, "
                                       "or reset)")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--mode", choices=("acpi", "reset"),
-                   help="acpi (default with <acpi/>): ask the guest; reset: system_reset")
+    p.add_argument("--mode", choices=("acpi", "reset", "agent"),
+                   help="acpi (default with <acpi/>): ask the guest; reset: system_reset; "
+                        "agent: the guest agent's guest-shutdown (reboot)")
     _json_flag(p)
     p.set_defaults(func=cmd_reboot)
 

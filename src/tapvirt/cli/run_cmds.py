@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="seconds to wait for the power-off before destroying (default 60)")
+    p.add_argument("--mode", choices=("acpi", "agent"), default="acpi",
+                   help="acpi (default): the power button; agent: the guest agent's "
+                        "guest-shutdown")
     _json_flag(p)
     p.set_defaults(func=cmd_shutdown)
 
@@ -118,7 +121,7 @@ def cmd_start(args: argparse.Namespace) -> int:
 def cmd_shutdown(args: argparse.Namespace) -> int:
     from tapvirt.domains import api
 
-    st = api.shutdown(args.name, timeout=args.timeout)
+    st = api.shutdown(args.name, timeout=args.timeout, mode=args.mode)
     _print(args, {"name": args.name, "state": st.state, "reason": st.reason},
            f"Domain '{args.name}' is {st.state} ({st.reason})")
     return 0

@@ -34,6 +34,7 @@ from tapvirt.conf.devices.controller import (
 )
 from tapvirt.conf.devices.disk import Disk, DiskBus, auto_alias
 from tapvirt.conf.devices.interface import NicModel
+from tapvirt.conf.model import BootDev
 from tapvirt.errors import TapvirtError
 
 if TYPE_CHECKING:
@@ -113,6 +114,30 @@ _DISK_CONTROLLER = {DiskBus.SCSI: ControllerType.SCSI, DiskBus.FDC: ControllerTy
                     DiskBus.IDE: ControllerType.IDE, DiskBus.SATA: ControllerType.SATA}
 
 
+# What QEMU's buses really have (libvirt accepts more and QEMU then refuses to start:
+# disk-ide-split in libvirt's own tests): an IDE controller has 2 buses of 2 units, the
+# ICH9 AHCI 6 ports on bus 0, a floppy controller 2 drives.
+_DRIVE_LIMITS = {DiskBus.IDE: (2, 2), DiskBus.SATA: (1, 6), DiskBus.FDC: (1, 2)}
+
+
+def _check_drive_range(n: int, d: Disk, a: A.DriveAddress) -> None:
+    limits = _DRIVE_LIMITS.get(d.target_bus)
+    if limits is None:
+        return
+    buses, units = limits
+    if a.bus < buses and a.unit < units and a.target == 0:
+        return
+    raise TapvirtError(
+        A.ADDRESS_INVALID, f"/domain/devices/disk[{n + 1}]/address",
+        f"disk '{d.target_dev}': drive address bus='{a.bus}' target='{a.target}' "
+        f"unit='{a.unit}' does not exist on a {d.target_bus} controller ({buses} "
+        f"bus{'es' if buses > 1 else ''} of {units} units, target 0); QEMU would refuse "
+        "to start",
+        f"use bus 0..{buses - 1}, target='0' and unit 0..{units - 1}, or remove <address> "
+        "so the target name chooses it",
+    )
+
+
 def drive_addresses(dom: Domain) -> Domain:
     """virDomainDiskDefAssignAddress, then virDomainDefAddImplicitControllers: a disk on a
     controller bus without <address> gets the one its target name implies (sdb on sata:
@@ -126,6 +151,7 @@ def drive_addresses(dom: Domain) -> Domain:
     seen: dict[tuple[DiskBus, A.DriveAddress], Disk] = {}
     for n, d in enumerate(disks):
         if isinstance(d.address, A.DriveAddress):
+            _check_drive_range(n, d, d.address)
             other = seen.setdefault((d.target_bus, d.address), d)
             if other is not d:
                 a = d.address
@@ -385,7 +411,17 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
     return dom if new == d else replace(dom, devices=new)
 
 
+def boot_default(dom: Domain) -> Domain:
+    """virDomainDefBootOrderPostParse: neither <os><boot> nor a per-device <boot order>
+    means <boot dev='hd'/> (visible in dumpxml, and the first disk boots first)."""
+    if dom.os.boot or any(d.boot_order for d in dom.devices.disks) or any(
+            i.boot_order for i in dom.devices.interfaces):
+        return dom
+    return replace(dom, os=replace(dom.os, boot=(BootDev.HD,)))
+
+
 STEPS: tuple[Callable[[Domain], Domain], ...] = (
+    boot_default,
     machine_controllers,
     controller_models,
     drive_addresses,

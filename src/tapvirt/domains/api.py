@@ -481,6 +481,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
 
                 dom = with_runtime_listens(dom, os.path.dirname(str(dd.qmp_socket)))
             _trace("definition loaded")
+            if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
+                from tapvirt.qemu import fwdesc
+
+                dom = fwdesc.resolve(dom)
+                fwdesc.prepare(dom)
             if dom.devices.disks:
                 from tapvirt.qemu.storage import check_disk_sources
 
@@ -795,8 +800,9 @@ def _quit_through_qmp(dd: DomainDir) -> None:
         time.sleep(0.02)
 
 
-def shutdown(name: str, *, timeout: float = 60.0) -> State:
-    """ACPI power-down through QMP; destroy if the guest is still running after `timeout`."""
+def shutdown(name: str, *, timeout: float = 60.0, mode: str = "acpi") -> State:
+    """ACPI power-down through QMP (or, mode agent, the guest agent's guest-shutdown);
+    destroy if the guest is still running after `timeout`."""
     from tapvirt.qemu.qmp import QmpClient
 
     dd, st = _running_dir(name)
@@ -805,6 +811,11 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
                            f"wait, or stop it now: tapvirt destroy {name}")
     from tapvirt.domains.control import control_socket
 
+    agent_conn = None
+    if mode == "agent":
+        from tapvirt.domains import agent
+
+        agent_conn = agent.connect(name)  # agent-unresponsive before anything changed
     pidfd = _supervisor_pidfd(dd)
     supervised = pidfd is not None and control_socket(dd).exists()
     if pidfd is None:
@@ -813,7 +824,10 @@ def shutdown(name: str, *, timeout: float = 60.0) -> State:
         os.close(pidfd)
         pidfd, supervised = None, False
     try:
-        if supervised:
+        if agent_conn is not None:
+            with agent_conn:
+                agent_conn.execute("guest-shutdown", {"mode": "powerdown"}, reply=False)
+        elif supervised:
             # through the supervisor: it runs one QMP request at a time, so a power-down
             # never races a hotplug for the monitor (it waits for it instead)
             from tapvirt.domains import live

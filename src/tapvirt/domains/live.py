@@ -29,7 +29,6 @@ from tapvirt.domains.live_errors import (
     HOTPLUG_UNSUPPORTED,
     MONITOR_UNSUPPORTED,
     NO_BALLOON,
-    NO_GUEST_AGENT,
     STATS_UNAVAILABLE,
     SUPERVISOR_GONE,
 )
@@ -151,14 +150,15 @@ def reset(name: str) -> None:
         transact(dd, [{"execute": "system_reset"}], commit={"log": "reset requested"})
 
 
-REBOOT_MODES = ("acpi", "reset")
+REBOOT_MODES = ("acpi", "reset", "agent")
 
 
 def reboot(name: str, *, mode: str | None = None) -> None:
     """Reboot the guest. acpi (default when the guest has ACPI): the power button, and
     once the guest has powered off the supervisor starts a fresh QEMU with the same
     devices (libvirt's "fake reboot"; hot-plugged devices are gone afterwards).
-    reset: system_reset, immediate, the guest OS is not asked."""
+    reset: system_reset, immediate, the guest OS is not asked. agent: the guest agent's
+    guest-shutdown mode reboot (the guest OS reboots itself)."""
     dd, _ = supervised(name)
     with ops_lock(dd):
         dom = live_domain(dd)
@@ -166,7 +166,12 @@ def reboot(name: str, *, mode: str | None = None) -> None:
         if chosen not in REBOOT_MODES:
             raise TapvirtError(HOTPLUG_UNSUPPORTED, f"domain {name}",
                                f"reboot mode {chosen!r} is not supported",
-                               "use --mode acpi or --mode reset")
+                               "use --mode acpi, reset or agent")
+        if chosen == "agent":
+            from tapvirt.domains import agent
+
+            agent.shutdown(name, reboot=True)
+            return
         if chosen == "acpi" and not dom.features.acpi:
             raise TapvirtError(HOTPLUG_UNSUPPORTED, f"domain {name}",
                                "the guest has no ACPI: it cannot be asked to power off",
@@ -342,9 +347,7 @@ def domifaddr(name: str, *, source: str = "lease", iface: str | None = None) -> 
                            "tapvirt runs no DHCP server, so it knows no leases",
                            f"use tapvirt domifaddr --source arp {name}")
     if source == "agent":
-        raise TapvirtError(NO_GUEST_AGENT, f"domain {name}",
-                           "tapvirt does not run a guest agent channel for this guest",
-                           f"use tapvirt domifaddr --source arp {name}")
+        return _agent_addresses(name, rows)
     if source != "arp":
         raise TapvirtError(HOTPLUG_UNSUPPORTED, f"domain {name}", f"unknown source {source!r}",
                            "use --source arp")
@@ -359,6 +362,25 @@ def domifaddr(name: str, *, source: str = "lease", iface: str | None = None) -> 
             if lladdr == mac:
                 proto = "ipv6" if ":" in ip else "ipv4"
                 out.append(IfAddr(row.device or row.alias, row.mac, proto, f"{ip}/0", "arp"))
+    return out
+
+
+def _agent_addresses(name: str, rows: list[IfaceState]) -> list[IfAddr]:
+    """guest-network-get-interfaces, matched to our NICs by MAC (virsh shows the guest's
+    names; the loopback and other interfaces without one of our MACs are left out, as
+    virsh does for lo)."""
+    from tapvirt.domains import agent
+
+    macs = {r.mac.lower() for r in rows}
+    out = []
+    for gi in agent.interfaces(name):
+        mac = str(gi.get("hardware-address", "")).lower()
+        if mac not in macs:
+            continue
+        for ip in gi.get("ip-addresses") or []:
+            proto = "ipv6" if ip.get("ip-address-type") == "ipv6" else "ipv4"
+            out.append(IfAddr(str(gi.get("name", "?")), mac, proto,
+                              f"{ip.get('ip-address')}/{ip.get('prefix', 0)}", "agent"))
     return out
 
 

@@ -55,6 +55,13 @@ NO_PCI_SLOT = define(
 NO_GUEST_AGENT = define(
     "no-guest-agent", "the guest has no guest agent channel to ask", layer=_L,
 )
+AGENT_UNRESPONSIVE = define(
+    "agent-unresponsive", "the guest agent did not answer in time (not installed, not "
+    "started, the guest paused)", layer=_L,
+)
+AGENT_ERROR = define(
+    "agent-error", "the guest agent refused or failed a command", layer=_L,
+)
 NO_BALLOON = define(
     "no-balloon", "the guest has no memory balloon device: only rss can be reported", layer=_L,
     warning=True,

@@ -80,6 +80,10 @@ class Supervisor:
         self.job = job
         self.dd = DomainDir(Path(job["root"]), job["name"])
         self.argv: list[str] = list(job["argv"])
+        from tapvirt.domains import events
+
+        self.argv += events.monitor_args(str(self.dd.qmp_socket))  # the events monitor
+        self.follower: events.Follower | None = None
         self.fds: list[int] = list(job["fds"])
         # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
         self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
@@ -163,7 +167,11 @@ class Supervisor:
             # QEMU makes it with the umask's mode; the directory is private already, but
             # the socket itself is also ours alone
             os.chmod(qmp_path, 0o600)
-            for path in self.job.get("private_sockets", []):  # graphics sockets, the same
+            from tapvirt.domains.agent import secure_sockets
+
+            secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
+            self._follow_events(subject)
+            for path in self.job.get("private_sockets", []):  # graphics sockets given a path
                 with contextlib.suppress(OSError):
                     os.chmod(path, 0o600)
             with client:
@@ -190,6 +198,35 @@ class Supervisor:
             self.state.reason = "started paused"
         self.dd.write(self.state)
 
+    def _follow_events(self, subject: str) -> None:
+        from tapvirt.domains import events
+
+        if self.follower is not None:
+            self.follower.close()
+        try:
+            self.follower = events.Follower(str(self.dd.qmp_socket), subject)
+        except TapvirtError as err:  # the guest runs; its state follows verbs only
+            self.follower = None
+            log(f"not following QEMU's events: {err.cause}")
+
+    def _on_events(self) -> None:
+        from tapvirt.domains import events
+
+        assert self.follower is not None
+        got = self.follower.read()
+        if got is None:  # QEMU closed it: it is ending, the pidfd tells the rest
+            self.follower.close()
+            self.follower = None
+            return
+        changed = False
+        for ev in got:
+            did, line = events.apply(self.state, ev, self.follower.pending)
+            changed = changed or did
+            if line:
+                log(line)
+        if changed:
+            self.dd.write(self.state)
+
     def _destroyed_while_starting(self) -> TapvirtError:
         return TapvirtError(
             DESTROYED_WHILE_STARTING, f"domain {self.state.name}",
@@ -208,6 +245,8 @@ class Supervisor:
                 watched: list[Any] = [pidfd, self._wake_r]
                 if self.control is not None:
                     watched.append(self.control)
+                if self.follower is not None:
+                    watched.append(self.follower)
                 ready, _, _ = select.select(watched, [], [], timeout)
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
@@ -216,6 +255,8 @@ class Supervisor:
                     return self.proc.wait()
                 if self.control is not None and self.control in ready:
                     self.serve_control()
+                if self.follower is not None and self.follower in ready:
+                    self._on_events()
                 if self.kill_at is not None and time.monotonic() >= self.kill_at:
                     log(f"QEMU {self.proc.pid} ignored SIGTERM for {DESTROY_GRACE:g} s: SIGKILL")
                     with contextlib.suppress(OSError):

@@ -164,6 +164,16 @@ class QmpClient:
             if "event" in msg:
                 self.events.append(msg)
 
+    def read_events(self) -> list[dict[str, Any]]:
+        """The events queued or readable now (one read; call when select says readable).
+        QMP_UNAVAILABLE when QEMU closed the connection."""
+        out = list(self.events)
+        self.events.clear()
+        out.append(self._read_message(time.monotonic() + 1.0, "an event"))
+        while b"\n" in self._buf:
+            out.append(self._read_message(time.monotonic() + 1.0, "an event"))
+        return [m for m in out if "event" in m]
+
     # -- wire -----------------------------------------------------------------------
 
     def _timeout(self, what: str) -> TapvirtError:

@@ -294,9 +294,10 @@ def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]
     consoles: list[Chardev] = []
     if serials:
         consoles.append(replace(serials[0], kind=ChardevKind.CONSOLE, port=0))
-    for port in draw(st.lists(st.integers(1, 6), unique=True, max_size=2)):
+    for _ in range(draw(st.integers(0, 2))):  # libvirt numbers consoles by position
         ctype = draw(st.sampled_from([ChardevType.PTY, ChardevType.NULL]))
-        consoles.append(Chardev(ChardevKind.CONSOLE, ctype, None, True, port, virtio=True))
+        consoles.append(Chardev(ChardevKind.CONSOLE, ctype, None, True, len(consoles),
+                                virtio=True))
     return tuple(serials), tuple(consoles)
 
 

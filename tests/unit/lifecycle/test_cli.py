@@ -187,3 +187,34 @@ def test_long_runtime_dir_is_refused_upfront(capsys: pytest.CaptureFixture[str],
     assert "TAPVIRT_RUNTIME_DIR=" in err["fix"]
     rc, out, _ = _run(capsys, "list", "--all", "--json")
     assert rc == 0 and json.loads(out)["domains"][0]["state"] == "shut off"
+
+
+EFI_XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>
+<os firmware='efi'><type arch='x86_64' machine='q35'>hvm</type></os><devices/></domain>"""
+
+
+def test_undefine_with_nvram(capsys: pytest.CaptureFixture[str], dirs: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """virsh's rule: a domain whose NVRAM file exists is undefined only with --nvram
+    (removes it) or --keep-nvram (keeps it); each domain has its own file."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(dirs / "data"))
+    nvdir = dirs / "data" / "tapvirt" / "nvram"
+    for name in ("efi1", "efi2"):
+        (dirs / f"{name}.xml").write_text(EFI_XML.format(name=name))
+        assert _run(capsys, "define", str(dirs / f"{name}.xml"))[0] == 0
+    # not started yet: no file, a plain undefine works
+    assert _run(capsys, "undefine", "efi2")[0] == 0
+    nvdir.mkdir(parents=True)
+    (nvdir / "efi1_VARS.fd").write_bytes(b"vars")
+    rc, out, _ = _run(capsys, "undefine", "efi1", "--json")
+    assert rc == 1
+    err = json.loads(out)["error"]
+    assert err["code"] == "nvram-exists" and "--nvram" in err["fix"]
+    assert _run(capsys, "undefine", "efi1", "--nvram", "--keep-nvram")[0] == 1
+    assert _run(capsys, "dumpxml", "efi1")[0] == 0  # still defined
+    assert _run(capsys, "undefine", "efi1", "--keep-nvram")[0] == 0
+    assert (nvdir / "efi1_VARS.fd").exists()
+    assert _run(capsys, "define", str(dirs / "efi1.xml"))[0] == 0
+    assert _run(capsys, "undefine", "efi1", "--nvram")[0] == 0
+    assert not (nvdir / "efi1_VARS.fd").exists()
+    assert _run(capsys, "list", "--all", "--json")[0] == 0

@@ -123,11 +123,17 @@ def test_whole_command_line() -> None:
 
 
 def test_defaults_tcg_acpi_off_boot_order() -> None:
-    dom = Domain("g", UUID, os=Os(boot=(BootDev.NETWORK, BootDev.HD)))
-    argv = build_argv(dom, [], qmp_socket="/q")
+    dom = replace(domain(user(), user()), os=Os(boot=(BootDev.NETWORK, BootDev.HD)))
+    argv = build_argv(dom, [NetBackend("net0", "user"), NetBackend("net1", "user")],
+                      qmp_socket="/q")
     assert argv[argv.index("-accel") + 1] == "tcg"
     assert argv[argv.index("-machine") + 1] == "pc,usb=off,acpi=off"
-    assert argv[argv.index("-boot") + 1] == "order=nc"
+    # libvirt's way: <os><boot> becomes per-device bootindex (the first NIC here), never
+    # -boot order= (the PC BIOS holds only three devices in its own order)
+    assert "-boot" not in argv
+    nics = [json.loads(a) for a in argv if a.startswith('{"driver":"e1000"')
+            or a.startswith('{"driver":"virtio-net')]
+    assert [n.get("bootindex") for n in nics] == [1, None]
 
 
 def test_fd_numbers_are_deterministic_or_the_launchers() -> None:

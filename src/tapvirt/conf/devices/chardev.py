@@ -113,6 +113,10 @@ def parse_chardevs(
                     "use append='on' or append='off'", attr="append",
                 )
             logs[el] = (r.abspath(lg, "file", lg.get("file", "")), append == "on")
+        if kind is ChardevKind.CONSOLE:
+            # libvirt numbers consoles by position and ignores a given port (a serial
+            # console's port 0 and a virtio console's port 0 are different things)
+            port = len(parsed)
         parsed.append((el, ctype, path, listen, port, virtio))
     taken: dict[int, etree._Element] = {}
     for el, _, _, _, port, _ in parsed:
@@ -158,7 +162,9 @@ def console_rules(
         cons[0] = replace(serials[0], kind=ChardevKind.CONSOLE, port=0)
     elif serials:  # a stub console for serial port 0, as libvirt adds
         cons.insert(0, replace(serials[0], kind=ChardevKind.CONSOLE, port=0))
-    return serials, tuple(cons)
+    # consoles are numbered by position (libvirt keeps the old numbers after inserting the
+    # stub and renumbers on the next parse; numbering now keeps dumpxml a fixed point)
+    return serials, tuple(replace(c, port=n) for n, c in enumerate(cons))
 
 
 def format_chardev(c: Chardev, w: Writer) -> None:

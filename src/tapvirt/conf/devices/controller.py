@@ -196,6 +196,9 @@ _MODELS: dict[ControllerType, type[StrEnum] | None] = {
 }
 
 # what each type of controller may sit on
+_COMPANION_STARTPORT: dict[ControllerModel, int] = {
+    UsbModel.ICH9_UHCI1: 0, UsbModel.ICH9_UHCI2: 2, UsbModel.ICH9_UHCI3: 4,
+}
 _ADDRESS: dict[ControllerType, tuple[AddressType, ...]] = {
     ControllerType.CCID: (AddressType.USB,),
     ControllerType.FDC: (),
@@ -287,6 +290,10 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
     if (m := r.one(found, "master")) is not None:
         r.shape(m, ("startport",), required_attrs=("startport",))
         startport = r.uint(m, "startport", 0, 15)
+    elif model in _COMPANION_STARTPORT:
+        # libvirt's parser: an ich9 UHCI companion without <master> gets the start port of
+        # its position (uhci1 0, uhci2 2, uhci3 4) and is formatted with it
+        startport = _COMPANION_STARTPORT[model]
     address = None
     if (ad := r.one(found, "address")) is not None:
         allowed = _ADDRESS.get(ctype, (AddressType.PCI,))

@@ -99,6 +99,29 @@ class DetectZeroes(StrEnum):
     UNMAP = "unmap"
 
 
+class ErrorPolicy(StrEnum):
+    STOP = "stop"
+    REPORT = "report"
+    IGNORE = "ignore"
+    ENOSPACE = "enospace"  # write errors only; QEMU's werror=enospc
+
+
+class GeometryTrans(StrEnum):
+    NONE = "none"
+    LBA = "lba"
+    AUTO = "auto"
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """`<geometry>`: the BIOS CHS geometry the guest sees (ide/sata/virtio)."""
+
+    cyls: int
+    heads: int
+    secs: int
+    trans: GeometryTrans | None = None
+
+
 class Tray(StrEnum):
     OPEN = "open"
     CLOSED = "closed"
@@ -117,6 +140,16 @@ class Disk:
     io: DiskIo | None = None
     discard: DiskDiscard | None = None
     detect_zeroes: DetectZeroes | None = None
+    error_policy: ErrorPolicy | None = None  # <driver error_policy>: QEMU's werror (+rerror)
+    rerror_policy: ErrorPolicy | None = None
+    ioeventfd: bool | None = None  # virtio only
+    event_idx: bool | None = None  # virtio only
+    queues: int | None = None  # virtio only: num-queues
+    queue_size: int | None = None  # virtio only: queue-size
+    geometry: Geometry | None = None
+    logical_block_size: int | None = None  # <blockio>
+    physical_block_size: int | None = None
+    rotation_rate: int | None = None  # <target rotation_rate>: 1 = SSD, else rpm
     readonly: bool = False
     shareable: bool = False
     tray: Tray | None = None  # cdrom/floppy: <target tray=...>
@@ -158,14 +191,98 @@ def default_bus(dev: str, device: DiskDevice) -> DiskBus:
     return DiskBus.IDE
 
 
-_DRIVER_ATTRS = ("name", "type", "cache", "io", "discard", "detect_zeroes")
+_DRIVER_ATTRS = ("name", "type", "cache", "error_policy", "rerror_policy", "io", "ioeventfd",
+                 "event_idx", "discard", "detect_zeroes", "queues", "queue_size")
+_VIRTIO_ONLY = ("ioeventfd", "event_idx", "queues", "queue_size")
+_BLOCK_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)  # QEMU: a power of 2, 512..32k
+
+
+def _onoff(r: Reader, el: etree._Element, attr: str) -> bool | None:
+    v = el.get(attr)
+    if v is None:
+        return None
+    if v not in ("on", "off"):
+        raise r.fail(E.INVALID_VALUE, el, f"Invalid value for attribute '{attr}' in element "
+                     f"'{el.tag}': '{v[:40]}'.", "use on or off", attr=attr)
+    return v == "on"
+
+
+@dataclass(frozen=True)
+class _DriverOpts:
+    error_policy: ErrorPolicy | None = None
+    rerror_policy: ErrorPolicy | None = None
+    ioeventfd: bool | None = None
+    event_idx: bool | None = None
+    queues: int | None = None
+    queue_size: int | None = None
+
+
+def _driver_opts(r: Reader, d: etree._Element, bus: DiskBus) -> _DriverOpts:
+    for attr in _VIRTIO_ONLY:
+        if d.get(attr) is not None and bus is not DiskBus.VIRTIO:
+            raise r.fail(E.NOT_FOR_TYPE, d, f"disk {attr} is supported only for the virtio "
+                         "bus", f"remove {attr}= or use <target bus='virtio'/>", attr=attr)
+    ep = r.enum(d, "error_policy", ErrorPolicy) if d.get("error_policy") is not None else None
+    rp = None
+    if d.get("rerror_policy") is not None:
+        rp = r.enum(d, "rerror_policy", ErrorPolicy)
+        if rp is ErrorPolicy.ENOSPACE:
+            raise r.fail(E.INVALID_VALUE, d, "Invalid disk read error policy: 'enospace'",
+                         "use stop, report or ignore", attr="rerror_policy")
+    queues = r.uint(d, "queues", 1, 256) if d.get("queues") is not None else None
+    qsize = None
+    if d.get("queue_size") is not None:
+        qsize = r.uint(d, "queue_size", 4, 1024)
+        if qsize & (qsize - 1):
+            raise r.fail(E.INVALID_VALUE, d, f"queue_size {qsize} is not a power of 2",
+                         "use 128, 256, 512 or 1024", attr="queue_size")
+    return _DriverOpts(ep, rp, _onoff(r, d, "ioeventfd"), _onoff(r, d, "event_idx"),
+                       queues, qsize)
+
+
+def _geometry(r: Reader, el: etree._Element | None, bus: DiskBus) -> Geometry | None:
+    if el is None:
+        return None
+    r.shape(el, ("cyls", "heads", "secs", "trans"), required_attrs=("cyls", "heads", "secs"))
+    if bus not in (DiskBus.IDE, DiskBus.SATA, DiskBus.VIRTIO):
+        raise r.fail(E.NOT_FOR_TYPE, el, f"QEMU has no CHS geometry for {bus} disks",
+                     "remove <geometry> or use an ide, sata or virtio disk")
+    trans = r.enum(el, "trans", GeometryTrans) if el.get("trans") is not None else None
+    if trans is not None and bus is DiskBus.VIRTIO:
+        raise r.fail(E.NOT_FOR_TYPE, el, "trans= is only valid for ide and sata disks",
+                     "remove trans=", attr="trans")
+    return Geometry(r.uint(el, "cyls", 1, 16383), r.uint(el, "heads", 1, 16),
+                    r.uint(el, "secs", 1, 255), trans)
+
+
+def _blockio(r: Reader, el: etree._Element | None) -> tuple[int | None, int | None]:
+    if el is None:
+        return None, None
+    r.shape(el, ("logical_block_size", "physical_block_size"))
+    out: list[int | None] = []
+    for attr in ("logical_block_size", "physical_block_size"):
+        if el.get(attr) is None:
+            out.append(None)
+            continue
+        size = r.uint(el, attr, 512, 32768)
+        if size not in _BLOCK_SIZES:
+            raise r.fail(E.INVALID_VALUE, el, f"{attr} {size} is not a power of 2",
+                         "use 512 or 4096", attr=attr)
+        out.append(size)
+    log, phys = out
+    if log is not None and log > (phys or 512):  # QEMU's physical default is 512
+        raise r.fail(E.INVALID_VALUE, el, f"logical_block_size {log} is larger than "
+                     f"physical_block_size {phys or 512} (QEMU refuses that)",
+                     f"set physical_block_size='{log}' (or larger)",
+                     attr="physical_block_size" if phys is not None else None)
+    return log, phys
 
 
 def parse_disk(r: Reader, el: etree._Element) -> Disk:
     found = r.shape(
         el, ("type", "device"),
-        ("driver", "source", "target", "readonly", "shareable", "serial", "wwn", "boot",
-         "alias", "address"),
+        ("driver", "source", "geometry", "blockio", "target", "readonly", "shareable", "serial",
+         "wwn", "boot", "alias", "address"),
     )
     dtype = r.enum(el, "type", DiskType) if el.get("type") is not None else DiskType.FILE
     device = r.enum(el, "device", DiskDevice) if el.get("device") is not None else DiskDevice.DISK
@@ -198,7 +315,7 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
             f"add <source {src_attr}='/path'/> inside <disk>",
         )
     tgt = r.need(found, "target", el)
-    r.shape(tgt, ("dev", "bus", "tray", "removable"), required_attrs=("dev",))
+    r.shape(tgt, ("dev", "bus", "tray", "removable", "rotation_rate"), required_attrs=("dev",))
     dev = tgt.get("dev", "")
     bus = r.enum(tgt, "bus", DiskBus) if tgt.get("bus") is not None else default_bus(dev, device)
     mt = DISK_DEV_RE[bus].match(dev)
@@ -209,6 +326,15 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
             f"name it {stem}a, {stem}b, ... for bus='{bus}'", attr="dev",
         )
     _bus_fits_device(r, tgt, bus, device)
+    drv = r.one(found, "driver")
+    opts = _driver_opts(r, drv, bus) if drv is not None else _DriverOpts()
+    rotation = None
+    if tgt.get("rotation_rate") is not None:
+        rotation = r.uint(tgt, "rotation_rate", 1, 65534)
+        if bus not in (DiskBus.IDE, DiskBus.SATA, DiskBus.SCSI):
+            raise r.fail(E.NOT_FOR_TYPE, tgt, "rotation rate is only valid for SCSI/IDE/SATA "
+                         "bus", "remove rotation_rate=", attr="rotation_rate")
+    log_bs, phys_bs = _blockio(r, r.one(found, "blockio"))
     tray = None
     if tgt.get("tray") is not None:
         tray = r.enum(tgt, "tray", Tray)
@@ -251,9 +377,18 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
     if (ad := r.one(found, "address")) is not None:
         allowed = _ADDRESSES.get(bus, (AddressType.DRIVE,))
         address = parse_address(r, ad, allowed, f"a {bus} disk")
+        if bus is DiskBus.IDE and isinstance(address, DriveAddress) and address.unit > 1:
+            # libvirt passes it on; QEMU: "Can't create IDE unit 2, bus supports only 2 units"
+            raise r.fail(E.INVALID_VALUE, ad, f"IDE unit {address.unit} does not exist: an "
+                         "IDE bus has units 0 and 1", "use unit='0' or unit='1' (another "
+                         "bus='1' for more disks), or remove <address>", attr="unit")
     return Disk(
         source_file=source, target_dev=dev, target_bus=bus, format=fmt, device=device,
         type=dtype, cache=cache, io=io, discard=discard, detect_zeroes=zeroes,
+        error_policy=opts.error_policy, rerror_policy=opts.rerror_policy,
+        ioeventfd=opts.ioeventfd, event_idx=opts.event_idx, queues=opts.queues,
+        queue_size=opts.queue_size, geometry=_geometry(r, r.one(found, "geometry"), bus),
+        logical_block_size=log_bs, physical_block_size=phys_bs, rotation_rate=rotation,
         readonly=readonly, shareable=shareable, tray=tray, removable=removable,
         serial=serial, wwn=wwn, boot_order=parse_boot(r, r.one(found, "boot")),
         alias=_alias(r, r.one(found, "alias"), bus, dev, address), address=address,
@@ -336,24 +471,43 @@ def auto_alias(disk: Disk, scsi_lsi: bool = False) -> str:
     return f"{disk.target_bus}{addr.controller}-{addr.bus}-{addr.unit}"
 
 
+def _onoff_text(v: bool | None) -> str | None:
+    return None if v is None else ("on" if v else "off")
+
+
 def format_disk(disk: Disk, w: Writer, live: bool) -> None:
     i2, i3 = IND * 2, IND * 3
     w(f"{i2}<disk type={a(disk.type)} device={a(disk.device)}>")
     drv = "".join(
         f" {k}={a(v)}" for k, v in (
-            ("type", disk.format), ("cache", disk.cache), ("io", disk.io),
+            ("type", disk.format), ("cache", disk.cache), ("error_policy", disk.error_policy),
+            ("rerror_policy", disk.rerror_policy), ("io", disk.io),
+            ("ioeventfd", _onoff_text(disk.ioeventfd)),
+            ("event_idx", _onoff_text(disk.event_idx)),
             ("discard", disk.discard), ("detect_zeroes", disk.detect_zeroes),
+            ("queues", None if disk.queues is None else str(disk.queues)),
+            ("queue_size", None if disk.queue_size is None else str(disk.queue_size)),
         ) if v is not None
     )
     w(f"{i3}<driver name='qemu'{drv}/>")
     if disk.source_file is not None:
         attr = "file" if disk.type is DiskType.FILE else "dev"
         w(f"{i3}<source {attr}={a(disk.source_file)}/>")
+    if (g := disk.geometry) is not None:
+        trans = f" trans={a(g.trans)}" if g.trans is not None else ""
+        w(f"{i3}<geometry cyls='{g.cyls}' heads='{g.heads}' secs='{g.secs}'{trans}/>")
+    if disk.logical_block_size is not None or disk.physical_block_size is not None:
+        bio = "".join(f" {k}='{v}'" for k, v in (
+            ("logical_block_size", disk.logical_block_size),
+            ("physical_block_size", disk.physical_block_size)) if v is not None)
+        w(f"{i3}<blockio{bio}/>")
     tattrs = f" dev={a(disk.target_dev)} bus={a(disk.target_bus)}"
     if disk.tray is not None:
         tattrs += f" tray={a(disk.tray)}"
     if disk.removable is not None:
         tattrs += f" removable='{'on' if disk.removable else 'off'}'"
+    if disk.rotation_rate is not None:
+        tattrs += f" rotation_rate='{disk.rotation_rate}'"
     w(f"{i3}<target{tattrs}/>")
     if disk.readonly:
         w(f"{i3}<readonly/>")
@@ -372,5 +526,6 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
 
 __all__ = [
     "DetectZeroes", "Disk", "DiskBus", "DiskCache", "DiskDevice", "DiskDiscard", "DiskFormat",
-    "DiskIo", "DiskType", "Tray", "auto_alias", "format_disk", "parse_disk",
+    "DiskIo", "DiskType", "ErrorPolicy", "Geometry", "GeometryTrans", "Tray", "auto_alias",
+    "format_disk", "parse_disk",
 ]

@@ -65,6 +65,9 @@ DISK_NVME = define(
 DISK_VOLUME = define(
     "disk-volume",
     "<disk type='volume'>: a storage pool volume needs libvirt's storage driver", layer=_L)
+DISK_NETWORK = define(
+    "disk-network",
+    "<disk type='network'>: tapvirt does not build network block devices yet", layer=_L)
 LAUNCH_SECURITY = define(
     "launch-security",
     "<launchSecurity>: AMD SEV/SEV-SNP or IBM PV memory encryption needs KVM and host "
@@ -204,6 +207,8 @@ def _disk(r: Reader, el: etree._Element) -> None:
             "type='block' with <source dev='PATH'/>)",
             attr="type",
         )
+    if el.get("type") == "network":
+        _network_disk(r, el)
     if el.get("type") == "nvme":
         raise r.fail(
             DISK_NVME, el,
@@ -213,6 +218,33 @@ def _disk(r: Reader, el: etree._Element) -> None:
             "dev='/dev/nvme0n1'/> (the user needs access to it)",
             attr="type",
         )
+
+
+# QEMU 7.2 dropped these block drivers (sheepdog in 6.0, vxhs in 5.1): no workaround
+_GONE = ("sheepdog", "vxhs")
+
+
+def _network_disk(r: Reader, el: etree._Element) -> None:
+    source = el.find("source")
+    proto = str(source.get("protocol") if source is not None else None)[:20]
+    if proto in _GONE:
+        raise r.fail(
+            DISK_NETWORK, el,
+            f"<disk type='network'> with protocol '{proto}': QEMU 7.2 has no {proto} block "
+            "driver any more", "copy the image to a file or block device the user can read "
+            "and use <disk type='file'> (or 'block')", attr="type",
+        )
+    raise r.fail(
+        DISK_NETWORK, el,
+        f"<disk type='network'> (protocol '{proto}'): tapvirt does not build network block "
+        "devices (-blockdev nbd/curl/iscsi/rbd/...) yet; nbd is built into Debian's QEMU, "
+        "the others come with the qemu-block-extra package",
+        "let QEMU reach the server through a local qcow2 overlay: qemu-img create -f qcow2 "
+        "-b 'nbd://HOST:PORT/EXPORT' -F raw OVERLAY.qcow2 (a URL for http/https/iscsi/..."
+        " too), then <disk type='file'><driver name='qemu' type='qcow2'/><source "
+        "file='OVERLAY.qcow2'/>; or copy the image locally (qemu-img convert)",
+        attr="type",
+    )
 
 
 _DEVICES = {"interface": _interface, "hostdev": _hostdev, "disk": _disk}

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from tapvirt.conf import decl
 from tapvirt.conf import errors as E
+from tapvirt.conf.domain.numa import Numa, format_numa, parse_numa
 from tapvirt.conf.xmlout import Writer
 
 if TYPE_CHECKING:
@@ -111,6 +112,7 @@ class Cpu:
     model: CpuModel | None = decl.element("model", CpuModel)
     topology: Topology | None = decl.element("topology", Topology)
     features: tuple[CpuFeature, ...] = decl.elements("feature", CpuFeature)
+    numa: Numa | None = None  # <numa>, parsed by conf.domain.numa (written last)
 
 
 # libvirt's names that QEMU spells differently (virQEMUCapsCPUFeatureToQEMU)
@@ -130,7 +132,9 @@ def qemu_feature(name: str) -> str | None:
 def parse_cpu(r: Reader, el: etree._Element) -> Cpu:
     from tapvirt.conf.domain.qemu_cpus import MODELS
 
-    cpu = decl.read(r, el, Cpu)
+    values, extra = decl.read_fields(r, el, Cpu, extra_children=("numa",))
+    numa = parse_numa(r, extra["numa"][0]) if "numa" in extra else None
+    cpu = Cpu(**values, numa=numa)
     if cpu.migratable is not None and cpu.mode not in (
         CpuMode.HOST_PASSTHROUGH, CpuMode.MAXIMUM
     ):
@@ -194,4 +198,6 @@ def check_cpu(r: Reader, el: etree._Element, cpu: Cpu, *, kvm: bool, vcpus: int)
 
 
 def format_cpu(cpu: Cpu, w: Writer) -> None:
-    decl.write(cpu, "cpu", w, 1)
+    numa = cpu.numa
+    decl.write(cpu, "cpu", w, 1,
+               extra=None if numa is None else (lambda w2, d: format_numa(numa, w2, d)))

@@ -28,6 +28,11 @@ class LoaderType(StrEnum):
     PFLASH = "pflash"
 
 
+class FirmwareFeatureName(StrEnum):
+    ENROLLED_KEYS = "enrolled-keys"
+    SECURE_BOOT = "secure-boot"
+
+
 class SmbiosMode(StrEnum):
     EMULATE = "emulate"
     HOST = "host"
@@ -36,10 +41,30 @@ class SmbiosMode(StrEnum):
 
 @dataclass(frozen=True)
 class Loader:
-    path: str = decl.text("text()", required=True)
+    path: str | None = decl.text("text()")  # None only with <os firmware=...>
     readonly: bool | None = decl.yesno("@readonly")
     secure: bool | None = decl.yesno("@secure")
     type: LoaderType | None = decl.enum("@type", LoaderType)
+
+
+@dataclass(frozen=True)
+class FirmwareFeature:
+    """`<os><firmware><feature enabled='yes|no' name='secure-boot|enrolled-keys'/>`: what
+    firmware autoselection (`<os firmware='efi'>`) must (or must not) pick."""
+
+    enabled: bool = decl.yesno("@enabled", required=True)
+    name: FirmwareFeatureName = decl.enum("@name", FirmwareFeatureName, required=True)
+
+
+@dataclass(frozen=True)
+class FirmwareFeatures:
+    features: tuple[FirmwareFeature, ...] = decl.elements("feature", FirmwareFeature)
+
+    def wanted(self, name: FirmwareFeatureName) -> bool | None:
+        for f in self.features:
+            if f.name is name:
+                return f.enabled
+        return None
 
 
 @dataclass(frozen=True)
@@ -64,6 +89,7 @@ class Bios:
 class OsBoot:
     """What `<os>` says about firmware and boot, besides type, kernel and boot order."""
 
+    firmware_features: FirmwareFeatures | None = decl.element("firmware", FirmwareFeatures)
     loader: Loader | None = decl.element("loader", Loader)
     nvram: Nvram | None = decl.element("nvram", Nvram)
     bootmenu: BootMenu | None = decl.element("bootmenu", BootMenu)
@@ -75,18 +101,19 @@ class OsBoot:
         return self.loader is not None and self.loader.type is LoaderType.PFLASH
 
 
-TAGS = ("loader", "nvram", "bootmenu", "smbios", "bios")
+TAGS = ("firmware", "loader", "nvram", "bootmenu", "smbios", "bios")
 
 
 def parse_osboot(r: Reader, os_el: etree._Element, found: dict[str, list[etree._Element]],
                  firmware: Firmware | None) -> OsBoot:
     """The declared children of `<os>` named in TAGS (already shape-checked by `root`)."""
     values: dict[str, object] = {}
-    for tag, field in (("loader", "loader"), ("nvram", "nvram"), ("bootmenu", "bootmenu"),
-                       ("bios", "bios")):
+    for tag, field in (("firmware", "firmware_features"), ("loader", "loader"),
+                       ("nvram", "nvram"), ("bootmenu", "bootmenu"), ("bios", "bios")):
         if (el := r.one(found, tag)) is not None:
-            values[field] = decl.read(r, el, {"loader": Loader, "nvram": Nvram,
-                                              "bootmenu": BootMenu, "bios": Bios}[tag])
+            values[field] = decl.read(r, el, {"firmware": FirmwareFeatures, "loader": Loader,
+                                              "nvram": Nvram, "bootmenu": BootMenu,
+                                              "bios": Bios}[tag])
     if (sm := r.one(found, "smbios")) is not None:
         r.shape(sm, ("mode",), required_attrs=("mode",))
         values["smbios"] = r.enum(sm, "mode", SmbiosMode)
@@ -94,24 +121,28 @@ def parse_osboot(r: Reader, os_el: etree._Element, found: dict[str, list[etree._
     loader_el = r.one(found, "loader")
     if ob.loader is not None:
         assert loader_el is not None
-        r.abspath(loader_el, None, ob.loader.path)
+        if ob.loader.path is not None:
+            r.abspath(loader_el, None, ob.loader.path)
+        elif firmware is None:
+            raise r.fail(E.MISSING_ELEMENT, loader_el, "<loader> needs the firmware's path",
+                         "write it, e.g. <loader readonly='yes' type='pflash'>/usr/share/"
+                         "OVMF/OVMF_CODE_4M.fd</loader>, or use <os firmware='efi'>")
     nv_el = r.one(found, "nvram")
     if ob.nvram is not None:
         assert nv_el is not None
-        if ob.nvram.path is None:
-            raise r.fail(
-                E.UNSUPPORTED_VALUE, nv_el,
-                "<nvram> without a path: libvirt would create it under "
-                "/var/lib/libvirt/qemu/nvram, which an unprivileged QEMU cannot write",
-                "write the file's path inside <nvram>, e.g. <nvram template='/usr/share/OVMF/"
-                "OVMF_VARS_4M.fd'>/home/me/.local/share/tapvirt/NAME_VARS.fd</nvram>",
-            )
-        r.abspath(nv_el, None, ob.nvram.path)
-        if not ob.pflash:
+        if ob.nvram.path is not None:  # without one: a per-domain file made at start
+            r.abspath(nv_el, None, ob.nvram.path)
+        if not ob.pflash and firmware is not Firmware.EFI:
             raise r.fail(E.INVALID_VALUE, nv_el, "<nvram> needs a <loader type='pflash'>",
                          "add <loader readonly='yes' type='pflash'>/usr/share/OVMF/"
                          "OVMF_CODE_4M.fd</loader> or remove <nvram>")
     if firmware is not None and loader_el is not None:
+        if loader_el.get("secure") == "no":
+            raise r.fail(E.INVALID_VALUE, loader_el,
+                         "loader attribute 'secure' cannot be specified when firmware "
+                         "autoselection is enabled",
+                         "remove secure='no' (ask for <firmware><feature enabled='no' "
+                         "name='secure-boot'/></firmware> instead)", attr="secure")
         for attr in ("readonly", "type"):
             if loader_el.get(attr) is not None:
                 raise r.fail(
@@ -121,23 +152,27 @@ def parse_osboot(r: Reader, os_el: etree._Element, found: dict[str, list[etree._
                     "remove firmware= from <os> (the <loader> names the firmware itself)",
                     attr=attr,
                 )
-    if firmware is Firmware.EFI and ob.loader is None:
-        raise r.fail(
-            E.UNSUPPORTED_VALUE, os_el,
-            "firmware='efi' without <loader>: tapvirt does not pick a firmware file "
-            "automatically (libvirt reads the firmware descriptors of /usr/share/qemu/firmware)",
-            "name it: <loader readonly='yes' type='pflash'>/usr/share/OVMF/OVMF_CODE_4M.fd"
-            "</loader> and <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/path/of/"
-            "NAME_VARS.fd</nvram>", attr="firmware",
-        )
-    if ob.pflash and ob.loader is not None and ob.loader.readonly and ob.nvram is None:
-        assert loader_el is not None
-        raise r.fail(
-            E.MISSING_ELEMENT, loader_el,
-            "a read-only pflash <loader> needs an <nvram> file for its variables",
-            "add <nvram template='/usr/share/OVMF/OVMF_VARS_4M.fd'>/path/of/NAME_VARS.fd"
-            "</nvram>",
-        )
+    if firmware is not None and loader_el is not None and ob.loader is not None \
+            and ob.loader.path is not None:
+        raise r.fail(E.INVALID_VALUE, loader_el,
+                     "a loader path cannot be specified when firmware autoselection is "
+                     "enabled", "remove firmware= from <os> (and write <loader "
+                     "readonly='yes' type='pflash'>PATH</loader>), or the path")
+    ff = ob.firmware_features
+    if ff is not None:
+        ff_el = r.one(found, "firmware")
+        assert ff_el is not None
+        names = [f.name for f in ff.features]
+        if len(set(names)) != len(names):
+            raise r.fail(E.DUPLICATE_ELEMENT, ff_el, "a firmware feature is listed twice",
+                         "list each <feature name=...> once")
+        if ff.wanted(FirmwareFeatureName.ENROLLED_KEYS) and \
+                ff.wanted(FirmwareFeatureName.SECURE_BOOT) is False:
+            raise r.fail(
+                E.INVALID_VALUE, ff_el,
+                "firmware feature 'enrolled-keys' cannot be enabled when firmware feature "
+                "'secure-boot' is disabled",
+                "enable secure-boot too, or disable enrolled-keys")
     if ob.smbios is SmbiosMode.HOST:
         sm = r.one(found, "smbios")
         assert sm is not None
@@ -154,4 +189,4 @@ def write_firmware(ob: OsBoot, w: Writer, depth: int) -> None:
 
 def write_boot_options(ob: OsBoot, w: Writer, depth: int) -> None:
     """<bootmenu>, <smbios>, <bios>: libvirt writes them after the <boot> elements."""
-    decl.write_children(replace(ob, loader=None, nvram=None), w, depth)
+    decl.write_children(replace(ob, firmware_features=None, loader=None, nvram=None), w, depth)

@@ -21,6 +21,7 @@ from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
 from tapvirt.conf.domain.features import check_features, parse_features
 from tapvirt.conf.domain.memorybacking import parse_memory_backing
 from tapvirt.conf.domain.metadata import parse_metadata
+from tapvirt.conf.domain.numa import check_numa
 from tapvirt.conf.domain.osboot import TAGS as OS_BOOT_TAGS
 from tapvirt.conf.domain.osboot import Firmware, SmbiosMode, parse_osboot
 from tapvirt.conf.domain.pm import parse_pm
@@ -111,11 +112,15 @@ def parse_domain_element(r: Reader) -> Domain:
     if (d := r.one(found, "description")) is not None:
         r.shape(d, text=True)
         description = d.text or ""
-    memory = _memory(r, r.need(found, "memory", root))
+    cpu_el = r.one(found, "cpu")
+    has_numa = cpu_el is not None and cpu_el.find("numa") is not None
+    # with guest NUMA cells <memory> may be left out: it is their sum (libvirt's rule)
+    mem_el = r.one(found, "memory") if has_numa else r.need(found, "memory", root)
+    memory = _memory(r, mem_el) if mem_el is not None else 0
     current_mem = None
     if (c := r.one(found, "currentMemory")) is not None:
         current_mem = _memory(r, c)
-        if current_mem > memory:
+        if current_mem > memory and not has_numa:
             raise r.fail(
                 E.INVALID_MEMORY, c,
                 f"currentMemory ({current_mem} KiB) is larger than memory ({memory} KiB)",
@@ -186,6 +191,15 @@ def parse_domain_element(r: Reader) -> Domain:
         dom = replace(dom, uuid=check_sysinfo(r, s_el, dom.sysinfo, dom.uuid))
     if dom.cpu is not None and (c_el := r.one(found, "cpu")) is not None:
         check_cpu(r, c_el, dom.cpu, kvm=kvm, vcpus=dom.vcpus)
+        if dom.cpu.numa is not None:
+            n_el = c_el.find("numa")
+            assert n_el is not None
+            check_numa(r, n_el, dom.cpu.numa, dom.vcpus)
+            total = dom.cpu.numa.memory_kib
+            cur = dom.current_memory_kib
+            # libvirt: <memory> is the cells' sum, currentMemory at most that
+            dom = replace(dom, memory_kib=total,
+                          current_memory_kib=None if cur is None else min(cur, total))
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
     _check_boot(r, r.need(found, "os", root), dom)
@@ -203,7 +217,8 @@ def _check_boot(r: Reader, os_el: etree._Element, dom: Domain) -> None:
         raise r.fail(E.MISSING_ELEMENT, where if where is not None else os_el,
                      "need at least one serial port to use BIOS serial output",
                      "add <serial type='pty'/> to <devices>, or remove useserial='yes'")
-    if ob.loader is not None and ob.loader.secure:
+    if ob.loader is not None and ob.loader.secure and dom.os.firmware is None:
+        # with firmware='efi' the chosen firmware's requires-smm turns SMM on (qemu.fwdesc)
         where = os_el.find("loader")
         assert where is not None
         if "q35" not in (dom.os.machine or ""):

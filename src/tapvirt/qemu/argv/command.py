@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from tapvirt.conf.model import Domain, DomainType, LifecycleAction
+from tapvirt.qemu.argv.bootorder import device_boot_order
 from tapvirt.qemu.argv.chardev import chardev_args
 from tapvirt.qemu.argv.clock import rtc_args
 from tapvirt.qemu.argv.controller import controller_args
@@ -23,7 +24,12 @@ from tapvirt.qemu.argv.firmware import (
 )
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
-from tapvirt.qemu.argv.memory import iothread_args, memory_args, memory_machine_params
+from tapvirt.qemu.argv.memory import (
+    iothread_args,
+    memory_args,
+    memory_machine_params,
+    numa_args,
+)
 from tapvirt.qemu.argv.peripherals import peripheral_args, runtime_dir_of
 
 
@@ -48,6 +54,7 @@ def build_argv(
     spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
     order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given.
     `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
+    dom = device_boot_order(dom)
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
     by_alias = {b.alias: b for b in backends}
     argv = [emulator(dom), "-name", f"guest={opt(dom.name)}", "-S"]
@@ -61,6 +68,7 @@ def build_argv(
     argv += cpu_args(dom)
     argv += memory_args(dom)
     argv += smp_args(dom)
+    argv += numa_args(dom)
     argv += iothread_args(dom)
     argv += ["-uuid", dom.uuid]
     argv += ["-no-user-config", "-nodefaults", "-display", "none"]

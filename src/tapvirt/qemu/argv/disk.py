@@ -24,6 +24,7 @@ from tapvirt.conf.devices.disk import (
     DiskDevice,
     DiskDiscard,
     DiskType,
+    ErrorPolicy,
     Tray,
 )
 from tapvirt.conf.model import Domain
@@ -131,6 +132,11 @@ def disk_device(dom: Domain, disk: Disk, alias: str, drive: str | None) -> dict[
     """The guest's disk device (libvirt's qemuBuildDiskDeviceProps, in its key order)."""
     cd = disk.device is DiskDevice.CDROM
     out: dict[str, Any] = {"driver": _DRIVERS[disk.target_bus][cd]}
+    # qemuBuildVirtioDevProps, then the queue counts, before the address
+    for key, val in (("ioeventfd", disk.ioeventfd), ("event_idx", disk.event_idx),
+                     ("num-queues", disk.queues), ("queue-size", disk.queue_size)):
+        if val is not None:
+            out[key] = val
     addr = disk.address
     if addr is None and disk.target_bus in _DRIVE_BUSES:
         # a model built without the post-parse step: the address its target name implies
@@ -149,8 +155,14 @@ def disk_device(dom: Domain, disk: Disk, alias: str, drive: str | None) -> dict[
     out["id"] = alias
     if disk.boot_order is not None and disk.device is not DiskDevice.FLOPPY:
         out["bootindex"] = disk.boot_order
+    for key, size in (("logical_block_size", disk.logical_block_size),
+                      ("physical_block_size", disk.physical_block_size)):
+        if size is not None:
+            out[key] = size
     if disk.wwn is not None:
         out["wwn"] = int(disk.wwn.removeprefix("0x"), 16)
+    if disk.rotation_rate is not None:
+        out["rotation_rate"] = disk.rotation_rate
     if disk.target_bus is DiskBus.USB:
         out["removable"] = bool(disk.removable)
     cache = _effective_cache(disk)
@@ -158,6 +170,26 @@ def disk_device(dom: Domain, disk: Disk, alias: str, drive: str | None) -> dict[
         flags = cache.flags
         assert flags is not None
         out["write-cache"] = "on" if flags[0] else "off"
+    if (g := disk.geometry) is not None:
+        out.update({"cyls": g.cyls, "heads": g.heads, "secs": g.secs})
+        if g.trans is not None:
+            out["bios-chs-trans"] = str(g.trans)
     if disk.serial is not None:
         out["serial"] = disk.serial.replace(" ", "\\ ")
+    out.update(_error_policy(disk))
+    return out
+
+
+def _error_policy(disk: Disk) -> dict[str, str]:
+    """libvirt: werror from error_policy (enospace: QEMU's enospc); rerror from
+    rerror_policy, else the same as error_policy unless that is enospace."""
+    out: dict[str, str] = {}
+    if disk.error_policy is not None:
+        out["werror"] = "enospc" if disk.error_policy is ErrorPolicy.ENOSPACE else str(
+            disk.error_policy)
+    read = disk.rerror_policy
+    if read is None and disk.error_policy is not ErrorPolicy.ENOSPACE:
+        read = disk.error_policy
+    if read is not None:
+        out["rerror"] = str(read)
     return out

@@ -23,8 +23,8 @@ def _pflash(n: int, path: str, readonly: bool) -> list[str]:
 
 def pflash_args(dom: Domain) -> list[str]:
     ob = dom.os.boot_options
-    if not ob.pflash or ob.loader is None:
-        return []
+    if not ob.pflash or ob.loader is None or ob.loader.path is None:
+        return []  # no path: <os firmware='efi'> not resolved yet (qemu.fwdesc does, at start)
     argv = _pflash(0, ob.loader.path, bool(ob.loader.readonly))
     if ob.nvram is not None and ob.nvram.path is not None:
         argv += _pflash(1, ob.nvram.path, False)
@@ -45,7 +45,7 @@ def firmware_machine_params(dom: Domain) -> str:
 
 def firmware_args(dom: Domain) -> list[str]:
     ob = dom.os.boot_options
-    if ob.loader is None:
+    if ob.loader is None or ob.loader.path is None:
         return []
     if not ob.pflash:
         return ["-bios", ob.loader.path]
