@@ -543,6 +543,7 @@ class _AddressSet:
     def __init__(self, buses: list[_Bus], dry_run: bool) -> None:
         self.buses = buses
         self.dry_run = dry_run
+        self.owner: dict[tuple[int, int, int], str] = {}  # (bus, slot, function) -> element
 
     # errors name the device; internal ones (an auto-assigned address) cannot happen
     # after the dry run, so every error here is about what the user wrote
@@ -656,8 +657,14 @@ class _AddressSet:
         self.validate(a, flags, from_config, dev)
         bus = self.buses[a.bus]
         if bus.functions[a.slot] & (1 << a.function):
-            raise self._fail(dev, ADDRESS_CONFLICT, f"Attempted double use of PCI Address {a}",
+            other = self.owner.get((a.bus, a.slot, a.function))
+            held = f" (already used by {other})" if other else (
+                " (a function of the machine's chipset)" if dev is not None else "")
+            raise self._fail(dev, ADDRESS_CONFLICT,
+                             f"Attempted double use of PCI Address {a}{held}",
                              "give each device its own slot or function, or remove <address>")
+        if dev is not None:
+            self.owner[(a.bus, a.slot, a.function)] = dev.where
         if not bus.functions[a.slot] and flags & Connect.AGGREGATE_SLOT:
             bus.aggregate[a.slot] = True
         bus.functions[a.slot] |= 1 << a.function

@@ -190,6 +190,35 @@ def drive_addresses(dom: Domain) -> Domain:
                                         controllers=tuple(ctls)))
 
 
+def virtio_serial_addresses(dom: Domain) -> Domain:
+    """virDomainDefAddImplicitControllers + qemuDomainAssignVirtioSerialAddresses: virtio
+    channels (and virtio consoles) need a virtio-serial controller, added as index 0 when
+    the definition has none; every channel without a port gets the next free one
+    (ports from 1; a virtio console takes port 0 and keeps no address)."""
+    d = dom.devices
+    consoles = [c for c in d.consoles if getattr(c, "virtio", False)]
+    if not d.channels and not consoles:
+        return dom
+    dev = "/domain/devices"
+    ports = [A.SerialPort(("console", n), None, console=True, where=f"{dev}/console")
+             for n, _ in enumerate(consoles)]
+    ports += [A.SerialPort(("channel", n), c.address, where=f"{dev}/channel[{n + 1}]")
+              for n, c in enumerate(d.channels)]
+    ctls = list(d.controllers)
+    # virDomainDefMaybeAddVirtioSerialController: the controller a channel names (0 if none)
+    for idx in sorted({c.address.controller if c.address is not None else 0
+                       for c in d.channels} | ({0} if consoles else set())):
+        if not _has(ctls, ControllerType.VIRTIO_SERIAL, idx):
+            _add(ctls, Controller(ControllerType.VIRTIO_SERIAL, idx))
+    have = [(c.index, c.ports) for c in ctls if c.type is ControllerType.VIRTIO_SERIAL]
+    plan = A.assign_virtio_serial(have, ports)
+    for idx in plan.added_controllers:
+        _add(ctls, Controller(ControllerType.VIRTIO_SERIAL, idx))
+    channels = tuple(replace(c, address=plan.addresses.get(("channel", n), c.address))
+                     for n, c in enumerate(d.channels))
+    return replace(dom, devices=replace(d, channels=channels, controllers=tuple(ctls)))
+
+
 def _controller_slot(c: Controller) -> A.Slot | A.PciModel | None:
     """What kind of PCI slot a controller needs (libvirt's
     qemuDomainDeviceCalculatePCIConnectFlags); None: it is not on PCI."""
@@ -272,6 +301,7 @@ def pci_addresses(dom: Domain) -> Domain:
             addr = disk.address if isinstance(disk.address, A.PciAddress) else None
             items.append(A.PciDevice(("disk", n), A.Order.DISK, A.Slot.VIRTIO, addr,
                                      f"/domain/devices/disk[{n + 1}]"))
+    items += _peripheral_pci(dom, chip)
     buses = [A.PciBus(c.index, c.pci_model, hotplug=not (c.target and c.target.hotplug is False))
              for c in d.controllers if c.pci_model is not None]
     plan = A.assign_pci(dom.os.machine, buses, items)
@@ -289,7 +319,76 @@ def pci_addresses(dom: Domain) -> Domain:
     disks = tuple(replace(k, address=got.get(("disk", n), k.address))
                   for n, k in enumerate(d.disks))
     return replace(dom, devices=replace(d, controllers=tuple(ctls), interfaces=ifaces,
-                                        disks=disks))
+                                        disks=disks, **_peripheral_got(d, got)))
+
+
+def _pci_of(addr: object) -> A.PciAddress | None:
+    return addr if isinstance(addr, A.PciAddress) else None
+
+
+def _peripheral_pci(dom: Domain, chip: A.Chipset) -> list[A.PciDevice]:
+    """The other PCI devices, with the kind of slot libvirt gives each
+    (qemuDomainDeviceCalculatePCIConnectFlags): transitional virtio models want
+    conventional PCI, the others virtio slots; sound cards, i6300esb, VGA/cirrus/qxl/vmvga
+    conventional PCI, bochs PCI Express; the first video card is the chipset's primary."""
+    from tapvirt.conf.devices.graphics import VideoModel
+    from tapvirt.conf.devices.input import InputBus
+    from tapvirt.conf.devices.misc import BalloonModel, RngModel, WatchdogModel
+    from tapvirt.conf.devices.sound import SoundModel
+
+    d = dom.devices
+    out: list[A.PciDevice] = []
+    dev = "/domain/devices"
+    for n, snd in enumerate(d.sounds):
+        if snd.model not in (SoundModel.SB16, SoundModel.USB):
+            out.append(A.PciDevice(
+                ("sound", n), A.Order.SOUND, A.Slot.PCI, _pci_of(snd.address),
+                f"{dev}/sound[{n + 1}]",
+                role=A.Role.ICH9_SOUND if snd.model is SoundModel.ICH9 else A.Role.NONE,
+            ))
+    b = d.memballoon
+    if b is not None and b.model is not BalloonModel.NONE:
+        kind = A.Slot.PCI if b.model is BalloonModel.VIRTIO_TRANSITIONAL else A.Slot.VIRTIO
+        out.append(A.PciDevice(("memballoon", 0), A.Order.MEMBALLOON, kind,
+                               _pci_of(b.address), f"{dev}/memballoon"))
+    for n, r in enumerate(d.rngs):
+        kind = A.Slot.PCI if r.model is RngModel.VIRTIO_TRANSITIONAL else A.Slot.VIRTIO
+        out.append(A.PciDevice(("rng", n), A.Order.RNG, kind, _pci_of(r.address),
+                               f"{dev}/rng[{n + 1}]"))
+    w = d.watchdog
+    if w is not None and w.model is WatchdogModel.I6300ESB:
+        out.append(A.PciDevice(("watchdog", 0), A.Order.WATCHDOG, A.Slot.PCI,
+                               _pci_of(w.address), f"{dev}/watchdog"))
+    for n, v in enumerate(d.videos):
+        if v.model in (VideoModel.NONE, VideoModel.RAMFB):
+            continue
+        kind = (A.Slot.VIRTIO if v.model is VideoModel.VIRTIO else
+                A.Slot.PCIE if v.model is VideoModel.BOCHS else A.Slot.PCI)
+        out.append(A.PciDevice(("video", n), A.Order.VIDEO, kind, _pci_of(v.address),
+                               f"{dev}/video[{n + 1}]",
+                               role=A.Role.PRIMARY_VIDEO if n == 0 else A.Role.NONE))
+    for n, i in enumerate(d.inputs):
+        if i.bus is InputBus.VIRTIO:
+            out.append(A.PciDevice(("input", n), A.Order.INPUT, A.Slot.VIRTIO,
+                                   _pci_of(i.address), f"{dev}/input[{n + 1}]"))
+    return out
+
+
+def _peripheral_got(d: Any, got: dict[Hashable, A.PciAddress]) -> dict[str, Any]:
+    """The `Devices` fields of these families with the addresses assigned."""
+    def each(items: tuple[_T, ...], family: str) -> tuple[_T, ...]:
+        return tuple(replace(x, address=got[(family, n)]) if (family, n) in got else x
+                     for n, x in enumerate(items))
+
+    out: dict[str, Any] = {
+        "sounds": each(d.sounds, "sound"), "rngs": each(d.rngs, "rng"),
+        "videos": each(d.videos, "video"), "inputs": each(d.inputs, "input"),
+    }
+    if d.memballoon is not None and ("memballoon", 0) in got:
+        out["memballoon"] = replace(d.memballoon, address=got[("memballoon", 0)])
+    if d.watchdog is not None and ("watchdog", 0) in got:
+        out["watchdog"] = replace(d.watchdog, address=got[("watchdog", 0)])
+    return out
 
 
 def _pci_controller_defaults(c: Controller) -> Controller:
@@ -325,6 +424,7 @@ def usb_addresses(dom: Domain) -> Domain:
         if c.type is ControllerType.CCID:
             addr = c.address if isinstance(c.address, A.UsbAddress) else None
             items.append(A.UsbDevice(("controller", n), addr, _where(c)))
+    items += _peripheral_usb(d)
     if not items:
         return dom
     usb = [(c.index, str(c.model), c.ports) for c in d.controllers
@@ -334,7 +434,34 @@ def usb_addresses(dom: Domain) -> Domain:
                   for n, k in enumerate(d.disks))
     ctls = tuple(replace(c, address=got.get(("controller", n), c.address))
                  for n, c in enumerate(d.controllers))
-    return replace(dom, devices=replace(d, disks=disks, controllers=ctls))
+
+    def each(items: tuple[_T, ...], family: str) -> tuple[_T, ...]:
+        return tuple(replace(x, address=got[(family, n)]) if (family, n) in got else x
+                     for n, x in enumerate(items))
+
+    return replace(dom, devices=replace(
+        d, disks=disks, controllers=ctls, inputs=each(d.inputs, "input"),
+        sounds=each(d.sounds, "sound"), redirdevs=each(d.redirdevs, "redirdev"),
+    ))
+
+
+def _peripheral_usb(d: Any) -> list[A.UsbDevice]:
+    """USB inputs, usb-audio and USB redirection, in virDomainUSBDeviceDefForeach's
+    order (after disks and CCID controllers)."""
+    from tapvirt.conf.devices.input import InputBus
+    from tapvirt.conf.devices.sound import SoundModel
+
+    def usb(addr: object) -> A.UsbAddress | None:
+        return addr if isinstance(addr, A.UsbAddress) else None
+
+    dev = "/domain/devices"
+    out = [A.UsbDevice(("input", n), usb(i.address), f"{dev}/input[{n + 1}]")
+           for n, i in enumerate(d.inputs) if i.bus is InputBus.USB]
+    out += [A.UsbDevice(("sound", n), usb(x.address), f"{dev}/sound[{n + 1}]")
+            for n, x in enumerate(d.sounds) if x.model is SoundModel.USB]
+    out += [A.UsbDevice(("redirdev", n), usb(x.address), f"{dev}/redirdev[{n + 1}]")
+            for n, x in enumerate(d.redirdevs)]
+    return out
 _T = TypeVar("_T", bound=Any)
 
 
@@ -426,6 +553,7 @@ STEPS: tuple[Callable[[Domain], Domain], ...] = (
     controller_models,
     drive_addresses,
     implicit_audio_video,
+    virtio_serial_addresses,
     pci_addresses,
     usb_addresses,
     assign_aliases,

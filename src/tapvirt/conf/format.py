@@ -27,7 +27,7 @@ from tapvirt.conf.domain.pm import format_pm
 from tapvirt.conf.domain.resource import format_resource
 from tapvirt.conf.domain.seclabel import format_seclabel
 from tapvirt.conf.domain.sysinfo import format_sysinfo
-from tapvirt.conf.domain.tuning import format_cputune, format_iothreads
+from tapvirt.conf.domain.tuning import format_cputune, format_iothreads, format_numatune
 from tapvirt.conf.xmlout import IND as _IND
 from tapvirt.conf.xmlout import Writer as _Writer
 from tapvirt.conf.xmlout import a as _a
@@ -82,6 +82,8 @@ def format_domain(
         format_iothreads(dom.iothreads, w)
     if dom.cputune is not None:
         format_cputune(dom.cputune, w)
+    if dom.numatune is not None:
+        format_numatune(dom.numatune, w)
     if dom.resource is not None:
         format_resource(dom.resource, w)
     if dom.sysinfo is not None:

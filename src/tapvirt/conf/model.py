@@ -40,7 +40,7 @@ from tapvirt.conf.domain.pm import Pm
 from tapvirt.conf.domain.resource import Resource
 from tapvirt.conf.domain.seclabel import Seclabel
 from tapvirt.conf.domain.sysinfo import Sysinfo
-from tapvirt.conf.domain.tuning import CpuTune
+from tapvirt.conf.domain.tuning import CpuTune, NumaTune
 
 __all__ = [
     "BootDev",
@@ -131,6 +131,7 @@ class Domain:
     vcpu_cpuset: str | None = None  # <vcpu cpuset=...> as written (kept, not applied)
     iothreads: int | None = None
     cputune: CpuTune | None = None
+    numatune: NumaTune | None = None
     resource: Resource | None = None
     sysinfo: Sysinfo | None = None
     os: Os = field(default_factory=Os)

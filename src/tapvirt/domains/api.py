@@ -170,6 +170,11 @@ def _write_best_effort(dd: DomainDir, st: State) -> None:
 
 
 def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
+    if st.helpers:  # its supervisor is gone: its swtpm goes by pid and start time
+        from tapvirt.domains.swtpm import stop_recorded
+
+        stop_recorded(st.helpers)
+        st.helpers = []
     for name in st.to_delete:
         with contextlib.suppress(Exception):  # needs privilege; the supervisor may have done it
             from tapvirt.host.linux import LinuxHost
@@ -481,6 +486,12 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
 
                 dom = with_runtime_listens(dom, os.path.dirname(str(dd.qmp_socket)))
             _trace("definition loaded")
+            tpm_job = None
+            if dom.devices.tpm is not None:
+                from tapvirt.domains.swtpm import prepare
+
+                tpm_job = prepare(dom.devices.tpm, name=dom.name, uuid=dom.uuid,
+                                  runtime_dir=dd.qmp_socket.parent, transient=transient)
             if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
                 from tapvirt.qemu import fwdesc
 
@@ -490,6 +501,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.storage import check_disk_sources
 
                 check_disk_sources(dom)
+            if dom.numatune is not None:
+                from tapvirt.qemu.hostnuma import check_numatune
+
+                check_numatune(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 
@@ -520,7 +535,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                     "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,
-                    "paused": paused, "trace": _TRACE,
+                    "paused": paused, "trace": _TRACE, "swtpm": tpm_job,
                     "warnings": [w.to_json() for w in conn.warnings()],
                 }, [parent for parent, _ in pairs])
                 _trace("job sent")

@@ -383,7 +383,29 @@ def domains(draw: st.DrawFn) -> Domain:
         ),
     )
     # the implicit devices and names the post-parse step adds are part of a valid model
-    return apply_defaults(dom)
+    return _without_extra_usb(dom)
+
+
+def _without_extra_usb(dom: Domain) -> Domain:
+    """apply_defaults; when the drawn USB devices do not fit the drawn USB controllers
+    (PIIX3 has 2 ports, model='none' none: refused, as by libvirt), without them."""
+    from dataclasses import replace
+
+    from tapvirt.conf import addresses as A
+    from tapvirt.conf.devices.input import InputBus
+    from tapvirt.conf.devices.sound import SoundModel
+    from tapvirt.errors import TapvirtError
+
+    try:
+        return apply_defaults(dom)
+    except TapvirtError as e:
+        if e.code not in (A.ADDRESS_EXHAUSTED, A.ADDRESS_UNUSABLE):
+            raise
+    d = dom.devices
+    return apply_defaults(replace(dom, devices=replace(
+        d, inputs=tuple(i for i in d.inputs if i.bus is not InputBus.USB),
+        sounds=tuple(x for x in d.sounds if x.model is not SoundModel.USB), redirdevs=(),
+    )))
 
 
 # --- the devices around disks and NICs (h9dev's families) -------------------------------

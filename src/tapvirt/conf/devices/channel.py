@@ -17,6 +17,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import AddressType, UsbAddress, VirtioSerialAddress
+from tapvirt.conf.devices.common import address_lines, parse_device_address
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -51,6 +53,7 @@ class Channel:
     path: str | None = None  # unix: None = <runtime dir>/<name> at start
     listen: bool = True  # unix: <source mode='bind'> (QEMU listens) or 'connect'
     alias: str | None = None
+    address: VirtioSerialAddress | None = None  # its virtio-serial port (assigned)
 
     @property
     def guest_agent(self) -> bool:
@@ -67,7 +70,8 @@ def parse_channel(p: Reader, el: etree._Element, index: int) -> Channel:
             CHANNEL_UNSUPPORTED, el, f"channel type '{raw}' is not supported by tapvirt",
             "use type='unix' (a socket), 'pty' or 'spicevmc'", attr="type",
         )
-    found = p.shape(el, ("type",), ("source", "target", "alias"), required_attrs=("type",))
+    found = p.shape(el, ("type",), ("source", "target", "alias", "address"),
+                    required_attrs=("type",))
     ctype = p.enum(el, "type", ChannelType)
     target = p.need(found, "target", el)
     ttype = target.get("type")
@@ -113,8 +117,11 @@ def parse_channel(p: Reader, el: etree._Element, index: int) -> Channel:
             E.NOT_FOR_TYPE, s, f"a channel of type '{ctype}' takes no <source>",
             "remove <source>",
         )
+    address = parse_device_address(p, p.one(found, "address"),
+                                   (AddressType.VIRTIO_SERIAL,), "a virtio channel")
+    assert address is None or isinstance(address, VirtioSerialAddress)
     return Channel(ctype, name, path, listen,
-                   _alias(p, p.one(found, "alias"), f"channel{index}"))
+                   _alias(p, p.one(found, "alias"), f"channel{index}"), address)
 
 
 def format_channel(c: Channel, ind: str, live: bool) -> list[str]:
@@ -127,7 +134,7 @@ def format_channel(c: Channel, ind: str, live: bool) -> list[str]:
         out.append(f"{ind}  <source mode={_a('bind' if c.listen else 'connect')}"
                    + _attrs(path=c.path) + "/>")
     out.append(f"{ind}  <target type='virtio'" + _attrs(name=c.name) + "/>")
-    out += _alias_lines(c.alias, ind, live)
+    out += _alias_lines(c.alias, ind, live) + address_lines(c.address, ind)
     out.append(f"{ind}</channel>")
     return out
 
@@ -149,6 +156,7 @@ class Redirdev:
     """`<redirdev bus='usb' type='spicevmc'/>`: a USB device of the SPICE client."""
 
     alias: str | None = None
+    address: UsbAddress | None = None  # its USB port (assigned)
 
 
 def parse_redirdev(p: Reader, el: etree._Element, index: int) -> Redirdev:
@@ -161,7 +169,8 @@ def parse_redirdev(p: Reader, el: etree._Element, index: int) -> Redirdev:
             attr="type",
         )
     # libvirt's C parser defaults bus to usb, its schema requires it: so does tapvirt
-    found = p.shape(el, ("bus", "type"), ("alias",), required_attrs=("bus", "type"))
+    found = p.shape(el, ("bus", "type"), ("alias", "address"),
+                    required_attrs=("bus", "type"))
     if el.get("bus") != "usb":
         raise p.fail(
             E.INVALID_VALUE, el, f"Invalid value for attribute 'bus' in element 'redirdev': "
@@ -173,11 +182,14 @@ def parse_redirdev(p: Reader, el: etree._Element, index: int) -> Redirdev:
             "is not supported by tapvirt", "use type='spicevmc' with a SPICE display",
             attr="type",
         )
-    return Redirdev(_alias(p, p.one(found, "alias"), f"redir{index}"))
+    address = parse_device_address(p, p.one(found, "address"), (AddressType.USB,),
+                                   "a USB redirection device")
+    assert address is None or isinstance(address, UsbAddress)
+    return Redirdev(_alias(p, p.one(found, "alias"), f"redir{index}"), address)
 
 
 def format_redirdev(r: Redirdev, ind: str, live: bool) -> list[str]:
     from tapvirt.conf.devices.misc import _alias_lines, _element
 
     return _element(f"{ind}<redirdev bus='usb' type='spicevmc'", "redirdev",
-                    _alias_lines(r.alias, ind, live), ind)
+                    _alias_lines(r.alias, ind, live) + address_lines(r.address, ind), ind)

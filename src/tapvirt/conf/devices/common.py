@@ -1,10 +1,11 @@
-"""Small elements every device family shares: `<alias>` and `<boot order>`."""
+"""Small elements every device family shares: `<alias>`, `<boot order>` and `<address>`."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType, format_address, parse_address
 from tapvirt.conf.rules import ALIAS_RE, MAX_BOOT_ORDER
 from tapvirt.conf.xmlout import IND, Writer, a
 
@@ -57,3 +58,19 @@ def format_alias(alias: str | None, w: Writer, live: bool, depth: int = 3) -> No
 def format_boot(order: int | None, w: Writer, depth: int = 3) -> None:
     if order is not None:
         w(f"{IND * depth}<boot order='{order}'/>")
+
+
+def parse_device_address(
+    r: Reader, el: etree._Element | None, allowed: tuple[AddressType, ...], device: str
+) -> Address | None:
+    """The `<address>` child of a device (None when absent); `allowed`: the types libvirt
+    accepts for it (empty: the device is not on any bus, an address is refused by name).
+    Assignment of missing addresses is the post-parse step's (`tapvirt.conf.defaults`)."""
+    if el is None:
+        return None
+    return parse_address(r, el, allowed, device)
+
+
+def address_lines(addr: Address | None, ind: str) -> list[str]:
+    """`<address .../>` one level below `ind`, after `<alias>` as libvirt writes it."""
+    return [] if addr is None else [f"{ind}{IND}{format_address(addr)}"]

@@ -19,6 +19,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType
+from tapvirt.conf.devices.common import address_lines, parse_device_address
 from tapvirt.conf.devices.misc import _alias_lines, _element
 from tapvirt.errors import define
 
@@ -432,10 +434,11 @@ class Video:
     primary: bool = False
     resolution: tuple[int, int] | None = None
     alias: str | None = None
+    address: Address | None = None  # its PCI slot (assigned; ramfb and none have none)
 
 
 def parse_video(p: Reader, el: etree._Element) -> Video:
-    found = p.shape(el, (), ("model", "alias", "driver"))
+    found = p.shape(el, (), ("model", "alias", "driver", "address"))
     if (d := p.one(found, "driver")) is not None:
         raise p.fail(
             VIDEO_UNSUPPORTED, d, "video <driver> options (vhost-user backend, VGA "
@@ -448,7 +451,7 @@ def parse_video(p: Reader, el: etree._Element) -> Video:
     resolution = None
     if m is not None:
         mf = p.shape(m, ("type", "vram", "ram", "vram64", "vgamem", "heads", "primary"),
-                     ("acceleration", "resolution"))
+                     ("acceleration", "resolution"), required_attrs=("type",))
         if (acc := p.one(mf, "acceleration")) is not None:
             raise p.fail(
                 VIDEO_UNSUPPORTED, acc, "3D/2D acceleration needs virgl and a host GPU "
@@ -492,6 +495,11 @@ def parse_video(p: Reader, el: etree._Element) -> Video:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
     alias = _alias(p, p.one(found, "alias"), "video0")  # renumbered by position later
+    address = parse_device_address(
+        p, p.one(found, "address"),
+        () if model in (VideoModel.NONE, VideoModel.RAMFB) else (AddressType.PCI,),
+        f"a video card of type '{model}'",
+    )
     if model is VideoModel.NONE:
         # libvirt clears everything it would fill in for 'none' (only a user alias stays)
         return Video(VideoModel.NONE, heads=0, alias=alias)
@@ -502,7 +510,7 @@ def parse_video(p: Reader, el: etree._Element) -> Video:
         vgamem = vgamem or QXL_DEFAULT_VGAMEM
     return Video(
         model=model, vram=_pow2(vram), ram=_pow2(ram), vram64=vram64, vgamem=vgamem,
-        heads=heads, primary=primary, resolution=resolution, alias=alias,
+        heads=heads, primary=primary, resolution=resolution, alias=alias, address=address,
     )
 
 
@@ -567,7 +575,7 @@ def format_video(v: Video, ind: str, live: bool) -> list[str]:
                 f"y='{v.resolution[1]}'/>", f"{ind}  </model>"]
     else:
         out.append(model + "/>")
-    out += _alias_lines(v.alias, ind, live)
+    out += _alias_lines(v.alias, ind, live) + address_lines(v.address, ind)
     out.append(f"{ind}</video>")
     return out
 

@@ -13,6 +13,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType
+from tapvirt.conf.devices.common import address_lines, parse_device_address
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ class Input:
     bus: InputBus
     model_virtio: bool = False  # model='virtio' was written (virtio bus only)
     alias: str | None = None  # input0, input1, ... by position, as libvirt does
+    address: Address | None = None  # usb: its port, virtio: its PCI slot (assigned)
 
 
 def default_bus(itype: InputType) -> InputBus:
@@ -63,7 +66,8 @@ def parse_input(p: Reader, el: etree._Element, index: int) -> Input:
             "unprivileged QEMU cannot open it", "remove it; use <input type='tablet' "
             "bus='usb'/> or a virtio keyboard/mouse with the graphics console", attr="type",
         )
-    found = p.shape(el, ("type", "bus", "model"), ("alias",), required_attrs=("type",))
+    found = p.shape(el, ("type", "bus", "model"), ("alias", "address"),
+                    required_attrs=("type",))
     itype = p.enum(el, "type", InputType)
     bus_raw = el.get("bus")
     if bus_raw in ("xen", "parallels", "none"):
@@ -89,9 +93,12 @@ def parse_input(p: Reader, el: etree._Element, index: int) -> Input:
                 E.INVALID_VALUE, el, f"input model 'virtio' needs bus='virtio', not '{bus}'",
                 "write bus='virtio' or remove model=", attr="model",
             )
+    allowed = {InputBus.USB: (AddressType.USB,), InputBus.VIRTIO: (AddressType.PCI,)}
     return Input(
         type=itype, bus=bus, model_virtio=model is not None,
         alias=_alias(p, p.one(found, "alias"), f"input{index}"),
+        address=parse_device_address(p, p.one(found, "address"), allowed.get(bus, ()),
+                                     f"a {bus} {itype}"),
     )
 
 
@@ -102,4 +109,5 @@ def format_input(i: Input, ind: str, live: bool) -> list[str]:
     head = f"{ind}<input type={_a(i.type)} bus={_a(i.bus)}"
     if i.model_virtio:
         head += " model='virtio'"
-    return _element(head, "input", _alias_lines(i.alias, ind, live), ind)
+    return _element(head, "input",
+                    _alias_lines(i.alias, ind, live) + address_lines(i.address, ind), ind)

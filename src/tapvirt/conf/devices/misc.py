@@ -15,6 +15,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType
+from tapvirt.conf.devices.common import address_lines, parse_device_address
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -93,13 +95,14 @@ class Memballoon:
     # seconds between guest memory statistics; set by QMP after start, not on the argv
     stats_period: int | None = None
     alias: str | None = "balloon0"
+    address: Address | None = None  # its PCI slot, assigned after parsing
 
 
 def parse_memballoon(p: Reader, el: etree._Element) -> Memballoon:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
     found = p.shape(
-        el, ("model", "autodeflate", "freePageReporting"), ("stats", "alias"),
+        el, ("model", "autodeflate", "freePageReporting"), ("stats", "alias", "address"),
         required_attrs=("model",),
     )
     model = p.enum(el, "model", BalloonModel)
@@ -109,6 +112,8 @@ def parse_memballoon(p: Reader, el: etree._Element) -> Memballoon:
         # libvirt reads an int and writes nothing for 0: keep 0 as "no statistics"
         period = p.uint(s, "period", 0, INT_MAX) or None
     none = model is BalloonModel.NONE
+    address = parse_device_address(p, p.one(found, "address"), () if none else _PCI,
+                                   f"a memballoon of model '{model}'")
     if none and (el.get("autodeflate") or el.get("freePageReporting") or period):
         raise p.fail(
             E.INVALID_VALUE, el, "a memballoon of model 'none' has no options",
@@ -118,6 +123,7 @@ def parse_memballoon(p: Reader, el: etree._Element) -> Memballoon:
         model=model, autodeflate=on_off(p, el, "autodeflate"),
         free_page_reporting=on_off(p, el, "freePageReporting"), stats_period=period,
         alias=None if none else _alias(p, p.one(found, "alias"), "balloon0"),
+        address=address,
     )
 
 
@@ -132,7 +138,7 @@ def format_memballoon(b: Memballoon, ind: str, live: bool) -> list[str]:
     body = []
     if b.stats_period:
         body.append(f"{ind}  <stats period='{b.stats_period}'/>")
-    body += _alias_lines(b.alias, ind, live)
+    body += _alias_lines(b.alias, ind, live) + address_lines(b.address, ind)
     return _element(head, "memballoon", body, ind)
 
 
@@ -161,12 +167,14 @@ class Rng:
     rate_bytes: int | None = None  # at most this many bytes ...
     rate_period_ms: int | None = None  # ... per period (QEMU's default 1000 ms)
     alias: str | None = None
+    address: Address | None = None  # its PCI slot, assigned after parsing
 
 
 def parse_rng(p: Reader, el: etree._Element, index: int) -> Rng:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
-    found = p.shape(el, ("model",), ("rate", "backend", "alias"), required_attrs=("model",))
+    found = p.shape(el, ("model",), ("rate", "backend", "alias", "address"),
+                    required_attrs=("model",))
     model = p.enum(el, "model", RngModel)
     rate = period = None
     if (r := p.one(found, "rate")) is not None:
@@ -197,6 +205,7 @@ def parse_rng(p: Reader, el: etree._Element, index: int) -> Rng:
     return Rng(
         model=model, backend=backend, source_file=source, rate_bytes=rate,
         rate_period_ms=period, alias=_alias(p, p.one(found, "alias"), f"rng{index}"),
+        address=parse_device_address(p, p.one(found, "address"), _PCI, "a virtio rng"),
     )
 
 
@@ -212,7 +221,7 @@ def format_rng(r: Rng, ind: str, live: bool) -> list[str]:
         out.append(f"{ind}  <backend model='random'>{_t(r.source_file or '')}</backend>")
     else:
         out.append(f"{ind}  <backend model={_a(r.backend)}/>")
-    out += _alias_lines(r.alias, ind, live)
+    out += _alias_lines(r.alias, ind, live) + address_lines(r.address, ind)
     out.append(f"{ind}</rng>")
     return out
 
@@ -239,12 +248,13 @@ class Watchdog:
     model: WatchdogModel
     action: WatchdogAction = WatchdogAction.RESET
     alias: str | None = "watchdog0"
+    address: Address | None = None  # i6300esb: its PCI slot, assigned after parsing
 
 
 def parse_watchdog(p: Reader, el: etree._Element) -> Watchdog:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
-    found = p.shape(el, ("model", "action"), ("alias",), required_attrs=("model",))
+    found = p.shape(el, ("model", "action"), ("alias", "address"), required_attrs=("model",))
     if el.get("model") == "diag288":
         raise p.fail(
             E.INVALID_VALUE, el, "the diag288 watchdog exists only on s390 machines",
@@ -262,14 +272,19 @@ def parse_watchdog(p: Reader, el: etree._Element) -> Watchdog:
         )
     if el.get("action") is not None:
         action = p.enum(el, "action", WatchdogAction)
-    return Watchdog(model, action, _alias(p, p.one(found, "alias"), "watchdog0"))
+    address = parse_device_address(
+        p, p.one(found, "address"), _PCI if model is WatchdogModel.I6300ESB else (),
+        f"a {model} watchdog",
+    )
+    return Watchdog(model, action, _alias(p, p.one(found, "alias"), "watchdog0"), address)
 
 
 def format_watchdog(w: Watchdog, ind: str, live: bool) -> list[str]:
     from tapvirt.conf.xmlout import a as _a
 
     head = f"{ind}<watchdog model={_a(w.model)} action={_a(w.action)}"
-    return _element(head, "watchdog", _alias_lines(w.alias, ind, live), ind)
+    return _element(head, "watchdog",
+                    _alias_lines(w.alias, ind, live) + address_lines(w.address, ind), ind)
 
 
 # --- panic --------------------------------------------------------------------------
@@ -351,6 +366,8 @@ def refuse_vsock(p: Reader, el: etree._Element) -> None:
 
 
 # --- shared -------------------------------------------------------------------------
+
+_PCI = (AddressType.PCI,)
 
 
 def _alias_lines(alias: str | None, ind: str, live: bool) -> list[str]:

@@ -15,6 +15,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType
+from tapvirt.conf.devices.common import address_lines, parse_device_address
 from tapvirt.conf.devices.misc import _alias_lines, _element
 from tapvirt.errors import define
 
@@ -66,6 +68,7 @@ class Sound:
     codecs: tuple[CodecType, ...] = ()  # ich6/ich9 only; none written = one duplex codec
     audio_id: int | None = None  # <audio id='N'/>: which backend; None = the first
     alias: str | None = None
+    address: Address | None = None  # PCI cards: the slot; usb: the port (assigned)
 
 
 class AudioType(StrEnum):
@@ -102,7 +105,7 @@ class Audio:
 def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
-    found = p.shape(el, ("model",), ("codec", "audio", "alias"), multi=("codec",),
+    found = p.shape(el, ("model",), ("codec", "audio", "alias", "address"), multi=("codec",),
                     required_attrs=("model",))
     raw = el.get("model")
     if raw in ("pcspk", "ich7"):
@@ -126,8 +129,13 @@ def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
     if (a := p.one(found, "audio")) is not None:
         p.shape(a, ("id",), required_attrs=("id",))
         audio_id = p.uint(a, "id", 1, MAX_AUDIO_ID)
+    allowed = () if model is SoundModel.SB16 else (
+        (AddressType.USB,) if model is SoundModel.USB else (AddressType.PCI,)
+    )
     return Sound(model, tuple(codecs), audio_id,
-                 _alias(p, p.one(found, "alias"), f"sound{index}"))
+                 _alias(p, p.one(found, "alias"), f"sound{index}"),
+                 parse_device_address(p, p.one(found, "address"), allowed,
+                                      f"a sound card of model '{model}'"))
 
 
 def _yes_no(p: Reader, el: etree._Element, attr: str) -> bool | None:
@@ -241,7 +249,7 @@ def format_sound(s: Sound, ind: str, live: bool) -> list[str]:
     body = [f"{ind}  <codec type={_a(c)}/>" for c in s.codecs]
     if s.audio_id is not None:
         body.append(f"{ind}  <audio id='{s.audio_id}'/>")
-    body += _alias_lines(s.alias, ind, live)
+    body += _alias_lines(s.alias, ind, live) + address_lines(s.address, ind)
     return _element(f"{ind}<sound model={_a(s.model)}", "sound", body, ind)
 
 

@@ -28,7 +28,12 @@ from tapvirt.conf.domain.pm import parse_pm
 from tapvirt.conf.domain.resource import parse_resource
 from tapvirt.conf.domain.seclabel import parse_seclabel
 from tapvirt.conf.domain.sysinfo import check_sysinfo, parse_sysinfo
-from tapvirt.conf.domain.tuning import parse_cputune, parse_iothreads, parse_numatune
+from tapvirt.conf.domain.tuning import (
+    check_numatune,
+    parse_cputune,
+    parse_iothreads,
+    parse_numatune,
+)
 from tapvirt.conf.model import (
     BootDev,
     Domain,
@@ -68,7 +73,7 @@ ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
     "memoryBacking": ("memory_backing", parse_memory_backing),
     "iothreads": ("iothreads", parse_iothreads),
     "cputune": ("cputune", parse_cputune),
-    "numatune": ("", parse_numatune),  # always refused
+    "numatune": ("numatune", parse_numatune),
     "resource": ("resource", parse_resource),
     "sysinfo": ("sysinfo", parse_sysinfo),
 }
@@ -200,6 +205,9 @@ def parse_domain_element(r: Reader) -> Domain:
             # libvirt: <memory> is the cells' sum, currentMemory at most that
             dom = replace(dom, memory_kib=total,
                           current_memory_kib=None if cur is None else min(cur, total))
+    if dom.numatune is not None and (nt_el := r.one(found, "numatune")) is not None:
+        cells = len(dom.cpu.numa.cells) if dom.cpu is not None and dom.cpu.numa else 0
+        check_numatune(r, nt_el, dom.numatune, cells)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
     _check_boot(r, r.need(found, "os", root), dom)

@@ -15,6 +15,7 @@ from tapvirt.qemu.argv import graphics as gr
 from tapvirt.qemu.argv import misc
 from tapvirt.qemu.argv import sound as snd
 from tapvirt.qemu.argv.chardev import virtio_console_args
+from tapvirt.qemu.argv.controller import address_props
 from tapvirt.qemu.argv.encode import jsonarg
 from tapvirt.qemu.argv.machine import machine_of
 
@@ -51,21 +52,25 @@ def peripheral_args(
     d = dom.devices
     argv: list[str] = []
 
-    def device(obj: dict[str, Any] | None) -> None:
+    def device(obj: dict[str, Any] | None, address: object = None) -> None:
+        """One -device; the address properties last, as libvirt writes them."""
         if obj is not None:
+            obj.update(address_props(dom, address))
             argv.extend(["-device", jsonarg(obj)])
 
     argv += implicit_controllers(dom)
     for c in d.channels:
         alias = c.alias or "channel"
         argv += ["-chardev", ch.channel_chardev(c, alias, runtime_dir)]
-        device(ch.channel_device(c, alias))
+        sa = c.address
+        device(ch.channel_device(c, alias, None if sa is None else
+                                 (sa.controller, sa.bus, sa.port)))
     argv += virtio_console_args(dom)
     if d.tpm is not None:
         argv += ch.tpm_argv(d.tpm, runtime_dir)
         device(ch.tpm_device(d.tpm))
     for n, i in enumerate(d.inputs):
-        device(gr.input_device(i, i.alias or f"input{n}"))
+        device(gr.input_device(i, i.alias or f"input{n}"), i.address)
     for a in d.audios:
         argv += ["-audiodev", jsonarg(snd.audiodev(a))]
     first_audio = d.audios[0].id if d.audios else None
@@ -75,24 +80,24 @@ def peripheral_args(
                 and gr.is_tcp(g) else None)
         argv += gr.graphics_argv(g, runtime_dir=runtime_dir, audio_id=first_audio, port=port)
     for v in d.videos:
-        device(gr.video_device(v))
+        device(gr.video_device(v), v.address)
     for n, s in enumerate(d.sounds):
-        for obj in snd.sound_devices(s, s.alias or f"sound{n}",
-                                     snd.resolve_audio_id(s, d.audios)):
-            device(obj)
+        objs = snd.sound_devices(s, s.alias or f"sound{n}", snd.resolve_audio_id(s, d.audios))
+        for k, obj in enumerate(objs):
+            device(obj, s.address if k == 0 else None)
     if d.watchdog is not None:
-        device(misc.watchdog_device(d.watchdog))
+        device(misc.watchdog_device(d.watchdog), d.watchdog.address)
         argv += misc.watchdog_action(d.watchdog)
     for n, x in enumerate(d.redirdevs):
         chardev, obj = ch.redirdev_argv(x.alias or f"redir{n}")
         argv += ["-chardev", chardev]
-        device(obj)
+        device(obj, x.address)
     if d.memballoon is not None:
-        device(misc.memballoon_device(d.memballoon))
+        device(misc.memballoon_device(d.memballoon), d.memballoon.address)
     for n, r in enumerate(d.rngs):
         alias = r.alias or f"rng{n}"
         argv += ["-object", jsonarg(misc.rng_object(r, alias))]
-        device(misc.rng_device(r, alias))
+        device(misc.rng_device(r, alias), r.address)
     for p in d.panics:
         device(misc.panic_device(p))
     return argv
