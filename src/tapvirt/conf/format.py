@@ -20,6 +20,7 @@ from tapvirt.conf.devices import format_devices
 from tapvirt.conf.domain.clock import format_clock
 from tapvirt.conf.domain.cpu import format_cpu
 from tapvirt.conf.domain.features import format_features
+from tapvirt.conf.domain.idmap import format_idmap
 from tapvirt.conf.domain.memorybacking import format_memory_backing
 from tapvirt.conf.domain.metadata import format_metadata
 from tapvirt.conf.domain.osboot import write_boot_options, write_firmware
@@ -89,6 +90,8 @@ def format_domain(
     if dom.sysinfo is not None:
         format_sysinfo(dom.sysinfo, w)
     _os(dom, w)
+    if dom.idmap is not None:
+        format_idmap(dom.idmap, w)
     format_features(dom.features, w)
     if dom.cpu is not None:
         format_cpu(dom.cpu, w)

@@ -33,6 +33,7 @@ from tapvirt.conf.devices.interface import (
 from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy, Timer, TimerName
 from tapvirt.conf.domain.cpu import Cpu
 from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
+from tapvirt.conf.domain.idmap import IdMap
 from tapvirt.conf.domain.memorybacking import MemoryBacking
 from tapvirt.conf.domain.metadata import Metadata
 from tapvirt.conf.domain.osboot import OsBoot
@@ -144,3 +145,6 @@ class Domain:
     pm: Pm | None = None
     devices: Devices = field(default_factory=Devices)
     seclabels: tuple[Seclabel, ...] = ()
+    idmap: IdMap | None = None  # kept, no effect for QEMU (conf.domain.idmap)
+    # <domain id=N> as given: ignored like libvirt, not kept (only for the warning)
+    ignored_id: int | None = field(default=None, compare=False)
