@@ -119,6 +119,7 @@ _CODE_MODULES = (
     "tapvirt.netcodes",
     "tapvirt.domains.errors",
     "tapvirt.domains.live_errors",
+    "tapvirt.domains.display",
     "tapvirt.domains.swtpm",
     "tapvirt.qemu.storage",
     "tapvirt.qemu.hostnuma",

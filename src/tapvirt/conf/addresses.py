@@ -844,6 +844,19 @@ class _Assigner:
     def multifunction(self) -> None:
         """virDomainPCIAddressSetAllMulti: function 0 of a shared slot says multifunction."""
         shared = {(a.domain, a.bus, a.slot) for a in self.addr.values() if a.function}
+        by_key = {d.key: d for d in self.devices}
+        for key, a in self.addr.items():
+            if a.function == 0 and a.multifunction is False and (
+                    a.domain, a.bus, a.slot) in shared and key in by_key:
+                # libvirt passes it on and QEMU refuses to start ("PCI: single function
+                # device can't be populated in function N"; q35-multifunction in its tests)
+                raise _AddressSet._fail(
+                    by_key[key], ADDRESS_CONFLICT,
+                    f"slot 0x{a.slot:02x} on bus 0x{a.bus:02x} has devices on other "
+                    "functions, but its function 0 says multifunction='off'",
+                    "set multifunction='on' on function 0 of that slot (or remove it), or "
+                    "move the other functions to another slot",
+                )
         for key, a in list(self.addr.items()):
             if a.function == 0 and a.multifunction is None and (a.domain, a.bus, a.slot) in shared:
                 self.addr[key] = replace(a, multifunction=True)

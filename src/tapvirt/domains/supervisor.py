@@ -179,6 +179,9 @@ class Supervisor:
 
             secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
             self._follow_events(subject)
+            for path in self.job.get("private_sockets", []):  # graphics sockets given a path
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
