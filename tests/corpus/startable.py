@@ -6,6 +6,8 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
   `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
+* `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
+  from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
@@ -20,10 +22,14 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `type='user'` stays; other types are left as they are;
 * chardev and `<log>` files and unix sockets move into the scratch directory (a unix
   client socket becomes a listening one: there is no peer to connect to);
-* VNC/SPICE `socket=` paths move into the scratch directory;
+* VNC/SPICE `socket=` paths move into the scratch directory, listen addresses of another
+  machine become 127.0.0.1;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
   OVMF `<loader>` that does not exist here becomes Debian's OVMF_CODE(.secboot).fd, with
-  OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf).
+  OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf); a
+  writable pflash BIOS of another machine becomes a blank flash image of the user's;
+* empty placeholder kernels (virt-install's) become the test guest's too;
+* `<driver name='vhost'>` on interfaces goes (vhost-net needs KVM; no KVM here).
 
 Pure: returns the new text and what the caller must create (taps, images).
 """
@@ -71,6 +77,11 @@ def _exists(path: str | None) -> bool:
     return bool(path) and os.path.exists(str(path))
 
 
+def _has_content(path: str | None) -> bool:
+    """A real file (virt-install's corpus names empty placeholders for kernels)."""
+    return _exists(path) and os.path.getsize(str(path)) > 0
+
+
 def _set_small_memory(root: etree._Element) -> None:
     if (root.find("cpu/numa/cell") is not None or root.find("maxMemory") is not None
             or root.find("devices/memory") is not None):
@@ -80,6 +91,19 @@ def _set_small_memory(root: etree._Element) -> None:
         if el is not None:
             el.text = str(SMALL_MIB)
             el.set("unit", "MiB")
+
+
+def _host_numa_nodes(root: etree._Element) -> None:
+    from tapvirt.conf.domain.numa import format_bitmap
+    from tapvirt.qemu.hostnuma import allowed_nodes
+
+    nt = root.find("numatune")
+    if nt is None:
+        return
+    have = format_bitmap(tuple(sorted(allowed_nodes())))
+    for el in nt:
+        if el.get("nodeset") is not None:
+            el.set("nodeset", have)
 
 
 def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
@@ -147,6 +171,12 @@ def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
                             *root.iterfind("devices/graphics/listen")]):
         if el.get("socket"):
             el.set("socket", str(scratch / f"{name}-g{n}.sock"))
+        # another machine's address (libvirt's tests listen on 2001:1:2:3:...): loopback
+        if el.get("listen") not in (None, "127.0.0.1", "::1", "0.0.0.0", "::"):
+            el.set("listen", "127.0.0.1")
+        if el.tag == "listen" and el.get("address") not in (None, "127.0.0.1", "::1",
+                                                             "0.0.0.0", "::"):
+            el.set("address", "127.0.0.1")
 
 
 def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
@@ -166,11 +196,12 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         if cpu is not None and cpu.get("mode") == "host-passthrough":
             cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
     _set_small_memory(root)
+    _host_numa_nodes(root)
     os_el = root.find("os")
     if os_el is not None:
         for tag, replacement in (("kernel", kernel), ("initrd", initrd)):
             el = os_el.find(tag)
-            if el is not None and not _exists(el.text):
+            if el is not None and not _has_content(el.text):
                 el.text = replacement
         loader = os_el.find("loader")
         if (loader is not None and loader.text and not _exists(loader.text)
@@ -178,6 +209,14 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
             # another distribution's (or a made-up) path of the same firmware
             secure = "secboot" in loader.text
             loader.text = _OVMF_SECURE if secure else _OVMF
+        if (loader is not None and loader.text and not _exists(loader.text)
+                and loader.get("type") == "pflash" and loader.get("readonly") != "yes"
+                and "OVMF" not in loader.text):
+            # a writable BIOS flash of another machine (libvirt's firmware-manual-bios-rw):
+            # a flash image of the user's own (the guest only has to start paused)
+            flash = scratch / f"{name}-bios.fd"
+            plan.images.append(Image(flash, "raw", "256K"))
+            loader.text = str(flash)
         nvram = os_el.find("nvram")
         if nvram is not None and nvram.text:
             nvram.text = str(scratch / f"{name}_VARS.fd")
@@ -195,6 +234,9 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     emulator = root.find("devices/emulator")
     if emulator is not None and not _exists(emulator.text) and arch in _QEMU:
         emulator.text = _QEMU[arch]
+    for driver in root.iterfind("devices/interface/driver"):
+        if driver.get("name") == "vhost":  # needs KVM, which the test hosts do not have
+            del driver.attrib["name"]
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name)

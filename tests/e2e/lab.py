@@ -197,6 +197,9 @@ class Lab:
                 for key in ("supervisor_pid", "qemu_pid"):
                     if st.get(key):
                         os.kill(int(st[key]), 9)
+                for helper in st.get("helpers") or []:  # swtpm
+                    with contextlib.suppress(Exception):
+                        os.kill(int(helper["pid"]), 9)
 
 
 def zombie(pid: int) -> bool:

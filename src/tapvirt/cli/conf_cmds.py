@@ -23,6 +23,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("undefine", help="remove a domain's definition")
     p.add_argument("name", metavar="NAME")
+    tpm = p.add_mutually_exclusive_group()
+    tpm.add_argument("--tpm", action="store_true",
+                     help="also remove its TPM state (even with persistent_state='yes')")
+    tpm.add_argument("--keep-tpm", action="store_true", help="keep its TPM state")
     p.add_argument("--nvram", action="store_true", help="also remove the UEFI NVRAM file")
     p.add_argument("--keep-nvram", action="store_true", help="keep the UEFI NVRAM file")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -115,11 +119,44 @@ def cmd_undefine(args: argparse.Namespace) -> int:
 
     store = Store()
     nvram = check_undefine(store, args.name, remove=args.nvram, keep=args.keep_nvram)
-    store.undefine(args.name)
+    dom = store.undefine(args.name)
     if nvram is not None and args.nvram:
         remove_nvram(nvram)
+    tpm = _undefine_tpm(dom, args)
     if args.json:
-        print_json({"ok": True, "name": args.name})
+        print_json({"ok": True, "name": args.name, **tpm})
     else:
         print(f"Domain '{args.name}' has been undefined")
+        if tpm.get("tpm_removed"):
+            print(f"TPM state {tpm['tpm_state']} has been removed")
+        elif tpm.get("tpm_kept_running"):
+            print(f"warning: the guest runs, so its TPM state {tpm['tpm_state']} was kept; "
+                  f"remove it after it stops: rm -r {tpm['tpm_state']}")
     return 0
+
+
+def _undefine_tpm(dom: Any, args: argparse.Namespace) -> dict[str, Any]:
+    """virsh 9.0: the TPM state goes with the definition unless persistent_state='yes'
+    (--tpm: anyway; --keep-tpm: never); never under a running swtpm."""
+    if dom is None or not dom.uuid:
+        return {}
+    from tapvirt.domains import swtpm
+
+    path = swtpm.domain_state(dom.uuid)
+    if not path.exists():
+        return {}
+    out: dict[str, Any] = {"tpm_state": str(path)}
+    from tapvirt.domains.api import state_of
+    from tapvirt.domains.runtime import SHUTOFF
+    from tapvirt.errors import TapvirtError
+
+    try:
+        running = state_of(args.name).state != SHUTOFF
+    except TapvirtError:  # no runtime record left: nothing runs
+        running = False
+    if running:
+        out["tpm_kept_running"] = True
+        return out
+    out["tpm_removed"] = swtpm.remove_on_undefine(
+        dom.devices.tpm, dom.uuid, remove=args.tpm, keep=args.keep_tpm)
+    return out

@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "tapvirt.cli.live_cmds",
     "tapvirt.cli.hotplug_cmds",
     "tapvirt.cli.fg_cmds",
+    "tapvirt.cli.display_cmds",
 )
 
 

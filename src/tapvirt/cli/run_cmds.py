@@ -73,6 +73,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("dumpxml", help="a domain's XML (live form while it runs)")
     p.add_argument("name", metavar="NAME")
+    p.add_argument("--security-info", action="store_true",
+                   help="include graphics passwords (like virsh)")
     p.set_defaults(func=cmd_dumpxml)
 
     p = sub.add_parser("console", help="attach to the guest's serial console (Ctrl+] "
@@ -214,7 +216,7 @@ def cmd_domiflist(args: argparse.Namespace) -> int:
 def cmd_dumpxml(args: argparse.Namespace) -> int:
     from tapvirt.domains import api
 
-    sys.stdout.write(api.dumpxml(args.name))
+    sys.stdout.write(api.dumpxml(args.name, security_info=args.security_info))
     return 0
 
 

@@ -844,17 +844,18 @@ class _Assigner:
     def multifunction(self) -> None:
         """virDomainPCIAddressSetAllMulti: function 0 of a shared slot says multifunction."""
         shared = {(a.domain, a.bus, a.slot) for a in self.addr.values() if a.function}
-        for d in self.devices:
-            a0 = self.addr.get(d.key)
-            if (a0 is not None and a0.function == 0 and a0.multifunction is False
-                    and (a0.domain, a0.bus, a0.slot) in shared):
-                # libvirt keeps the explicit 'off'; QEMU then refuses the other functions
+        by_key = {d.key: d for d in self.devices}
+        for key, a in self.addr.items():
+            if a.function == 0 and a.multifunction is False and (
+                    a.domain, a.bus, a.slot) in shared and key in by_key:
+                # libvirt passes it on and QEMU refuses to start ("PCI: single function
+                # device can't be populated in function N"; q35-multifunction in its tests)
                 raise _AddressSet._fail(
-                    d, ADDRESS_UNUSABLE, f"PCI slot {a0} has multifunction='off', but other "
-                    "devices use functions of the same slot (QEMU: single function device "
-                    "can't be populated in another function)",
-                    "write multifunction='on' on function 0, or move the other functions "
-                    "to another slot",
+                    by_key[key], ADDRESS_CONFLICT,
+                    f"slot 0x{a.slot:02x} on bus 0x{a.bus:02x} has devices on other "
+                    "functions, but its function 0 says multifunction='off'",
+                    "set multifunction='on' on function 0 of that slot (or remove it), or "
+                    "move the other functions to another slot",
                 )
         for key, a in list(self.addr.items()):
             if a.function == 0 and a.multifunction is None and (a.domain, a.bus, a.slot) in shared:

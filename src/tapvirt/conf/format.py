@@ -20,6 +20,7 @@ from tapvirt.conf.devices import format_devices
 from tapvirt.conf.domain.clock import format_clock
 from tapvirt.conf.domain.cpu import format_cpu
 from tapvirt.conf.domain.features import format_features
+from tapvirt.conf.domain.idmap import format_idmap
 from tapvirt.conf.domain.memorybacking import format_memory_backing
 from tapvirt.conf.domain.metadata import format_metadata
 from tapvirt.conf.domain.osboot import write_boot_options, write_firmware
@@ -27,7 +28,7 @@ from tapvirt.conf.domain.pm import format_pm
 from tapvirt.conf.domain.resource import format_resource
 from tapvirt.conf.domain.seclabel import format_seclabel
 from tapvirt.conf.domain.sysinfo import format_sysinfo
-from tapvirt.conf.domain.tuning import format_cputune, format_iothreads
+from tapvirt.conf.domain.tuning import format_cputune, format_iothreads, format_numatune
 from tapvirt.conf.xmlout import IND as _IND
 from tapvirt.conf.xmlout import Writer as _Writer
 from tapvirt.conf.xmlout import a as _a
@@ -82,11 +83,15 @@ def format_domain(
         format_iothreads(dom.iothreads, w)
     if dom.cputune is not None:
         format_cputune(dom.cputune, w)
+    if dom.numatune is not None:
+        format_numatune(dom.numatune, w)
     if dom.resource is not None:
         format_resource(dom.resource, w)
     if dom.sysinfo is not None:
         format_sysinfo(dom.sysinfo, w)
     _os(dom, w)
+    if dom.idmap is not None:
+        format_idmap(dom.idmap, w)
     format_features(dom.features, w)
     if dom.cpu is not None:
         format_cpu(dom.cpu, w)

@@ -33,6 +33,7 @@ from tapvirt.conf.devices.interface import (
 from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy, Timer, TimerName
 from tapvirt.conf.domain.cpu import Cpu
 from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
+from tapvirt.conf.domain.idmap import IdMap
 from tapvirt.conf.domain.memorybacking import MemoryBacking
 from tapvirt.conf.domain.metadata import Metadata
 from tapvirt.conf.domain.osboot import OsBoot
@@ -40,7 +41,7 @@ from tapvirt.conf.domain.pm import Pm
 from tapvirt.conf.domain.resource import Resource
 from tapvirt.conf.domain.seclabel import Seclabel
 from tapvirt.conf.domain.sysinfo import Sysinfo
-from tapvirt.conf.domain.tuning import CpuTune
+from tapvirt.conf.domain.tuning import CpuTune, NumaTune
 
 __all__ = [
     "BootDev",
@@ -131,6 +132,7 @@ class Domain:
     vcpu_cpuset: str | None = None  # <vcpu cpuset=...> as written (kept, not applied)
     iothreads: int | None = None
     cputune: CpuTune | None = None
+    numatune: NumaTune | None = None
     resource: Resource | None = None
     sysinfo: Sysinfo | None = None
     os: Os = field(default_factory=Os)
@@ -143,3 +145,6 @@ class Domain:
     pm: Pm | None = None
     devices: Devices = field(default_factory=Devices)
     seclabels: tuple[Seclabel, ...] = ()
+    idmap: IdMap | None = None  # kept, no effect for QEMU (conf.domain.idmap)
+    # <domain id=N> as given: ignored like libvirt, not kept (only for the warning)
+    ignored_id: int | None = field(default=None, compare=False)

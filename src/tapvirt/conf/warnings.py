@@ -105,8 +105,25 @@ def _seclabel(dom: Domain) -> Iterable[ConfWarning]:
         )
 
 
+def _ignored(dom: Domain) -> Iterable[ConfWarning]:
+    if dom.ignored_id is not None:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/@id",
+            f"id='{dom.ignored_id}' is the id of a running domain; libvirt and tapvirt "
+            "ignore it in a definition (it is not kept)",
+            "remove id= from <domain>",
+        )
+    if dom.idmap is not None:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/idmap",
+            "<idmap> is kept but has no effect: only libvirt's LXC driver maps ids; a "
+            "QEMU guest has no user namespace to map",
+            "remove <idmap>",
+        )
+
+
 RULES: tuple[Callable[[Domain], Iterable[ConfWarning]], ...] = (
-    _cpu, _vcpu, _cgroups, _memory, _seclabel,
+    _cpu, _vcpu, _cgroups, _memory, _seclabel, _ignored,
 )
 
 

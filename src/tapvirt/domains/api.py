@@ -170,6 +170,11 @@ def _write_best_effort(dd: DomainDir, st: State) -> None:
 
 
 def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
+    if st.helpers:  # its supervisor is gone: its swtpm goes by pid and start time
+        from tapvirt.domains.swtpm import stop_recorded
+
+        stop_recorded(st.helpers)
+        st.helpers = []
     for name in st.to_delete:
         with contextlib.suppress(Exception):  # needs privilege; the supervisor may have done it
             from tapvirt.host.linux import LinuxHost
@@ -223,20 +228,25 @@ def state_of(name: str) -> State:
 # -- start ------------------------------------------------------------------------------
 
 def _free_spice_ports(dom: Domain) -> list[int]:
-    """A free TCP port for each SPICE display with autoport (libvirt's port allocator does
-    the same from 5900 up; SPICE, unlike VNC, cannot search for one itself). The kernel
-    picks an unused port; the window until QEMU binds it is short and a clash fails the
-    start with QEMU's own error."""
-    import socket
+    """A reserved free TCP port for each SPICE display with autoport (SPICE, unlike VNC,
+    cannot search for one itself); a fixed port already bound is refused by name.
+    See tapvirt.domains.display."""
+    if not dom.devices.graphics:
+        return []
+    from tapvirt.domains.display import check_fixed_ports, spice_ports
 
-    ports = []
-    for g in dom.devices.graphics:
-        if g.type.value == "spice" and g.autoport and g.listen.type.value == "address":
-            family = socket.AF_INET6 if ":" in (g.listen.address or "") else socket.AF_INET
-            with socket.socket(family, socket.SOCK_STREAM) as s:
-                s.bind((g.listen.address or "127.0.0.1", 0))
-                ports.append(int(s.getsockname()[1]))
-    return ports
+    check_fixed_ports(dom)
+    return spice_ports(dom, runtime_root())
+
+
+def _graphics_sockets(dom: Domain, dd: DomainDir) -> list[str]:
+    """The graphics UNIX sockets the supervisor makes 0600 once QEMU answers."""
+    if not dom.devices.graphics:
+        return []
+    from tapvirt.qemu.argv.graphics import graphics_socket
+
+    rundir = os.path.dirname(str(dd.qmp_socket))  # where build_argv puts them
+    return [p for g in dom.devices.graphics if (p := graphics_socket(g, rundir))]
 
 
 def _with_console_log(dom: Domain, log: Path) -> Domain:
@@ -471,7 +481,17 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             sup = PendingSupervisor(dd)
             _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
+            if dom.devices.graphics:
+                from tapvirt.domains.display import with_runtime_listens
+
+                dom = with_runtime_listens(dom, os.path.dirname(str(dd.qmp_socket)))
             _trace("definition loaded")
+            tpm_job = None
+            if dom.devices.tpm is not None:
+                from tapvirt.domains.swtpm import prepare
+
+                tpm_job = prepare(dom.devices.tpm, name=dom.name, uuid=dom.uuid,
+                                  runtime_dir=dd.qmp_socket.parent, transient=transient)
             if dom.os.firmware == "efi" or dom.os.boot_options.pflash:
                 from tapvirt.qemu import fwdesc
 
@@ -481,6 +501,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.storage import check_disk_sources
 
                 check_disk_sources(dom)
+            if dom.numatune is not None:
+                from tapvirt.qemu.hostnuma import check_numatune
+
+                check_numatune(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 
@@ -507,10 +531,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                     "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
                     "fd_numbers": [child for _, child in pairs],
                     "qmp_before_cont": startup_commands(dom),
+                    "private_sockets": _graphics_sockets(dom, dd),
                     "on_poweroff": dom.on_poweroff.value, "on_crash": dom.on_crash.value,
                     "interfaces": [dataclasses.asdict(i) for i in ifaces],
                     "to_delete": list(conn.to_delete), "start_timeout": timeout,
-                    "paused": paused, "trace": _TRACE,
+                    "paused": paused, "trace": _TRACE, "swtpm": tpm_job,
                     "warnings": [w.to_json() for w in conn.warnings()],
                 }, [parent for parent, _ in pairs])
                 _trace("job sent")
@@ -954,13 +979,20 @@ def domiflist(name: str) -> list[IfaceState]:
             for n, i in enumerate(dom.devices.interfaces)]
 
 
-def dumpxml(name: str) -> str:
-    """The live XML of a running guest (aliases, actual devices), else the definition."""
+def dumpxml(name: str, *, security_info: bool = False) -> str:
+    """The live XML of a running guest (aliases, actual devices), else the definition.
+    Graphics passwords only with `security_info` (virsh dumpxml --security-info)."""
     st = state_of(name)
     dd = _runtime(name)
     if st.state != SHUTOFF and dd.domain_xml.exists():
-        return dd.domain_xml.read_text(encoding="utf-8")
-    text: str = _store().get_xml(name)
+        text = dd.domain_xml.read_text(encoding="utf-8")
+    else:
+        text = _store().get_xml(name)
+    if not security_info and " passwd=" in text:
+        import re
+
+        # canonical XML: passwd='...' with quotes escaped inside, on the <graphics> line
+        text = re.sub(r"(<graphics\b[^>]*?) passwd='[^']*'", r"\1", text)
     return text
 
 

@@ -167,6 +167,8 @@ class State:
     to_delete: list[str] = field(default_factory=list)
     # check findings that did not stop the start (e.g. device-down): Finding.to_json()
     warnings: list[dict[str, Any]] = field(default_factory=list)
+    # helper processes of the guest (swtpm): {"name", "pid", "start", "remove"}
+    helpers: list[dict[str, Any]] = field(default_factory=list)
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -227,7 +229,7 @@ _FIELD_TYPES: dict[str, Any] = {
     "supervisor_start": _OPT_INT, "qemu_pid": _OPT_INT, "qemu_start": _OPT_INT,
     "started_at": (float, int, None), "stopped_at": (float, int, None),
     "exit_status": _OPT_INT, "restarts": int, "interfaces": list, "to_delete": list,
-    "warnings": list, "version": int,
+    "warnings": list, "helpers": list, "version": int,
 }
 _NAMES: dict[Any, str] = {str: "a string", (str, None): "a string or null",
                           bool: "true/false", int: "an integer", list: "a list",

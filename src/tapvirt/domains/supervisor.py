@@ -109,6 +109,11 @@ class Supervisor:
         )
         # what a fresh QEMU (restart, ACPI reboot) has: the start's devices, not hotplugs
         self.base_interfaces = [dict(i) for i in job.get("interfaces", [])]
+        self.tpm: Any = None  # helper processes (domains/swtpm.py), started before QEMU
+        if job.get("swtpm"):
+            from tapvirt.domains import swtpm
+
+            self.tpm = swtpm.Helper(job["swtpm"], f"domain {job['name']}: <tpm>")
         try:
             self.base_live_xml: str | None = self.dd.domain_xml.read_text(encoding="utf-8")
         except OSError:
@@ -149,6 +154,9 @@ class Supervisor:
         subject = f"domain {self.state.name}"
         if self.destroy_requested:
             raise self._destroyed_while_starting()
+        if self.tpm is not None:  # a fresh swtpm for each QEMU (--terminate)
+            self.tpm.spawn()
+            self.state.helpers = self.tpm.record()
         self.proc = process.spawn(self.argv, fd_map=self.fd_map,
                                   log_path=str(self.dd.qemu_log), subject=subject)
         if self.destroy_requested:  # the SIGTERM came between the check and the spawn
@@ -171,6 +179,9 @@ class Supervisor:
 
             secure_sockets(os.path.dirname(qmp_path))  # channel sockets (guest agent) too
             self._follow_events(subject)
+            for path in self.job.get("private_sockets", []):  # graphics sockets given a path
+                with contextlib.suppress(OSError):
+                    os.chmod(path, 0o600)
             with client:
                 for cmd in self.job.get("qmp_before_cont", []):
                     client.execute(cmd["execute"], cmd.get("arguments"))
@@ -242,9 +253,13 @@ class Supervisor:
                 watched: list[Any] = [pidfd, self._wake_r]
                 if self.control is not None:
                     watched.append(self.control)
+                if self.tpm is not None and self.tpm.pidfd is not None:
+                    watched.append(self.tpm.pidfd)
                 if self.follower is not None:
                     watched.append(self.follower)
                 ready, _, _ = select.select(watched, [], [], timeout)
+                if self.tpm is not None and self.tpm.pidfd in ready:
+                    self.helper_ended(pidfd)
                 if self._wake_r in ready:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 512)
@@ -334,6 +349,19 @@ class Supervisor:
                 self.finish(f"{reason}; restart failed: {err.cause}", status)
                 return 0
 
+    def helper_ended(self, qemu_pidfd: int) -> None:
+        """swtpm ended: fine when QEMU is going too (--terminate), reported otherwise."""
+        status = self.tpm.poll()
+        if status is None:
+            return
+        self.state.helpers = []
+        if self.destroy_requested or select.select([qemu_pidfd], [], [], 1.0)[0]:
+            return
+        warning = self.tpm.ended_warning(status, self.state.name)
+        log(f"{warning['cause']}: the guest keeps running without a working TPM")
+        self.state.warnings.append(warning)
+        self.dd.write(self.state)
+
     def classify(self, status: int) -> tuple[str, str]:
         """Why QEMU ended, and what to do: 'restart' or 'stop'."""
         if self.destroy_requested:
@@ -362,6 +390,9 @@ class Supervisor:
             self.control.close()
             self.control = None
         self._close_fds()
+        if self.tpm is not None:
+            self.tpm.close()
+            self.state.helpers = []
         for name in self.state.to_delete:
             try:
                 delete_link(name)

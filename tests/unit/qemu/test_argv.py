@@ -223,3 +223,16 @@ def test_hotplug_objects_match_libvirt_sample_13() -> None:
     assert nic_device(iface, "net1", spec) == {
         "driver": "virtio-net-pci", "mq": True, "vectors": 6, "netdev": "hostnet1",
         "id": "net1", "mac": "52:54:00:13:13:02"}
+
+
+def test_root_bus_keeps_the_machines_name_whatever_its_alias() -> None:
+    # libvirt's user-aliases2: QEMU has no bus 'ua-...'; the root is always pcie.0 / pci.0
+    dom = parse_domain(
+        "<domain type='qemu'><name>g</name><memory unit='MiB'>64</memory><os>"
+        "<type arch='x86_64' machine='q35'>hvm</type></os><devices>"
+        "<controller type='pci' index='0' model='pcie-root'><alias name='ua-Root'/>"
+        "</controller><interface type='user'><model type='virtio'/></interface>"
+        "</devices></domain>")
+    argv = build_argv(dom, [NetBackend("net0", "user")], qmp_socket="/q")
+    buses = {json.loads(a).get("bus") for a in argv if a.startswith('{"driver"')}
+    assert "ua-Root" not in buses and "pcie.0" in buses

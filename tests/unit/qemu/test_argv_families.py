@@ -144,7 +144,8 @@ def test_vnc_matches_libvirt() -> None:
 
 
 def test_vnc_autoport_lets_qemu_search_and_keeps_the_password_off_the_argv() -> None:
-    g = Graphics(GraphicsType.VNC, passwd="s3cret", keymap="de")
+    g = Graphics(GraphicsType.VNC, passwd="s3cret", keymap="de",
+                 listen=Listen(ListenType.ADDRESS, "127.0.0.1"))
     argv = argv_graphics.graphics_argv(g, runtime_dir=RUN, audio_id=1)
     assert argv == ["-vnc", "127.0.0.1:0,to=99,password=on,audiodev=audio1", "-k", "de"]
     assert "s3cret" not in " ".join(argv)
@@ -177,10 +178,26 @@ def test_spice_matches_libvirt() -> None:
         "jpeg-wan-compression=auto,zlib-glz-wan-compression=auto,playback-compression=on,"
         "streaming-video=filter,disable-copy-paste=on,disable-agent-file-xfer=on,"
         "seamless-migration=on"]
-    auto = Graphics(GraphicsType.SPICE, spice_options=(("mouse", "client"),))
+    auto = Graphics(GraphicsType.SPICE, spice_options=(("mouse", "client"),),
+                    listen=Listen(ListenType.ADDRESS, "127.0.0.1"))
     assert argv_graphics.graphics_argv(auto, runtime_dir=RUN, audio_id=1, port=5912) == [
         "-spice", "port=5912,addr=127.0.0.1,agent-mouse=on,disable-ticketing=on,"
         "seamless-migration=on"]
+
+
+def test_a_display_without_listen_address_is_a_private_unix_socket() -> None:
+    # libvirt with vnc_auto_unix_socket / spice_auto_unix_socket; a fixed port stays TCP
+    vnc, spice = Graphics(GraphicsType.VNC), Graphics(GraphicsType.SPICE)
+    assert argv_graphics.graphics_argv(vnc, runtime_dir=RUN, audio_id=None) == [
+        "-vnc", f"vnc=unix:{RUN}/vnc.sock"]
+    assert argv_graphics.graphics_argv(spice, runtime_dir=RUN, audio_id=None) == [
+        "-spice", f"unix,addr={RUN}/spice.sock,disable-ticketing=on,seamless-migration=on"]
+    assert argv_graphics.graphics_socket(vnc, RUN) == f"{RUN}/vnc.sock"
+    assert not argv_graphics.is_tcp(spice, RUN)
+    fixed = Graphics(GraphicsType.VNC, autoport=False, port=5907)
+    assert argv_graphics.graphics_argv(fixed, runtime_dir=RUN, audio_id=None) == [
+        "-vnc", "127.0.0.1:7"]
+    assert argv_graphics.graphics_socket(fixed, RUN) is None
 
 
 def test_video_matches_libvirt() -> None:

@@ -216,7 +216,10 @@ def parse_graphics(p: Reader, el: etree._Element) -> Graphics:
                 "use defaultMode='any' or defaultMode='insecure'", attr="defaultMode",
             )
         default_insecure = el.get("defaultMode") == "insecure"
-        if (default_insecure or insecure) and listen.type is ListenType.NONE:
+        # after libvirt's post-parse: no port and autoport='no' listens nowhere too
+        nowhere = listen.type is ListenType.NONE or (
+            listen.type is ListenType.ADDRESS and not autoport and port is None)
+        if (default_insecure or insecure) and nowhere:
             raise p.fail(
                 E.INVALID_VALUE, el, "spice insecure channels set in XML configuration, but "
                 "plaintext connection is not available", "give the graphics a port or "

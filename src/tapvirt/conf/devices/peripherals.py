@@ -143,7 +143,8 @@ def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -
         lines += format_graphics(g, ind, secure)
     for s in d.sounds:
         lines += format_sound(s, ind, live)
-    lines += [format_audio(a, ind) for a in d.audios]
+    for au in d.audios:
+        lines += format_audio(au, ind)
     for v in d.videos:
         lines += format_video(v, ind, live)
     for x in d.redirdevs:

@@ -77,12 +77,29 @@ class AudioType(StrEnum):
     FILE = "file"  # a WAV file QEMU writes
 
 
+AUDIO_FORMATS = ("s8", "u8", "s16", "u16", "s32", "u32", "f32")
+
+
+@dataclass(frozen=True)
+class AudioStream:
+    """`<audio><input>` or `<output>`: QEMU's common audiodev "in"/"out" settings."""
+    mixing_engine: bool | None = None
+    fixed_settings: bool | None = None
+    voices: int | None = None
+    buffer_length: int | None = None  # microseconds
+    frequency: int | None = None  # <settings>, with fixedSettings
+    channels: int | None = None
+    format: str | None = None
+
+
 @dataclass(frozen=True)
 class Audio:
     id: int
     type: AudioType = AudioType.NONE
     timer_period: int | None = None  # microseconds
     path: str | None = None  # file only
+    input: AudioStream | None = None
+    output: AudioStream | None = None
 
 
 def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
@@ -121,9 +138,56 @@ def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
                                       f"a sound card of model '{model}'"))
 
 
+def _yes_no(p: Reader, el: etree._Element, attr: str) -> bool | None:
+    raw = el.get(attr)
+    if raw is None:
+        return None
+    if raw not in ("yes", "no"):
+        raise p.fail(
+            E.INVALID_VALUE, el, f"Invalid value for attribute '{attr}' in element "
+            f"'{el.tag}': '{raw[:40]}'.", f"use {attr}='yes' or {attr}='no'", attr=attr,
+        )
+    return raw == "yes"
+
+
+def _stream(p: Reader, el: etree._Element | None) -> AudioStream | None:
+    if el is None:
+        return None
+    found = p.shape(el, ("mixingEngine", "fixedSettings", "voices", "bufferLength"),
+                    ("settings",))
+    voices = None if el.get("voices") is None else p.uint(el, "voices", 1, 2**31 - 1)
+    buf = (None if el.get("bufferLength") is None
+           else p.uint(el, "bufferLength", 1, 2**31 - 1))
+    fixed = _yes_no(p, el, "fixedSettings")
+    freq = channels = fmt = None
+    if (st := p.one(found, "settings")) is not None:
+        p.shape(st, ("frequency", "channels", "format"))
+        if fixed is not True:
+            raise p.fail(
+                E.INVALID_VALUE, st, "audio settings specified without fixed settings flag",
+                "write fixedSettings='yes' on the <input>/<output>, or remove <settings>",
+            )
+        if st.get("frequency") is not None:
+            freq = p.uint(st, "frequency", 1, 2**31 - 1)
+        if st.get("channels") is not None:
+            channels = p.uint(st, "channels", 1, 2**31 - 1)
+        if (fmt := st.get("format")) is not None and fmt not in AUDIO_FORMATS:
+            raise p.fail(
+                E.INVALID_VALUE, st, f"Invalid value for attribute 'format' in element "
+                f"'settings': '{fmt[:40]}'.", f"use one of: {', '.join(AUDIO_FORMATS)}",
+                attr="format",
+            )
+    return AudioStream(_yes_no(p, el, "mixingEngine"), fixed, voices, buf, freq, channels,
+                       fmt)
+
+
 def parse_audio(p: Reader, el: etree._Element) -> Audio:
-    p.shape(el, ("id", "type", "timerPeriod", "path"), required_attrs=("id", "type"))
     raw = el.get("type")
+    if raw not in ("alsa", "coreaudio", "jack", "oss", "pulseaudio", "sdl", "dbus"):
+        found = p.shape(el, ("id", "type", "timerPeriod", "path"), ("input", "output"),
+                        required_attrs=("id", "type"))
+    else:
+        found = {}
     if raw in ("alsa", "coreaudio", "jack", "oss", "pulseaudio", "sdl", "dbus"):
         raise p.fail(
             AUDIO_BACKEND_UNSUPPORTED, el,
@@ -144,7 +208,8 @@ def parse_audio(p: Reader, el: etree._Element) -> Audio:
                 "remove path= or use type='file'", attr="path",
             )
         path = p.abspath(el, "path", el.get("path", ""))
-    return Audio(p.uint(el, "id", 1, MAX_AUDIO_ID), atype, period, path)
+    return Audio(p.uint(el, "id", 1, MAX_AUDIO_ID), atype, period, path,
+                 _stream(p, p.one(found, "input")), _stream(p, p.one(found, "output")))
 
 
 def check_audio_ids(
@@ -188,10 +253,34 @@ def format_sound(s: Sound, ind: str, live: bool) -> list[str]:
     return _element(f"{ind}<sound model={_a(s.model)}", "sound", body, ind)
 
 
-def format_audio(a: Audio, ind: str) -> str:
+def _format_stream(tag: str, st: AudioStream, ind: str) -> list[str]:
+    from tapvirt.conf.xmlout import attrs as _attrs
+
+    def yn(v: bool | None) -> str | None:
+        return None if v is None else ("yes" if v else "no")
+
+    def num(v: int | None) -> str | None:
+        return None if v is None else str(v)
+
+    head = f"{ind}<{tag}" + _attrs(
+        mixingEngine=yn(st.mixing_engine), fixedSettings=yn(st.fixed_settings),
+        voices=num(st.voices), bufferLength=num(st.buffer_length))
+    settings = _attrs(frequency=num(st.frequency), channels=num(st.channels),
+                      format=st.format)
+    if not settings:
+        return [head + "/>"]
+    return [head + ">", f"{ind}  <settings{settings}/>", f"{ind}</{tag}>"]
+
+
+def format_audio(a: Audio, ind: str) -> list[str]:
     from tapvirt.conf.xmlout import a as _a
     from tapvirt.conf.xmlout import attrs as _attrs
 
     period = None if a.timer_period is None else str(a.timer_period)
-    return f"{ind}<audio id='{a.id}' type={_a(a.type)}" + _attrs(
-        timerPeriod=period, path=a.path) + "/>"
+    head = f"{ind}<audio id='{a.id}' type={_a(a.type)}" + _attrs(
+        timerPeriod=period, path=a.path)
+    body: list[str] = []
+    for tag, st in (("input", a.input), ("output", a.output)):
+        if st is not None:
+            body += _format_stream(tag, st, ind + "  ")
+    return _element(head, "audio", body, ind)

@@ -19,6 +19,7 @@ from tapvirt.conf.devices.refused import refuse_unprivileged
 from tapvirt.conf.domain.clock import parse_clock
 from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
 from tapvirt.conf.domain.features import check_features, parse_features
+from tapvirt.conf.domain.idmap import parse_idmap
 from tapvirt.conf.domain.memorybacking import parse_memory_backing
 from tapvirt.conf.domain.metadata import parse_metadata
 from tapvirt.conf.domain.numa import check_numa
@@ -28,7 +29,12 @@ from tapvirt.conf.domain.pm import parse_pm
 from tapvirt.conf.domain.resource import parse_resource
 from tapvirt.conf.domain.seclabel import parse_seclabel
 from tapvirt.conf.domain.sysinfo import check_sysinfo, parse_sysinfo
-from tapvirt.conf.domain.tuning import parse_cputune, parse_iothreads, parse_numatune
+from tapvirt.conf.domain.tuning import (
+    check_numatune,
+    parse_cputune,
+    parse_iothreads,
+    parse_numatune,
+)
 from tapvirt.conf.model import (
     BootDev,
     Domain,
@@ -68,9 +74,10 @@ ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
     "memoryBacking": ("memory_backing", parse_memory_backing),
     "iothreads": ("iothreads", parse_iothreads),
     "cputune": ("cputune", parse_cputune),
-    "numatune": ("", parse_numatune),  # always refused
+    "numatune": ("numatune", parse_numatune),
     "resource": ("resource", parse_resource),
     "sysinfo": ("sysinfo", parse_sysinfo),
+    "idmap": ("idmap", parse_idmap),
 }
 # libvirt's virBitmapParse syntax for cpuset lists
 _CPUSET = re.compile(r"\^?[0-9]{1,5}(?:-[0-9]{1,5})?(?:,\^?[0-9]{1,5}(?:-[0-9]{1,5})?)*\Z")
@@ -86,13 +93,20 @@ def parse_domain_element(r: Reader) -> Domain:
     # what cannot work unprivileged is refused by name before any generic check
     refuse_unprivileged(r, root)
     found = r.shape(
-        root, ("type",),
+        root, ("type", "id"),
         ("name", "uuid", "title", "description", "memory", "currentMemory", "vcpu",
          "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel", *ELEMENTS),
         multi=("seclabel",),
         required_attrs=("type",),
     )
     dtype = r.enum(root, "type", DomainType)
+    ignored_id = None
+    if (raw_id := root.get("id")) is not None:  # libvirt ignores it in a definition
+        if not re.fullmatch(r"-?[0-9]{1,10}", raw_id):
+            raise r.fail(E.INVALID_VALUE, root, f"Invalid value for attribute 'id' in "
+                         f"element 'domain': '{clip(raw_id)}'.", "remove id= (it is ignored)",
+                         attr="id")
+        ignored_id = int(raw_id)
     name = _name(r, r.need(found, "name", root))
     uuid_el = r.one(found, "uuid")
     if uuid_el is not None:
@@ -170,7 +184,7 @@ def parse_domain_element(r: Reader) -> Domain:
     dom = Domain(
         name=name, uuid=uuid, type=dtype, title=title, description=description,
         memory_kib=memory, current_memory_kib=current_mem, vcpus=vcpus,
-        vcpus_current=current, vcpu_cpuset=cpuset, os=os_,
+        vcpus_current=current, vcpu_cpuset=cpuset, os=os_, ignored_id=ignored_id,
         **actions,  # type: ignore[arg-type]
     )
     parts = {field: parse(r, el) for tag, (field, parse) in ELEMENTS.items()
@@ -200,6 +214,9 @@ def parse_domain_element(r: Reader) -> Domain:
             # libvirt: <memory> is the cells' sum, currentMemory at most that
             dom = replace(dom, memory_kib=total,
                           current_memory_kib=None if cur is None else min(cur, total))
+    if dom.numatune is not None and (nt_el := r.one(found, "numatune")) is not None:
+        cells = len(dom.cpu.numa.cells) if dom.cpu is not None and dom.cpu.numa else 0
+        check_numatune(r, nt_el, dom.numatune, cells)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
     _check_boot(r, r.need(found, "os", root), dom)

@@ -2,18 +2,22 @@
 
 iothreads: a count, each one a QEMU iothread object (iothread1..N). cputune: accepted and
 kept, but shares/period/quota/vcpupin need cgroups or pinning an unprivileged tapvirt does
-not do: a warning says so (`tapvirt.conf.warnings`). numatune memory binding (a nodeset
-with mode strict/interleave/preferred/restrictive) is refused by name: tapvirt does not
-bind guest memory to host NUMA nodes."""
+not do: a warning says so (`tapvirt.conf.warnings`). numatune: `<memory mode nodeset>`
+and `<memnode cellid mode nodeset>` with mode strict/preferred/interleave are QEMU's
+host-nodes/policy on the memory backends (mbind works unprivileged for the nodes the
+user's cpuset allows; `start` checks them against /proc/self/status Mems_allowed_list).
+Refused by name: mode='restrictive' (cgroups only) and automatic placement (numad)."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import decl
 from tapvirt.conf import errors as E
+from tapvirt.conf.xml import clip
 from tapvirt.conf.xmlout import IND, Writer
 
 if TYPE_CHECKING:
@@ -58,12 +62,124 @@ def format_cputune(ct: CpuTune, w: Writer) -> None:
     decl.write(ct, "cputune", w, 1)
 
 
-def parse_numatune(r: Reader, el: etree._Element) -> None:
-    """Never returns: every numatune binds memory (refused by name)."""
-    raise r.fail(
-        E.UNSUPPORTED_VALUE, el,
-        "<numatune> binds guest memory to host NUMA nodes; tapvirt does not bind memory "
-        "(libvirt uses cgroups' cpuset.mems or QEMU's host-nodes policy)",
-        "remove <numatune>; start tapvirt under `numactl --membind=NODES` to bind the "
-        "whole QEMU process",
-    )
+class NumaMode(StrEnum):
+    STRICT = "strict"
+    PREFERRED = "preferred"
+    INTERLEAVE = "interleave"
+    RESTRICTIVE = "restrictive"
+
+    @property
+    def qemu_policy(self) -> str:
+        return "bind" if self is NumaMode.STRICT else self.value
+
+
+@dataclass(frozen=True)
+class MemNode:
+    cellid: int
+    mode: NumaMode
+    nodeset: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class NumaTune:
+    mode: NumaMode | None = None  # <memory mode>; None: no <memory>
+    nodeset: tuple[int, ...] = ()
+    memnodes: tuple[MemNode, ...] = ()  # sorted by cellid
+
+    def binding(self, cellid: int | None) -> tuple[NumaMode, tuple[int, ...]] | None:
+        """The (mode, host nodes) for a guest cell (None: the whole RAM), like libvirt's
+        virDomainNumatuneMaybeGetNodeset: the cell's memnode, else <memory>."""
+        for m in self.memnodes:
+            if m.cellid == cellid:
+                return m.mode, m.nodeset
+        if self.mode is not None:
+            return self.mode, self.nodeset
+        return None
+
+    @property
+    def host_nodes(self) -> tuple[int, ...]:
+        nodes = set(self.nodeset)
+        for m in self.memnodes:
+            nodes.update(m.nodeset)
+        return tuple(sorted(nodes))
+
+
+def _mode(r: Reader, el: etree._Element) -> NumaMode:
+    mode = r.enum(el, "mode", NumaMode) if el.get("mode") is not None else NumaMode.STRICT
+    if mode is NumaMode.RESTRICTIVE:
+        raise r.fail(
+            E.UNSUPPORTED_VALUE, el,
+            "mode='restrictive' binds memory with cgroups' cpuset.mems, which an "
+            "unprivileged tapvirt cannot set", "use mode='strict' (QEMU binds the guest's "
+            "memory itself) or remove the element", attr="mode")
+    return mode
+
+
+def _nodeset(r: Reader, el: etree._Element) -> tuple[int, ...]:
+    from tapvirt.conf.domain.numa import parse_bitmap
+
+    raw = el.get("nodeset")
+    assert raw is not None
+    nodes = parse_bitmap(r, el, "nodeset", raw, limit=1024)
+    if not nodes:
+        raise r.fail(E.INVALID_VALUE, el, f"Invalid value of 'nodeset': '{clip(raw)}'",
+                     "name at least one host NUMA node, e.g. nodeset='0'", attr="nodeset")
+    return nodes
+
+
+def parse_numatune(r: Reader, el: etree._Element) -> NumaTune:
+    found = r.shape(el, (), ("memory", "memnode"), multi=("memnode",))
+    mode: NumaMode | None = None
+    nodeset: tuple[int, ...] = ()
+    if (m := r.one(found, "memory")) is not None:
+        r.shape(m, ("mode", "nodeset", "placement"))
+        placement = m.get("placement")
+        if placement not in (None, "static", "auto"):
+            raise r.fail(E.INVALID_VALUE, m, "Invalid value for attribute 'placement' in "
+                         f"element 'memory': '{clip(placement)}'.", "use placement='static'",
+                         attr="placement")
+        if placement == "auto" or m.get("nodeset") is None:
+            raise r.fail(
+                E.UNSUPPORTED_VALUE, m,
+                "automatic NUMA placement (placement='auto', or no nodeset=) needs numad, "
+                "the privileged placement daemon",
+                "name the host nodes: <memory mode='strict' nodeset='0'/>, or remove "
+                "<numatune>", attr="placement" if placement else None)
+        mode = _mode(r, m)
+        nodeset = _nodeset(r, m)
+    memnodes: dict[int, MemNode] = {}
+    for mn in found.get("memnode", []):
+        r.shape(mn, ("cellid", "mode", "nodeset"), required_attrs=("cellid", "nodeset"))
+        cellid = r.uint(mn, "cellid", 0, 2**31 - 1)
+        if cellid in memnodes:
+            raise r.fail(E.DUPLICATE_ELEMENT, mn,
+                         f"Multiple memnode elements with cellid {cellid}",
+                         "keep one <memnode> per guest cell")
+        memnodes[cellid] = MemNode(cellid, _mode(r, mn), _nodeset(r, mn))
+    return NumaTune(mode=mode, nodeset=nodeset,
+                    memnodes=tuple(memnodes[k] for k in sorted(memnodes)))
+
+
+def check_numatune(r: Reader, el: etree._Element, nt: NumaTune, cells: int) -> None:
+    mn_el = el.find("memnode")
+    if mn_el is not None and cells == 0:
+        raise r.fail(E.INVALID_VALUE, mn_el,
+                     "Element 'memnode' is invalid without any guest NUMA cells",
+                     "add <numa> cells to <cpu>, or use <memory nodeset> instead")
+    for mn in nt.memnodes:
+        if mn.cellid >= cells:
+            raise r.fail(E.INVALID_VALUE, el,
+                         f"Invalid 'cellid' attribute in memnode element: {mn.cellid}",
+                         f"use a guest cell id below {cells}")
+
+
+def format_numatune(nt: NumaTune, w: Writer) -> None:
+    from tapvirt.conf.domain.numa import format_bitmap
+
+    w(f"{IND}<numatune>")
+    if nt.mode is not None:
+        w(f"{IND * 2}<memory mode='{nt.mode}' nodeset='{format_bitmap(nt.nodeset)}'/>")
+    for m in nt.memnodes:
+        w(f"{IND * 2}<memnode cellid='{m.cellid}' mode='{m.mode}' "
+          f"nodeset='{format_bitmap(m.nodeset)}'/>")
+    w(f"{IND}</numatune>")

@@ -176,8 +176,10 @@ def address_props(dom: Domain, address: object) -> dict[str, Any]:
 
 
 def pci_bus_alias(dom: Domain, bus: int) -> str:
+    # the root bus is the machine's own (pci.0 / pcie.0) whatever alias the user gave its
+    # controller (user-aliases2 in libvirt's tests: QEMU has no bus 'ua-...')
     for c in dom.devices.controllers:
-        if c.type is ControllerType.PCI and c.index == bus and c.alias:
+        if bus != 0 and c.type is ControllerType.PCI and c.index == bus and c.alias:
             return c.alias
     return ("pcie" if is_q35(dom) and bus == 0 else "pci") + f".{bus}"
 

@@ -3,6 +3,11 @@
 libvirt 9.0's forms for QEMU 7.2: `-vnc` and `-spice` as option strings (not JSON), video
 cards and USB/virtio input devices as JSON `-device`. Where tapvirt differs on purpose
 (docs/argv.md):
+* a display with autoport whose `<listen type='address'>` names no address gets a UNIX
+  socket in the runtime directory (`vnc.sock`, `spice.sock`; 0600), as libvirt does
+  with qemu.conf's `vnc_auto_unix_socket`/`spice_auto_unix_socket`: no TCP port that
+  other local users could reach. An explicit address (`listen='127.0.0.1'`) or a fixed
+  port listens on TCP;
 * VNC with autoport: libvirt picks a free port itself and writes `127.0.0.1:N`; tapvirt
   lets QEMU pick the first free display (`:0,to=99`, no race between choosing and binding)
   and reads the port back by QMP `query-vnc`;
@@ -22,6 +27,7 @@ from tapvirt.conf.devices.graphics import (
     VNC_PORT_MIN,
     Graphics,
     GraphicsType,
+    Listen,
     ListenType,
     Video,
     VideoModel,
@@ -36,6 +42,19 @@ _PRIMARY_DRIVER = {
     VideoModel.BOCHS: "bochs-display", VideoModel.RAMFB: "ramfb",
 }
 _SECONDARY_DRIVER = {VideoModel.QXL: "qxl", VideoModel.VIRTIO: "virtio-gpu-pci"}
+
+
+def runtime_listen(g: Graphics, runtime_dir: str) -> Listen:
+    """Where QEMU really listens: a listen of type address without an address and with
+    autoport is a UNIX socket in the runtime directory (a fixed port means TCP on
+    127.0.0.1); a socket without a path gets that path too."""
+    ln = g.listen
+    if ln.type is ListenType.SOCKET and ln.socket:
+        return ln
+    if ln.type is ListenType.NONE or (ln.type is ListenType.ADDRESS and (
+            ln.address or not g.autoport)):
+        return ln
+    return Listen(ListenType.SOCKET, socket=f"{runtime_dir}/{g.type.value}.sock")
 
 
 def _opt(value: str) -> str:
@@ -65,9 +84,9 @@ def _host(address: str | None) -> str:
 
 
 def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None) -> list[str]:
-    ln = g.listen
+    ln = runtime_listen(g, runtime_dir)
     if ln.type is ListenType.SOCKET:
-        opt = "vnc=unix:" + _opt(ln.socket or f"{runtime_dir}/vnc.sock")
+        opt = "vnc=unix:" + _opt(graphics_socket(g, runtime_dir) or "")
     elif ln.type is ListenType.NONE:
         opt = "none"
     elif g.autoport:
@@ -84,10 +103,10 @@ def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None) -> list[str]:
 
 
 def _spice(g: Graphics, runtime_dir: str, port: int | None) -> list[str]:
-    ln = g.listen
+    ln = runtime_listen(g, runtime_dir)
     parts: list[str] = []
     if ln.type is ListenType.SOCKET:
-        parts.append("unix,addr=" + _opt(ln.socket or f"{runtime_dir}/spice.sock"))
+        parts.append("unix,addr=" + _opt(graphics_socket(g, runtime_dir) or ""))
     elif ln.type is ListenType.NONE:
         parts.append("port=0")
     else:
@@ -112,6 +131,16 @@ def _spice(g: Graphics, runtime_dir: str, port: int | None) -> list[str]:
             parts.append(f"{qemu_opt}={value}")
     parts.append("seamless-migration=on")
     return ["-spice", ",".join(parts)]
+
+
+def graphics_socket(g: Graphics, runtime_dir: str) -> str | None:
+    """The UNIX socket QEMU listens on for this display (None: TCP or nowhere)."""
+    ln = runtime_listen(g, runtime_dir)
+    return ln.socket if ln.type is ListenType.SOCKET else None
+
+
+def is_tcp(g: Graphics, runtime_dir: str = ".") -> bool:
+    return runtime_listen(g, runtime_dir).type is ListenType.ADDRESS
 
 
 def graphics_qmp(g: Graphics) -> list[dict[str, Any]]:

@@ -22,12 +22,26 @@ def _align_kib(kib: int) -> int:
     return -(-kib // 1024) * 1024
 
 
+def _pc_ram(dom: Domain) -> bool:
+    mb = dom.memory_backing
+    return (mb is not None and mb.needs_backend) or (
+        dom.numatune is not None and dom.numatune.mode is not None)
+
+
+def _bind(obj: dict[str, Any], dom: Domain, cellid: int | None) -> None:
+    """QEMU's host-nodes + policy from <numatune> (after size, libvirt's order)."""
+    b = dom.numatune.binding(cellid) if dom.numatune is not None else None
+    if b is not None:
+        obj["host-nodes"] = list(b[1])
+        obj["policy"] = b[0].qemu_policy
+
+
 def memory_machine_params(dom: Domain) -> str:
     mb = dom.memory_backing
-    if mb is None:
+    if mb is None and not _pc_ram(dom):
         return ""
-    out = ",mem-merge=off" if mb.nosharepages else ""
-    if mb.needs_backend and _numa(dom) is None:
+    out = ",mem-merge=off" if mb is not None and mb.nosharepages else ""
+    if _pc_ram(dom) and _numa(dom) is None:
         out += ",memory-backend=pc.ram"
     return out
 
@@ -53,6 +67,7 @@ def numa_args(dom: Domain) -> list[str]:
         if mb is not None and mb.allocation is MemAllocation.IMMEDIATE:
             obj["prealloc"] = True
         obj["size"] = _align_kib(c.memory_kib) * 1024
+        _bind(obj, dom, c.id)
         node = f"node,nodeid={c.id}"
         for rng in c.cpu_ranges:
             node += f",cpus={rng}"
@@ -71,18 +86,19 @@ def memory_args(dom: Domain) -> list[str]:
         return ["-m", f"size={sum(_align_kib(c.memory_kib) for c in numa.cells)}k"]
     argv = ["-m", f"size={dom.memory_kib}k"]
     mb = dom.memory_backing
-    if mb is None or not mb.needs_backend:
+    if not _pc_ram(dom):
         return argv
-    memfd = mb.source is MemSource.MEMFD
+    memfd = mb is not None and mb.source is MemSource.MEMFD
     obj: dict[str, Any] = {"qom-type": "memory-backend-memfd" if memfd
                            else "memory-backend-ram", "id": "pc.ram"}
-    if mb.access is not None:
+    if mb is not None and mb.access is not None:
         obj["share"] = mb.access is MemAccess.SHARED
     if memfd:
         obj["x-use-canonical-path-for-ramblock-id"] = False
-    if mb.allocation is MemAllocation.IMMEDIATE:
+    if mb is not None and mb.allocation is MemAllocation.IMMEDIATE:
         obj["prealloc"] = True
     obj["size"] = dom.memory_kib * 1024
+    _bind(obj, dom, None)
     return [*argv, "-object", jsonarg(obj)]
 
 

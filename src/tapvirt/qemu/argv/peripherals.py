@@ -76,7 +76,8 @@ def peripheral_args(
     first_audio = d.audios[0].id if d.audios else None
     spice = iter(spice_ports)
     for g in d.graphics:
-        port = next(spice, None) if g.type.value == "spice" and g.autoport else None
+        port = (next(spice, None) if g.type.value == "spice" and g.autoport
+                and gr.is_tcp(g) else None)
         argv += gr.graphics_argv(g, runtime_dir=runtime_dir, audio_id=first_audio, port=port)
     for v in d.videos:
         device(gr.video_device(v), v.address)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from tapvirt.conf.devices.sound import Audio, AudioType, CodecType, Sound, SoundModel
+from tapvirt.conf.devices.sound import (
+    Audio,
+    AudioStream,
+    AudioType,
+    CodecType,
+    Sound,
+    SoundModel,
+)
 
 _SOUND_DRIVER = {
     SoundModel.ES1370: "ES1370", SoundModel.AC97: "AC97", SoundModel.ICH6: "intel-hda",
@@ -31,6 +38,23 @@ def audiodev(a: Audio) -> dict[str, Any]:
         out["timer-period"] = a.timer_period
     if a.type is AudioType.FILE and a.path is not None:
         out["path"] = a.path
+    for key, st in (("in", a.input), ("out", a.output)):
+        if st is not None and (obj := _stream(st)):
+            out[key] = obj
+    return out
+
+
+def _stream(st: AudioStream) -> dict[str, Any]:
+    """libvirt's qemuBuildAudioCommonProps, in its order."""
+    out: dict[str, Any] = {}
+    common: tuple[tuple[str, bool | int | None], ...] = (
+        ("mixing-engine", st.mixing_engine), ("fixed-settings", st.fixed_settings),
+        ("voices", st.voices), ("buffer-length", st.buffer_length))
+    out.update((k, v) for k, v in common if v is not None)
+    if st.fixed_settings:
+        settings: tuple[tuple[str, int | str | None], ...] = (
+            ("frequency", st.frequency), ("channels", st.channels), ("format", st.format))
+        out.update((k, v) for k, v in settings if v is not None)
     return out
 
 

@@ -1,0 +1,36 @@
+"""<numatune> pre-flight: nodes outside the user's Mems_allowed_list are refused by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tapvirt.conf.parse import parse_domain
+from tapvirt.errors import TapvirtError
+from tapvirt.qemu.hostnuma import allowed_nodes, check_numatune
+
+XML = """<domain type='qemu'><name>g</name><memory unit='MiB'>64</memory>
+<numatune><memory mode='strict' nodeset='{}'/></numatune>
+<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>"""
+
+
+def test_allowed_nodes_reads_mems_allowed_list(tmp_path: Path) -> None:
+    status = tmp_path / "status"
+    status.write_text("Name:\tx\nMems_allowed_list:\t0-2,5\n")
+    assert allowed_nodes(str(status)) == {0, 1, 2, 5}
+
+
+def test_this_hosts_nodes_are_allowed() -> None:
+    nodes = allowed_nodes()
+    assert nodes
+    check_numatune(parse_domain(XML.format(",".join(map(str, sorted(nodes))))))
+
+
+def test_unavailable_node_is_refused_by_name() -> None:
+    dom = parse_domain(XML.format("0-3"))
+    with pytest.raises(TapvirtError) as info:
+        check_numatune(dom, allowed={0})
+    assert info.value.code.code == "numa-node-unavailable"
+    assert "NUMA node 1 is unavailable" in info.value.message
+    assert "nodeset=" in info.value.fix
