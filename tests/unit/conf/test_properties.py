@@ -15,7 +15,8 @@ Drawing a rich random model costs ~0.3 s, so the fuzz does not draw one per docu
 FUZZ_GENERATED (100 by default, TAPVIRT_FUZZ_GENERATED) random valid models are drawn
 once, formatted, and join the bases that the 10,000 mutated documents start from.
 
-TAPVIRT_FUZZ_EXAMPLES scales the fuzz run (e.g. 100000 for a long soak);
+TAPVIRT_FUZZ_EXAMPLES scales the fuzz run (e.g. 100000 for a long soak); the documents
+are the same on every run unless TAPVIRT_FUZZ_RANDOM=1 (explore: do that in soaks);
 TAPVIRT_FUZZ_CORPUS=DIR adds DIR/*.xml as bases and donors (e.g. the virt-install outputs
 of tests/corpus/virtinstall.py).
 """
@@ -42,6 +43,9 @@ from tests.unit.conf.strategies import domains
 
 FUZZ_EXAMPLES = int(os.environ.get("TAPVIRT_FUZZ_EXAMPLES", "10000"))
 FUZZ_GENERATED = int(os.environ.get("TAPVIRT_FUZZ_GENERATED", "100"))
+# The suite's run is reproducible (the same documents every time, so a red CI run is a
+# regression, not luck); TAPVIRT_FUZZ_RANDOM=1 explores new ones (a soak).
+FUZZ_RANDOM = os.environ.get("TAPVIRT_FUZZ_RANDOM") == "1"
 LIBVIRT_RNG = Path("/usr/share/libvirt/schemas/domain.rng")
 XMLLINT = shutil.which("xmllint")
 
@@ -237,6 +241,7 @@ def _generated_documents(count: int) -> list[str]:
     out: list[str] = []
 
     @settings(max_examples=count, deadline=None, database=None, phases=[Phase.generate],
+              derandomize=not FUZZ_RANDOM,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
     @given(domains())
     def draw(domain: Domain) -> None:
@@ -254,7 +259,7 @@ def test_fuzzed_documents_raise_only_tapvirt_errors(tmp_path: Path) -> None:
     counts = {"examples": 0, "accepted": 0}
 
     @settings(
-        max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
+        max_examples=FUZZ_EXAMPLES, deadline=None, database=None, derandomize=not FUZZ_RANDOM,
         phases=[Phase.generate, Phase.shrink],
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     )
