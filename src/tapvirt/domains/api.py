@@ -181,8 +181,10 @@ def _mark_shut_off(dd: DomainDir, st: State, reason: str) -> None:
 
             LinuxHost().delete_link(name)
     from tapvirt.domains.control import control_socket
+    from tapvirt.domains.events import socket_of
 
-    for sock in (dd.qmp_socket, control_socket(dd)):  # a killed process leaves them
+    # a killed process leaves them (the events monitor's socket too)
+    for sock in (dd.qmp_socket, socket_of(str(dd.qmp_socket)), control_socket(dd)):
         with contextlib.suppress(OSError):
             os.unlink(sock)
     st.state, st.reason, st.stopped_at = SHUTOFF, reason, time.time()

@@ -398,8 +398,11 @@ class Supervisor:
                 delete_link(name)
             except Exception as exc:  # keep cleaning; say what is left
                 log(f"could not delete managed device {name}: {exc}")
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.dd.qmp_socket)
+        from tapvirt.domains.events import socket_of
+
+        for sock in (str(self.dd.qmp_socket), socket_of(str(self.dd.qmp_socket))):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(sock)
         self.state.state = SHUTOFF
         self.state.reason = reason
         self.state.exit_status = status
