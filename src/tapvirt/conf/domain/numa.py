@@ -168,6 +168,10 @@ def parse_numa(r: Reader, el: etree._Element) -> Numa:
                               discard=discard)
         if (d := r.one(cf, "distances")) is not None:
             df = r.shape(d, (), ("sibling",), multi=("sibling",))
+            if not df.get("sibling"):  # libvirt's schema: one or more
+                raise r.fail(E.MISSING_ELEMENT, d, f"<distances> of NUMA cell {cid} has no "
+                             "<sibling>", "add <sibling id='N' value='20'/> for the other "
+                             "cells, or remove the empty <distances>")
             sibling_lists.append((cid, df.get("sibling", [])))
             raw_dist[cid] = [0] * n
         else:
