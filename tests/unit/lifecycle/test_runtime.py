@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,25 @@ def test_reconcile_keeps_a_live_supervisor(xdg: Path) -> None:
         for p in (holder, sleeper):
             p.kill()
             p.wait()
+
+
+def test_a_killed_writers_temp_goes_even_before_it_is_reaped(tmp_path: Path) -> None:
+    # a writer SIGKILLed between create and rename, not reaped yet (a zombie, as under a
+    # subreaper), and a live one: only the live writer's temp file stays
+    dd = DomainDir(tmp_path, "g").ensure()
+    zombie = os.fork()
+    if zombie == 0:
+        os._exit(0)
+    try:
+        deadline = time.monotonic() + 10
+        while Path(f"/proc/{zombie}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        dead = dd.path / f".state.json.{zombie}.1"
+        alive = dd.path / f".state.json.{os.getpid()}.2"
+        dead.write_text("{")
+        alive.write_text("{")
+        dd.remove_stale_temps()
+        assert not dead.exists() and alive.exists()
+    finally:
+        os.waitpid(zombie, 0)
