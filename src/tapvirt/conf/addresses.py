@@ -181,7 +181,9 @@ def parse_address(
     if atype is AddressType.CCID:
         p.shape(el, ("type", "controller", "slot"))
         return CcidAddress(_num(p, el, "controller", MAX_UINT), _num(p, el, "slot", MAX_UINT))
-    p.shape(el, ("type", "bus", "port"))
+    # libvirt's parser reads a missing bus as 0, but its schema requires it (and tapvirt
+    # accepts only what virt-xml-validate accepts): refused by name
+    p.shape(el, ("type", "bus", "port"), required_attrs=("bus",))
     port: tuple[int, ...] = ()
     if (text := el.get("port")) is not None:
         if not _USB_PORT.match(text):

@@ -229,16 +229,15 @@ def state_of(name: str) -> State:
 
 # -- start ------------------------------------------------------------------------------
 
-def _free_spice_ports(dom: Domain) -> list[int]:
-    """A reserved free TCP port for each SPICE display with autoport (SPICE, unlike VNC,
-    cannot search for one itself); a fixed port already bound is refused by name.
-    See tapvirt.domains.display."""
+def _free_display_ports(dom: Domain) -> list[int]:
+    """A reserved free TCP port for each VNC/SPICE display with autoport on an address;
+    a fixed port already bound is refused by name. See tapvirt.domains.display."""
     if not dom.devices.graphics:
         return []
-    from tapvirt.domains.display import check_fixed_ports, spice_ports
+    from tapvirt.domains.display import autoport_ports, check_fixed_ports
 
     check_fixed_ports(dom)
-    return spice_ports(dom, runtime_root())
+    return autoport_ports(dom, runtime_root())
 
 
 def _graphics_sockets(dom: Domain, dd: DomainDir) -> list[str]:
@@ -519,7 +518,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             with connect_domain(dom, host, tun_node=tun_node) as conn:
                 specs = conn.specs()
                 argv = build_argv(dom, specs, qmp_socket=str(dd.qmp_socket), fd_base=FD_BASE,
-                                  spice_ports=_free_spice_ports(dom))
+                                  display_ports=_free_display_ports(dom))
                 pairs = fd_layout(specs, FD_BASE)
                 ifaces = [IfaceState(b.alias, b.iface.type.value, b.device,
                                      b.iface.model.value, b.iface.mac, b.delete_at_stop,

@@ -3,13 +3,14 @@
 
 Ports. A display with autoport and no listen address is a UNIX
 socket in the runtime directory (tapvirt.qemu.argv.graphics.runtime_listen) and needs no
-port. VNC with autoport on an address needs nothing here: QEMU searches `:0,to=99` itself and binds
-the first free display (no window between choosing and binding). SPICE cannot search,
-so the launcher chooses the port: under a lock shared by every tapvirt launcher of the
-user (`<runtime root>/graphics-ports.lock`), it skips ports another launcher reserved in
+port. For VNC and SPICE with autoport on an address the launcher chooses the port, as
+libvirt does: under a lock shared by every tapvirt launcher of the user
+(`<runtime root>/graphics-ports.lock`), it skips ports another launcher reserved in
 the last `RESERVE_S` seconds (the window until that QEMU has bound them) and ports that
 are bound, and reserves its own. Two concurrent starts therefore never get the same
-port; a port QEMU has bound is seen as bound. A fixed port that is bound already is
+port; a port QEMU has bound is seen as bound. (QEMU's own VNC search, `:0,to=99`, is not
+used: it cannot see the ports reserved for a SPICE display another launcher is starting,
+and took one of them in a CI run.) A fixed port that is bound already is
 refused before QEMU runs (`graphics-port-in-use`), so nothing is left running.
 
 URIs are what `virsh domdisplay` prints: `vnc://HOST:DISPLAY` (the port minus 5900),
@@ -49,7 +50,7 @@ SCREENSHOT_FAILED = define(
 )
 
 RESERVE_S = 120.0  # a reservation outlives any start (start timeout + slack)
-SPICE_PORT_MIN, SPICE_PORT_MAX = 5900, 65535  # libvirt's remote_display_port range
+PORT_MIN, PORT_MAX = 5900, 65535  # libvirt's remote_display_port range
 VNC_BASE = 5900
 
 
@@ -120,21 +121,21 @@ def _ports_lock(root: Path) -> Iterator[dict[str, float]]:
         os.close(fd)  # releases the flock
 
 
-def spice_ports(dom: Domain, root: Path) -> list[int]:
-    """A free, reserved TCP port for each SPICE display with autoport, in order."""
-    wanted = [g for g in dom.devices.graphics
-              if g.type.value == "spice" and g.autoport and _tcp(g)]
+def autoport_ports(dom: Domain, root: Path) -> list[int]:
+    """A free, reserved TCP port for each VNC or SPICE display with autoport on an
+    address, in document order."""
+    wanted = [g for g in dom.devices.graphics if g.autoport and _tcp(g)]
     if not wanted:
         return []
     out: list[int] = []
     with _ports_lock(root) as held:
         for g in wanted:
             address = _address(g)
-            port = next((p for p in range(SPICE_PORT_MIN, SPICE_PORT_MAX + 1)
+            port = next((p for p in range(PORT_MIN, PORT_MAX + 1)
                          if str(p) not in held and p not in out and _bindable(address, p)),
                         None)
             if port is None:
-                raise _port_error(g, SPICE_PORT_MIN, "no TCP port from 5900 up is free",
+                raise _port_error(g, PORT_MIN, "no TCP port from 5900 up is free",
                                   "stop a guest, or use <listen type='socket'/>")
             held[str(port)] = time.time() + RESERVE_S
             out.append(port)

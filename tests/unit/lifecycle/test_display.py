@@ -22,7 +22,7 @@ SPICE = "<graphics type='spice' autoport='yes' listen='127.0.0.1'/>"
 def test_concurrent_reservations_never_share_a_port(tmp_path: Path) -> None:
     dom = parse_domain_string(DOMAIN.format(SPICE * 2))
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda _: display.spice_ports(dom, tmp_path), range(8)))
+        results = list(pool.map(lambda _: display.autoport_ports(dom, tmp_path), range(8)))
     ports = [p for r in results for p in r]
     assert len(ports) == 16 and len(set(ports)) == 16
 
@@ -43,7 +43,7 @@ def test_a_bound_port_is_skipped_and_a_fixed_one_refused(tmp_path: Path) -> None
 def test_default_listen_needs_no_port(tmp_path: Path) -> None:
     dom = parse_domain_string(DOMAIN.format(
         "<graphics type='spice' autoport='yes'/><graphics type='vnc'/>"))
-    assert display.spice_ports(dom, tmp_path) == []
+    assert display.autoport_ports(dom, tmp_path) == []
     live = display.with_runtime_listens(dom, "/run/x")
     assert [g.listen.socket for g in live.devices.graphics] == [
         "/run/x/spice.sock", "/run/x/vnc.sock"]

@@ -147,7 +147,7 @@ def test_vnc_autoport_lets_qemu_search_and_keeps_the_password_off_the_argv() -> 
     g = Graphics(GraphicsType.VNC, passwd="s3cret", keymap="de",
                  listen=Listen(ListenType.ADDRESS, "127.0.0.1"))
     argv = argv_graphics.graphics_argv(g, runtime_dir=RUN, audio_id=1)
-    assert argv == ["-vnc", "127.0.0.1:0,to=99,password=on,audiodev=audio1", "-k", "de"]
+    assert argv == ["-vnc", "127.0.0.1:0,password=on,audiodev=audio1", "-k", "de"]
     assert "s3cret" not in " ".join(argv)
     assert argv_graphics.graphics_qmp(g) == [
         {"execute": "set_password", "arguments": {"protocol": "vnc", "password": "s3cret"}},

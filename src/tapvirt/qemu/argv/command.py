@@ -46,13 +46,13 @@ def build_argv(
     *,
     qmp_socket: str,
     fd_base: int | None = FD_BASE,
-    spice_ports: Sequence[int] = (),
+    display_ports: Sequence[int] = (),
     now: float | None = None,
 ) -> list[str]:
     """The whole QEMU command line. Starts paused (-S): the launcher sends set_link, cont.
 
-    spice_ports: the TCP ports the launcher chose for SPICE displays with autoport, in
-    order (SPICE cannot search for a free port itself, unlike VNC); 5900 when not given.
+    display_ports: the TCP ports the launcher chose for VNC/SPICE displays with autoport
+    on an address, in order; 5900 when not given (a dry run).
     `now` (seconds since 1970, default the current time) fixes a variable <clock>."""
     dom = device_boot_order(dom)
     numbers: dict[int, int | str] = dict(fd_layout(backends, fd_base))
@@ -93,5 +93,5 @@ def build_argv(
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)
-    argv += peripheral_args(dom, runtime_dir_of(qmp_socket), spice_ports)
+    argv += peripheral_args(dom, runtime_dir_of(qmp_socket), display_ports)
     return argv

@@ -8,9 +8,9 @@ cards and USB/virtio input devices as JSON `-device`. Where tapvirt differs on p
   with qemu.conf's `vnc_auto_unix_socket`/`spice_auto_unix_socket`: no TCP port that
   other local users could reach. An explicit address (`listen='127.0.0.1'`) or a fixed
   port listens on TCP;
-* VNC with autoport: libvirt picks a free port itself and writes `127.0.0.1:N`; tapvirt
-  lets QEMU pick the first free display (`:0,to=99`, no race between choosing and binding)
-  and reads the port back by QMP `query-vnc`;
+* VNC and SPICE with autoport on an address: the launcher picks a free port, as libvirt
+  does, under a lock shared by the user's launchers (tapvirt.domains.display), and
+  passes it here; a dry run shows 5900;
 * SPICE without a password: `disable-ticketing=on`, as libvirt does with the default
   qemu.conf (libvirt's test suite sets spice_password, so its `.args` lack it);
 * the password itself is never on the command line: `password=on` (VNC) or nothing
@@ -33,8 +33,6 @@ from tapvirt.conf.devices.graphics import (
     VideoModel,
 )
 from tapvirt.conf.devices.input import Input, InputBus, InputType
-
-VNC_AUTOPORT_DISPLAYS = 99  # QEMU tries displays :0 .. :99 (ports 5900-5999)
 
 _PRIMARY_DRIVER = {
     VideoModel.VGA: "VGA", VideoModel.CIRRUS: "cirrus-vga", VideoModel.VMVGA: "vmware-svga",
@@ -68,10 +66,10 @@ def graphics_argv(
     """`-vnc ...` or `-spice ...` (and `-k keymap`).
 
     runtime_dir: where a `<listen type='socket'/>` without a path gets its socket.
-    port: the TCP port the launcher chose for a SPICE autoport device (SPICE, unlike VNC,
-        cannot search for a free port itself); defaults to 5900 for a dry run.
+    port: the TCP port the launcher chose for an autoport display on an address;
+        defaults to 5900 for a dry run.
     """
-    argv = (_vnc(g, runtime_dir, audio_id) if g.type is GraphicsType.VNC
+    argv = (_vnc(g, runtime_dir, audio_id, port) if g.type is GraphicsType.VNC
             else _spice(g, runtime_dir, port))
     if g.keymap is not None:
         argv += ["-k", g.keymap]
@@ -83,16 +81,15 @@ def _host(address: str | None) -> str:
     return f"[{addr}]" if ":" in addr else addr
 
 
-def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None) -> list[str]:
+def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None, port: int | None) -> list[str]:
     ln = runtime_listen(g, runtime_dir)
     if ln.type is ListenType.SOCKET:
         opt = "vnc=unix:" + _opt(graphics_socket(g, runtime_dir) or "")
     elif ln.type is ListenType.NONE:
         opt = "none"
-    elif g.autoport:
-        opt = f"{_host(ln.address)}:0,to={VNC_AUTOPORT_DISPLAYS}"
     else:
-        opt = f"{_host(ln.address)}:{(g.port or VNC_PORT_MIN) - VNC_PORT_MIN}"
+        chosen = (port or VNC_PORT_MIN) if g.autoport else (g.port or VNC_PORT_MIN)
+        opt = f"{_host(ln.address)}:{chosen - VNC_PORT_MIN}"
     if g.share_policy is not None:
         opt += f",share={g.share_policy}"
     if g.passwd is not None:

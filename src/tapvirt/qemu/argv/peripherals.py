@@ -47,7 +47,7 @@ def implicit_controllers(dom: Domain) -> list[str]:
 
 
 def peripheral_args(
-    dom: Domain, runtime_dir: str, spice_ports: Sequence[int] = ()
+    dom: Domain, runtime_dir: str, display_ports: Sequence[int] = ()
 ) -> list[str]:
     d = dom.devices
     argv: list[str] = []
@@ -74,10 +74,9 @@ def peripheral_args(
     for a in d.audios:
         argv += ["-audiodev", jsonarg(snd.audiodev(a))]
     first_audio = d.audios[0].id if d.audios else None
-    spice = iter(spice_ports)
+    chosen = iter(display_ports)
     for g in d.graphics:
-        port = (next(spice, None) if g.type.value == "spice" and g.autoport
-                and gr.is_tcp(g) else None)
+        port = next(chosen, None) if g.autoport and gr.is_tcp(g) else None
         argv += gr.graphics_argv(g, runtime_dir=runtime_dir, audio_id=first_audio, port=port)
     for v in d.videos:
         device(gr.video_device(v), v.address)
