@@ -81,6 +81,12 @@ def _host(address: str | None) -> str:
     return f"[{addr}]" if ":" in addr else addr
 
 
+def _tcp_port(g: Graphics, chosen: int | None) -> int:
+    """The TCP port a display listens on: the launcher's choice with autoport, else the
+    fixed port; 5900 in a dry run."""
+    return (chosen if g.autoport else g.port) or VNC_PORT_MIN
+
+
 def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None, port: int | None) -> list[str]:
     ln = runtime_listen(g, runtime_dir)
     if ln.type is ListenType.SOCKET:
@@ -88,8 +94,7 @@ def _vnc(g: Graphics, runtime_dir: str, audio_id: int | None, port: int | None) 
     elif ln.type is ListenType.NONE:
         opt = "none"
     else:
-        chosen = (port or VNC_PORT_MIN) if g.autoport else (g.port or VNC_PORT_MIN)
-        opt = f"{_host(ln.address)}:{chosen - VNC_PORT_MIN}"
+        opt = f"{_host(ln.address)}:{_tcp_port(g, port) - VNC_PORT_MIN}"
     if g.share_policy is not None:
         opt += f",share={g.share_policy}"
     if g.passwd is not None:
@@ -107,8 +112,7 @@ def _spice(g: Graphics, runtime_dir: str, port: int | None) -> list[str]:
     elif ln.type is ListenType.NONE:
         parts.append("port=0")
     else:
-        chosen = g.port if not g.autoport else (port or VNC_PORT_MIN)
-        parts += [f"port={chosen}", f"addr={ln.address or DEFAULT_LISTEN_ADDRESS}"]
+        parts += [f"port={_tcp_port(g, port)}", f"addr={ln.address or DEFAULT_LISTEN_ADDRESS}"]
     options = dict(g.spice_options)
     if "mouse" in options:
         parts.append("agent-mouse=" + ("on" if options["mouse"] == "client" else "off"))
