@@ -6,8 +6,9 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
   `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
-* `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
-  from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
+* `<numatune>` nodesets and memory devices' `<source><nodemask>` naming host NUMA nodes
+  this host does not let the user allocate from become the allowed nodes
+  (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
@@ -97,10 +98,12 @@ def _host_numa_nodes(root: etree._Element) -> None:
     from tapvirt.conf.domain.numa import format_bitmap
     from tapvirt.qemu.hostnuma import allowed_nodes
 
+    have = format_bitmap(tuple(sorted(allowed_nodes())))
+    for el in root.iterfind("devices/memory/source/nodemask"):
+        el.text = have
     nt = root.find("numatune")
     if nt is None:
         return
-    have = format_bitmap(tuple(sorted(allowed_nodes())))
     for el in nt:
         if el.get("nodeset") is not None:
             el.set("nodeset", have)

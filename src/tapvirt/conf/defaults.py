@@ -538,6 +538,24 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
     return dom if new == d else replace(dom, devices=new)
 
 
+def memory_slots(dom: Domain) -> Domain:
+    """libvirt's qemuDomainAssignMemorySlots: a dimm without <address> takes the lowest
+    free slot (in document order), written into the definition; its alias is dimm<slot>
+    (qemuAssignDeviceMemoryAlias)."""
+    mems = dom.devices.memories
+    if not mems:
+        return dom
+    used = {m.slot for m in mems if m.slot is not None}
+    out = []
+    for m in mems:
+        slot = m.slot
+        if slot is None:
+            slot = next(n for n in range(len(mems) + len(used) + 1) if n not in used)
+            used.add(slot)
+        out.append(replace(m, slot=slot, alias=m.alias or f"dimm{slot}"))
+    return replace(dom, devices=replace(dom.devices, memories=tuple(out)))
+
+
 def boot_default(dom: Domain) -> Domain:
     """virDomainDefBootOrderPostParse: neither <os><boot> nor a per-device <boot order>
     means <boot dev='hd'/> (visible in dumpxml, and the first disk boots first)."""
@@ -556,6 +574,7 @@ STEPS: tuple[Callable[[Domain], Domain], ...] = (
     virtio_serial_addresses,
     pci_addresses,
     usb_addresses,
+    memory_slots,
     assign_aliases,
     assign_peripheral_aliases,
 )

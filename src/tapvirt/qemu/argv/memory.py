@@ -1,7 +1,9 @@
 """Guest RAM: `-m` and, when `<memoryBacking>` asks for more than QEMU's default, the
 memory-backend object `pc.ram` that -machine points at (libvirt 9.0 with QEMU 7.2);
 `<nosharepages/>` is `-machine mem-merge=off`. Guest NUMA cells (`<cpu><numa>`): one
-backend per cell instead of pc.ram, after -smp (`numa_args`)."""
+backend per cell instead of pc.ram, after -smp (`numa_args`). `<maxMemory>` adds
+`slots=,maxmem=` to -m; each `<memory model='dimm'>` is a backend `memdimmN` and a
+`pc-dimm` device `dimmN` (N its slot), after the controllers (`memory_device_args`)."""
 
 from __future__ import annotations
 
@@ -80,10 +82,16 @@ def numa_args(dom: Domain) -> list[str]:
     return argv
 
 
+def _hotplug_params(dom: Domain) -> str:
+    mm = dom.max_memory
+    return "" if mm is None else f",slots={mm.slots},maxmem={_align_kib(mm.kib)}k"
+
+
 def memory_args(dom: Domain) -> list[str]:
     numa = _numa(dom)
     if numa is not None:
-        return ["-m", f"size={sum(_align_kib(c.memory_kib) for c in numa.cells)}k"]
+        size = sum(_align_kib(c.memory_kib) for c in numa.cells)
+        return ["-m", f"size={size}k{_hotplug_params(dom)}"]
     argv = ["-m", f"size={dom.memory_kib}k"]
     mb = dom.memory_backing
     if not _pc_ram(dom):
@@ -100,6 +108,55 @@ def memory_args(dom: Domain) -> list[str]:
     obj["size"] = dom.memory_kib * 1024
     _bind(obj, dom, None)
     return [*argv, "-object", jsonarg(obj)]
+
+
+DIMM_ALIGN_KIB = 2048  # qemuDomainGetMemoryModuleSizeAlignment: 2 MiB for x86 dimms
+
+
+def memory_device_args(dom: Domain) -> list[str]:
+    """libvirt's qemuBuildMemoryDeviceCommandLine: per dimm its backend (as a NUMA cell's:
+    memfd with <memoryBacking><source type='memfd'>, the access of the device, its cell
+    or <memoryBacking>; prealloc with allocation immediate; host-nodes from <source>
+    <nodemask> or <numatune>, then a thread-context to preallocate on those nodes) and
+    the pc-dimm device on its guest cell, slot and base address."""
+    argv: list[str] = []
+    mb = dom.memory_backing
+    numa = _numa(dom)
+    for m in dom.devices.memories:
+        alias = m.alias or f"dimm{m.slot}"
+        memdev = f"mem{alias}"
+        memfd = mb is not None and mb.source is MemSource.MEMFD
+        obj: dict[str, Any] = {"qom-type": "memory-backend-memfd" if memfd
+                               else "memory-backend-ram", "id": memdev}
+        access = m.access
+        if access is None and numa is not None and m.node is not None:
+            access = numa.cells[m.node].mem_access
+        if access is None and mb is not None:
+            access = mb.access
+        if access is not None:
+            obj["share"] = access is MemAccess.SHARED
+        prealloc = mb is not None and mb.allocation is MemAllocation.IMMEDIATE
+        if prealloc:
+            obj["prealloc"] = True
+        obj["size"] = -(-m.size_kib // DIMM_ALIGN_KIB) * DIMM_ALIGN_KIB * 1024
+        if m.source_nodes:
+            b = dom.numatune.binding(m.node) if dom.numatune is not None else None
+            obj["host-nodes"] = list(m.source_nodes)
+            obj["policy"] = b[0].qemu_policy if b is not None else "bind"
+        else:
+            _bind(obj, dom, m.node)
+        if prealloc and "host-nodes" in obj:
+            argv += ["-object", jsonarg({"qom-type": "thread-context", "id": f"tc-{memdev}",
+                                         "node-affinity": obj["host-nodes"]})]
+            obj["prealloc-context"] = f"tc-{memdev}"
+        dev: dict[str, Any] = {"driver": "pc-dimm"}
+        if m.node is not None:
+            dev["node"] = m.node
+        dev.update(memdev=memdev, id=alias, slot=m.slot)
+        if m.base:
+            dev["addr"] = m.base
+        argv += ["-object", jsonarg(obj), "-device", jsonarg(dev)]
+    return argv
 
 
 def iothread_args(dom: Domain) -> list[str]:

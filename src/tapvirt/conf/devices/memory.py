@@ -1,0 +1,182 @@
+"""`<memory model='dimm'>`: memory devices (libvirt 9.0's virDomainMemoryDef).
+
+A dimm is a pc-dimm on the guest's memory hotplug area, backed by a memory-backend
+object of its own (`tapvirt.qemu.argv.memory`): `<target><size>` (required), `<node>`
+(the guest NUMA cell), `<source><nodemask>` (host NUMA nodes to bind it to, as
+`<numatune>`), `<address type='dimm' slot= base=>` (a slot is assigned after parsing
+when absent, libvirt's qemuDomainAssignMemorySlots), and `access`/`discard` like a NUMA
+cell's. The domain-level rules (`<maxMemory>`, slots, cells) are in
+`tapvirt.conf.domain.memhotplug`.
+
+Refused by name, with the reason: `<source><pagesize>` of a huge page (hugetlbfs, as
+`<memoryBacking><hugepages>`), and the models an unprivileged tapvirt does not run:
+nvdimm and virtio-pmem (a host file QEMU maps as the guest's persistent memory, not
+built yet), virtio-mem (not built yet), sgx-epc (the host's SGX enclave memory,
+/dev/sgx_vepc).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import TYPE_CHECKING
+
+from tapvirt.conf import errors as E
+from tapvirt.conf.domain.memorybacking import MemAccess
+from tapvirt.conf.xmlout import a
+from tapvirt.errors import define
+
+if TYPE_CHECKING:
+    from lxml import etree
+
+    from tapvirt.conf.xml import Reader
+
+__all__ = ["MemoryDevice", "MemoryModel", "format_memory", "parse_memory"]
+
+MEMORY_MODEL_UNSUPPORTED = define(
+    "memory-model-unsupported",
+    "a <memory> device model tapvirt does not run (nvdimm, virtio-pmem, virtio-mem, sgx-epc)",
+    layer="conf",
+)
+SYSTEM_PAGE_KIB = 4  # x86: a <pagesize> of the system's page size is no huge page (libvirt)
+
+
+class MemoryModel(StrEnum):
+    DIMM = "dimm"
+
+
+_REFUSED = {
+    "nvdimm": "an NVDIMM maps a host file or device as the guest's persistent memory; "
+              "tapvirt does not build that yet",
+    "virtio-pmem": "a virtio-pmem device maps a host file as the guest's persistent memory; "
+                   "tapvirt does not build that yet",
+    "virtio-mem": "virtio-mem devices are not built by tapvirt yet",
+    "sgx-epc": "SGX enclave memory needs the host's /dev/sgx_vepc and an SGX-capable CPU "
+               "under KVM",
+}
+
+
+@dataclass(frozen=True)
+class MemoryDevice:
+    model: MemoryModel
+    size_kib: int
+    node: int | None = None  # <target><node>: the guest NUMA cell
+    source_nodes: tuple[int, ...] = ()  # <source><nodemask>: host NUMA nodes (bind)
+    # <source><pagesize>: only the system's page size (kept; as if absent, like libvirt)
+    pagesize_kib: int | None = None
+    access: MemAccess | None = None
+    discard: bool | None = None
+    slot: int | None = None  # <address type='dimm' slot=>: assigned after parsing
+    base: int | None = None  # <address base=>: the guest physical address, QEMU's addr
+    alias: str | None = None
+
+    @property
+    def needs_node(self) -> bool:
+        """libvirt wants <node> on a dimm of a guest with NUMA cells."""
+        return True
+
+
+def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
+    from tapvirt.conf.devices.common import parse_alias
+    from tapvirt.conf.domain.memhotplug import parse_size
+    from tapvirt.conf.domain.numa import parse_bitmap
+
+    raw_model = el.get("model")
+    if raw_model in _REFUSED:
+        raise r.fail(
+            MEMORY_MODEL_UNSUPPORTED, el, _REFUSED[raw_model],
+            "use <memory model='dimm'> (a pc-dimm of ordinary RAM), or remove the device",
+            attr="model")
+    found = r.shape(el, ("model", "access", "discard"),
+                    ("source", "target", "alias", "address"), required_attrs=("model",))
+    model = r.enum(el, "model", MemoryModel)
+    access = r.enum(el, "access", MemAccess) if el.get("access") is not None else None
+    discard = None
+    if el.get("discard") is not None:
+        discard = el.get("discard") == "yes"
+        if el.get("discard") not in ("yes", "no"):
+            raise r.fail(E.INVALID_VALUE, el, f"Invalid value for attribute 'discard' in "
+                         f"element 'memory': '{el.get('discard', '')[:40]}'.",
+                         "use discard='yes' or discard='no'", attr="discard")
+    nodes: tuple[int, ...] = ()
+    pagesize = None
+    if (src := r.one(found, "source")) is not None:
+        sf = r.shape(src, (), ("nodemask", "pagesize"))
+        if (nm := r.one(sf, "nodemask")) is not None:
+            nodes = parse_bitmap(r, nm, "nodemask", r.text(nm, strip=True))
+        ps = r.one(sf, "pagesize")
+        pagesize = parse_size(r, ps) if ps is not None else None
+        if ps is not None and pagesize != SYSTEM_PAGE_KIB:
+            raise r.fail(
+                E.UNSUPPORTED_VALUE, ps,
+                "huge pages need a hugetlbfs mount and pages the administrator "
+                "reserves; tapvirt does not set them up",
+                "remove <pagesize> (the dimm then uses normal pages)")
+    tgt = r.need(found, "target", el)
+    tf = r.shape(tgt, (), ("size", "node"))
+    size = parse_size(r, r.need(tf, "size", tgt))
+    node = None
+    if (n := r.one(tf, "node")) is not None:
+        node = r.uint(n, None, 0, 2**31 - 1)
+    slot = base = None
+    if (ad := r.one(found, "address")) is not None:
+        if ad.get("type") != "dimm":
+            raise r.fail(
+                E.INVALID_VALUE, ad, "only 'dimm' addresses are supported for the pc-dimm "
+                "device", "write <address type='dimm' slot='N'/> or leave <address> out",
+                attr="type")
+        r.shape(ad, ("type", "slot", "base"), required_attrs=("type",))
+        if ad.get("slot") is not None:
+            slot = r.uint(ad, "slot", 0, 2**32 - 1)
+        if (rb := ad.get("base")) is not None:
+            base = _hex(r, ad, rb)
+    alias = parse_alias(r, r.one(found, "alias"), "dimm0")
+    return MemoryDevice(model=model, size_kib=size, node=node, source_nodes=nodes,
+                        pagesize_kib=pagesize, access=access, discard=discard, slot=slot,
+                        base=base, alias=alias)
+
+
+def _hex(r: Reader, el: etree._Element, raw: str) -> int:
+    try:
+        value = int(raw, 16) if raw[:2].lower() == "0x" else int(raw, 10)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2**64 or len(raw) > 20:
+        raise r.fail(E.INVALID_VALUE, el, f"Invalid value for attribute 'base' in element "
+                     f"'address': '{raw[:40]}'.", "write a guest physical address, e.g. "
+                     "base='0x100000000' (4 GiB), or leave base= out", attr="base")
+    return value
+
+
+def format_memory(m: MemoryDevice, ind: str, live: bool) -> list[str]:
+    """libvirt's virDomainMemoryDefFormat: source (nodemask), target (size, node), alias,
+    address."""
+    from tapvirt.conf.domain.numa import format_bitmap
+
+    i2, i3 = ind + "  ", ind + "    "
+    head = f"{ind}<memory model={a(m.model)}"
+    if m.access is not None:
+        head += f" access={a(m.access)}"
+    if m.discard is not None:
+        head += f" discard='{'yes' if m.discard else 'no'}'"
+    out = [head + ">"]
+    source = []
+    if m.source_nodes:
+        source.append(f"{i3}<nodemask>{format_bitmap(m.source_nodes)}</nodemask>")
+    if m.pagesize_kib is not None:
+        source.append(f"{i3}<pagesize unit='KiB'>{m.pagesize_kib}</pagesize>")
+    if source:
+        out += [f"{i2}<source>", *source, f"{i2}</source>"]
+    out += [f"{i2}<target>", f"{i3}<size unit='KiB'>{m.size_kib}</size>"]
+    if m.node is not None:
+        out.append(f"{i3}<node>{m.node}</node>")
+    out.append(f"{i2}</target>")
+    if m.alias is not None and (live or m.alias.startswith("ua-")):
+        out.append(f"{i2}<alias name={a(m.alias)}/>")
+    if m.slot is not None:
+        addr = f"{i2}<address type='dimm' slot='{m.slot}'"
+        if m.base:
+            addr += f" base='0x{m.base:x}'"
+        out.append(addr + "/>")
+    out.append(f"{ind}</memory>")
+    return out
