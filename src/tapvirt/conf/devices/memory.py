@@ -117,6 +117,7 @@ def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
     size = parse_size(r, r.need(tf, "size", tgt))
     node = None
     if (n := r.one(tf, "node")) is not None:
+        r.shape(n, text=True)
         node = r.uint(n, None, 0, 2**31 - 1)
     slot = base = None
     if (ad := r.one(found, "address")) is not None:
