@@ -36,7 +36,7 @@ def check_numatune(dom: Domain, allowed: set[int] | None = None) -> None:
     wanted: list[tuple[str, tuple[int, ...], str, str]] = []
     if nt is not None:
         wanted.append(("<numatune>", nt.host_nodes, "nodeset=", "<numatune>"))
-    wanted += [(f"<memory model='{m.model}'> in slot {m.slot}", m.source_nodes,
+    wanted += [(f"<memory model='{m.model}'> {m.alias}", m.source_nodes,
                 "a <nodemask>", "its <source><nodemask>") for m in dom.devices.memories
                if m.source_nodes]
     if not wanted:

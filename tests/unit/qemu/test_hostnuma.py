@@ -38,7 +38,7 @@ def test_unavailable_node_is_refused_by_name() -> None:
 
 DIMM = """<domain type='qemu'><name>g</name>
 <maxMemory slots='2' unit='GiB'>2</maxMemory><vcpu>1</vcpu>
-<os><type arch='x86_64' machine='pc'>hvm</type></os>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>
 <cpu><numa><cell id='0' cpus='0' memory='64' unit='MiB'/></numa></cpu>
 <devices><memory model='dimm'><source><nodemask>{}</nodemask></source>
 <target><size unit='MiB'>128</size><node>0</node></target></memory></devices></domain>"""
@@ -49,7 +49,7 @@ def test_dimm_nodemask_outside_the_allowed_nodes_is_refused_by_name() -> None:
     with pytest.raises(TapvirtError) as info:
         check_numatune(dom, allowed={0})
     assert info.value.code.code == "numa-node-unavailable"
-    assert "<memory model='dimm'> in slot 0" in info.value.subject
+    assert "<memory model='dimm'> dimm0" in info.value.subject
     assert "NUMA node 1 is unavailable" in info.value.message
     assert "<nodemask> within 0" in info.value.fix
     check_numatune(parse_domain(DIMM.format("0")), allowed={0})

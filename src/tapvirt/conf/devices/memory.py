@@ -1,18 +1,21 @@
-"""`<memory model='dimm'>`: memory devices (libvirt 9.0's virDomainMemoryDef).
+"""`<memory model='dimm|virtio-mem'>`: memory devices (libvirt 9.0's virDomainMemoryDef).
 
 A dimm is a pc-dimm on the guest's memory hotplug area, backed by a memory-backend
 object of its own (`tapvirt.qemu.argv.memory`): `<target><size>` (required), `<node>`
 (the guest NUMA cell), `<source><nodemask>` (host NUMA nodes to bind it to, as
 `<numatune>`), `<address type='dimm' slot= base=>` (a slot is assigned after parsing
 when absent, libvirt's qemuDomainAssignMemorySlots), and `access`/`discard` like a NUMA
-cell's. The domain-level rules (`<maxMemory>`, slots, cells) are in
+cell's. A virtio-mem device is a virtio-mem-pci on a PCI slot (assigned at define time
+like other virtio devices) whose memory the guest plugs in `<block>`s up to
+`<requested>`: `<target><block>` (a power of two, at least 2 MiB, libvirt's rule with
+the host's THP size) and `<requested>` (at most `<size>`, a multiple of the block).
+The domain-level rules (`<maxMemory>`, slots, cells) are in
 `tapvirt.conf.domain.memhotplug`.
 
 Refused by name, with the reason: `<source><pagesize>` of a huge page (hugetlbfs, as
 `<memoryBacking><hugepages>`), and the models an unprivileged tapvirt does not run:
 nvdimm and virtio-pmem (a host file QEMU maps as the guest's persistent memory, not
-built yet), virtio-mem (not built yet), sgx-epc (the host's SGX enclave memory,
-/dev/sgx_vepc).
+built yet), sgx-epc (the host's SGX enclave memory, /dev/sgx_vepc).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
+from tapvirt.conf.addresses import Address, AddressType
 from tapvirt.conf.domain.memorybacking import MemAccess
 from tapvirt.conf.xmlout import a
 from tapvirt.errors import define
@@ -29,13 +33,13 @@ from tapvirt.errors import define
 if TYPE_CHECKING:
     from lxml import etree
 
-    from tapvirt.conf.xml import Reader
+    from tapvirt.conf.xml import Found, Reader
 
 __all__ = ["MemoryDevice", "MemoryModel", "format_memory", "parse_memory"]
 
 MEMORY_MODEL_UNSUPPORTED = define(
     "memory-model-unsupported",
-    "a <memory> device model tapvirt does not run (nvdimm, virtio-pmem, virtio-mem, sgx-epc)",
+    "a <memory> device model tapvirt does not run (nvdimm, virtio-pmem, sgx-epc)",
     layer="conf",
 )
 SYSTEM_PAGE_KIB = 4  # x86: a <pagesize> of the system's page size is no huge page (libvirt)
@@ -43,6 +47,7 @@ SYSTEM_PAGE_KIB = 4  # x86: a <pagesize> of the system's page size is no huge pa
 
 class MemoryModel(StrEnum):
     DIMM = "dimm"
+    VIRTIO_MEM = "virtio-mem"
 
 
 _REFUSED = {
@@ -50,7 +55,6 @@ _REFUSED = {
               "tapvirt does not build that yet",
     "virtio-pmem": "a virtio-pmem device maps a host file as the guest's persistent memory; "
                    "tapvirt does not build that yet",
-    "virtio-mem": "virtio-mem devices are not built by tapvirt yet",
     "sgx-epc": "SGX enclave memory needs the host's /dev/sgx_vepc and an SGX-capable CPU "
                "under KVM",
 }
@@ -68,12 +72,20 @@ class MemoryDevice:
     discard: bool | None = None
     slot: int | None = None  # <address type='dimm' slot=>: assigned after parsing
     base: int | None = None  # <address base=>: the guest physical address, QEMU's addr
+    block_kib: int = 0  # virtio-mem: <target><block>
+    requested_kib: int = 0  # virtio-mem: <target><requested>
+    address: Address | None = None  # virtio-mem: its PCI slot, assigned after parsing
     alias: str | None = None
 
     @property
     def needs_node(self) -> bool:
-        """libvirt wants <node> on a dimm of a guest with NUMA cells."""
+        """libvirt wants <node> on a dimm or virtio-mem of a guest with NUMA cells."""
         return True
+
+    @property
+    def dimm(self) -> bool:
+        """On a dimm slot (pc-dimm), not on PCI."""
+        return self.model is MemoryModel.DIMM
 
 
 def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
@@ -85,7 +97,8 @@ def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
     if raw_model in _REFUSED:
         raise r.fail(
             MEMORY_MODEL_UNSUPPORTED, el, _REFUSED[raw_model],
-            "use <memory model='dimm'> (a pc-dimm of ordinary RAM), or remove the device",
+            "use <memory model='dimm'> (a pc-dimm of ordinary RAM) or model='virtio-mem', "
+            "or remove the device",
             attr="model")
     found = r.shape(el, ("model", "access", "discard"),
                     ("source", "target", "alias", "address"), required_attrs=("model",))
@@ -113,12 +126,18 @@ def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
                 "reserves; tapvirt does not set them up",
                 "remove <pagesize> (the dimm then uses normal pages)")
     tgt = r.need(found, "target", el)
-    tf = r.shape(tgt, (), ("size", "node"))
+    vmem = model is MemoryModel.VIRTIO_MEM
+    tf = r.shape(tgt, (), ("size", "node", *(("block", "requested") if vmem else ())))
     size = parse_size(r, r.need(tf, "size", tgt))
     node = None
     if (n := r.one(tf, "node")) is not None:
         r.shape(n, text=True)
         node = r.uint(n, None, 0, 2**31 - 1)
+    if vmem:
+        return _virtio_mem(r, el, found, tf, MemoryDevice(
+            model=model, size_kib=size, node=node, source_nodes=nodes,
+            pagesize_kib=pagesize, access=access, discard=discard,
+            alias=parse_alias(r, r.one(found, "alias"), "virtiomem0")))
     slot = base = None
     if (ad := r.one(found, "address")) is not None:
         if ad.get("type") != "dimm":
@@ -137,6 +156,47 @@ def parse_memory(r: Reader, el: etree._Element) -> MemoryDevice:
                         base=base, alias=alias)
 
 
+VIRTIO_MEM_MIN_BLOCK_KIB = 2048  # the host's THP size on x86 (libvirt's fallback too)
+
+
+def _virtio_mem(r: Reader, el: etree._Element, found: Found, tf: Found,
+                dev: MemoryDevice) -> MemoryDevice:
+    """libvirt's virDomainMemoryDefValidate for virtio-mem, with its messages."""
+    from dataclasses import replace
+
+    from tapvirt.conf.devices.common import parse_device_address
+    from tapvirt.conf.domain.memhotplug import parse_size
+
+    block = parse_size(r, b) if (b := r.one(tf, "block")) is not None else 0
+    req_el = r.one(tf, "requested")
+    requested = parse_size(r, req_el, zero=True) if req_el is not None else 0
+    where = b if b is not None else el
+    if requested > dev.size_kib:
+        raise r.fail(E.INVALID_MEMORY, req_el if req_el is not None else el,
+                     f"requested size must be smaller than or equal to @size "
+                     f"({dev.size_kib}KiB)", f"make <requested> at most {dev.size_kib} KiB")
+    if block <= 0 or block & (block - 1):
+        raise r.fail(E.INVALID_MEMORY, where, "block size must be a power of two",
+                     "write <block unit='KiB'>2048</block> (or 4096, 8192, ...) in <target>")
+    if block < VIRTIO_MEM_MIN_BLOCK_KIB:
+        raise r.fail(E.INVALID_MEMORY, where, f"block size too small, must be at least "
+                     f"{VIRTIO_MEM_MIN_BLOCK_KIB}KiB",
+                     f"write <block unit='KiB'>{VIRTIO_MEM_MIN_BLOCK_KIB}</block>")
+    if requested % block:
+        raise r.fail(E.INVALID_MEMORY, req_el if req_el is not None else el,
+                     "requested size must be an integer multiple of block size",
+                     f"make <requested> a multiple of {block} KiB")
+    if dev.size_kib % block:
+        # tapvirt: QEMU refuses it ("'size' property must be multiples of 'block-size'")
+        raise r.fail(E.INVALID_MEMORY, r.need(tf, "size", el),
+                     f"the size ({dev.size_kib} KiB) must be a multiple of the block size "
+                     f"({block} KiB): QEMU would refuse to start",
+                     f"make <size> a multiple of {block} KiB")
+    addr = parse_device_address(r, r.one(found, "address"), (AddressType.PCI,),
+                                "a virtio-mem device")
+    return replace(dev, block_kib=block, requested_kib=requested, address=addr)
+
+
 def _hex(r: Reader, el: etree._Element, raw: str) -> int:
     try:
         value = int(raw, 16) if raw[:2].lower() == "0x" else int(raw, 10)
@@ -150,8 +210,9 @@ def _hex(r: Reader, el: etree._Element, raw: str) -> int:
 
 
 def format_memory(m: MemoryDevice, ind: str, live: bool) -> list[str]:
-    """libvirt's virDomainMemoryDefFormat: source (nodemask), target (size, node), alias,
-    address."""
+    """libvirt's virDomainMemoryDefFormat: source (nodemask, pagesize), target (size,
+    node; block, requested), alias, address."""
+    from tapvirt.conf.devices.common import address_lines
     from tapvirt.conf.domain.numa import format_bitmap
 
     i2, i3 = ind + "  ", ind + "    "
@@ -171,9 +232,13 @@ def format_memory(m: MemoryDevice, ind: str, live: bool) -> list[str]:
     out += [f"{i2}<target>", f"{i3}<size unit='KiB'>{m.size_kib}</size>"]
     if m.node is not None:
         out.append(f"{i3}<node>{m.node}</node>")
+    if not m.dimm:
+        out += [f"{i3}<block unit='KiB'>{m.block_kib}</block>",
+                f"{i3}<requested unit='KiB'>{m.requested_kib}</requested>"]
     out.append(f"{i2}</target>")
     if m.alias is not None and (live or m.alias.startswith("ua-")):
         out.append(f"{i2}<alias name={a(m.alias)}/>")
+    out += address_lines(m.address, ind)
     if m.slot is not None:
         addr = f"{i2}<address type='dimm' slot='{m.slot}'"
         if m.base:

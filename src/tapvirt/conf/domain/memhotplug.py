@@ -75,8 +75,9 @@ class MaxMemory:
 
 
 def parse_size(r: Reader, el: etree._Element, attrs: Iterable[str] = ("unit",),
-               unit: str = "KiB") -> int:
-    """A libvirt scaled integer in KiB (rounded up, as libvirt does); zero is refused."""
+               unit: str = "KiB", *, zero: bool = False) -> int:
+    """A libvirt scaled integer in KiB (rounded up, as libvirt does); zero is refused
+    unless `zero`."""
     r.shape(el, attrs, text=True)
     unit = el.get("unit", unit)
     mult = UNIT_BYTES.get(unit.lower())
@@ -93,7 +94,7 @@ def parse_size(r: Reader, el: etree._Element, attrs: Iterable[str] = ("unit",),
         )
     value = (int(raw) if len(raw) <= 30 else MAX_MEMORY_KIB + 1) * mult
     kib = -(-value // 1024)  # libvirt rounds up to whole KiB
-    if kib == 0:
+    if kib == 0 and not zero:
         raise r.fail(
             E.INVALID_MEMORY, el, f"<{el.tag}> must be larger than zero",
             f"write a size, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
@@ -246,9 +247,10 @@ def check_hotplug(
                     "being used by another memory device",
                     "give it another base, or leave base= out (QEMU places it)")
             bases[dev.base] = el
-    if devices and not acpi:
+    if any(d.dimm for d in devices) and not acpi:
         raise r.fail(
-            MEMORY_NEEDS_ACPI, device_els[0],
+            MEMORY_NEEDS_ACPI, next(e for e, d in zip(device_els, devices, strict=True)
+                                    if d.dimm),
             "a pc-dimm needs the guest's ACPI; QEMU would refuse to start (\"memory hotplug "
             "is not enabled: missing acpi device or acpi disabled\")",
             "add <features><acpi/></features>")

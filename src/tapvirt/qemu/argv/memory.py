@@ -3,7 +3,8 @@ memory-backend object `pc.ram` that -machine points at (libvirt 9.0 with QEMU 7.
 `<nosharepages/>` is `-machine mem-merge=off`. Guest NUMA cells (`<cpu><numa>`): one
 backend per cell instead of pc.ram, after -smp (`numa_args`). `<maxMemory>` adds
 `slots=,maxmem=` to -m; each `<memory model='dimm'>` is a backend `memdimmN` and a
-`pc-dimm` device `dimmN` (N its slot), after the controllers (`memory_device_args`)."""
+`pc-dimm` device `dimmN` (N its slot), each virtio-mem a backend `memvirtiomemN` and a
+`virtio-mem-pci` `virtiomemN`, after the controllers (`memory_device_args`)."""
 
 from __future__ import annotations
 
@@ -110,18 +111,23 @@ def memory_args(dom: Domain) -> list[str]:
     return [*argv, "-object", jsonarg(obj)]
 
 
-DIMM_ALIGN_KIB = 2048  # qemuDomainGetMemoryModuleSizeAlignment: 2 MiB for x86 dimms
+MODULE_ALIGN_KIB = 2048  # qemuDomainGetMemoryModuleSizeAlignment: 2 MiB on x86
 
 
 def memory_device_args(dom: Domain) -> list[str]:
-    """libvirt's qemuBuildMemoryDeviceCommandLine: per dimm its backend (as a NUMA cell's:
-    memfd with <memoryBacking><source type='memfd'>, the access of the device, its cell
-    or <memoryBacking>; prealloc with allocation immediate; host-nodes from <source>
-    <nodemask> or <numatune>, then a thread-context to preallocate on those nodes) and
-    the pc-dimm device on its guest cell, slot and base address."""
+    """libvirt's qemuBuildMemoryDeviceCommandLine: per memory device its backend (as a
+    NUMA cell's: memfd with <memoryBacking><source type='memfd'>, `share` from the
+    device's access, its cell's or <memoryBacking>'s; host-nodes from <source><nodemask>
+    or <numatune>) and its device on its guest cell. A dimm's backend preallocates with
+    allocation immediate (then a thread-context on the host nodes) and its pc-dimm has a
+    slot and base address; a virtio-mem backend has reserve=false and its virtio-mem-pci
+    the block and requested sizes, prealloc and a PCI address."""
+    from tapvirt.qemu.argv.controller import address_props
+
     argv: list[str] = []
     mb = dom.memory_backing
     numa = _numa(dom)
+    prealloc = mb is not None and mb.allocation is MemAllocation.IMMEDIATE
     for m in dom.devices.memories:
         alias = m.alias or f"dimm{m.slot}"
         memdev = f"mem{alias}"
@@ -135,26 +141,38 @@ def memory_device_args(dom: Domain) -> list[str]:
             access = mb.access
         if access is not None:
             obj["share"] = access is MemAccess.SHARED
-        prealloc = mb is not None and mb.allocation is MemAllocation.IMMEDIATE
-        if prealloc:
+        if not m.dimm:
+            obj["reserve"] = False
+        elif prealloc:
             obj["prealloc"] = True
-        obj["size"] = -(-m.size_kib // DIMM_ALIGN_KIB) * DIMM_ALIGN_KIB * 1024
+        obj["size"] = -(-m.size_kib // MODULE_ALIGN_KIB) * MODULE_ALIGN_KIB * 1024
         if m.source_nodes:
             b = dom.numatune.binding(m.node) if dom.numatune is not None else None
             obj["host-nodes"] = list(m.source_nodes)
             obj["policy"] = b[0].qemu_policy if b is not None else "bind"
         else:
             _bind(obj, dom, m.node)
-        if prealloc and "host-nodes" in obj:
+        if obj.get("prealloc") and "host-nodes" in obj:
             argv += ["-object", jsonarg({"qom-type": "thread-context", "id": f"tc-{memdev}",
                                          "node-affinity": obj["host-nodes"]})]
             obj["prealloc-context"] = f"tc-{memdev}"
-        dev: dict[str, Any] = {"driver": "pc-dimm"}
+        dev: dict[str, Any] = {"driver": "pc-dimm" if m.dimm else "virtio-mem-pci"}
         if m.node is not None:
             dev["node"] = m.node
-        dev.update(memdev=memdev, id=alias, slot=m.slot)
-        if m.base:
-            dev["addr"] = m.base
+        if not m.dimm:
+            dev["block-size"] = m.block_kib * 1024
+            if m.requested_kib:
+                dev["requested-size"] = m.requested_kib * 1024
+        dev["memdev"] = memdev
+        if not m.dimm and prealloc:
+            dev["prealloc"] = True
+        dev["id"] = alias
+        if m.dimm:
+            dev["slot"] = m.slot
+            if m.base:
+                dev["addr"] = m.base
+        else:
+            dev.update(address_props(dom, m.address))
         argv += ["-object", jsonarg(obj), "-device", jsonarg(dev)]
     return argv
 
