@@ -27,15 +27,6 @@ def test_this_hosts_nodes_are_allowed() -> None:
     check_numatune(parse_domain(XML.format(",".join(map(str, sorted(nodes))))))
 
 
-def test_unavailable_node_is_refused_by_name() -> None:
-    dom = parse_domain(XML.format("0-3"))
-    with pytest.raises(TapvirtError) as info:
-        check_numatune(dom, allowed={0})
-    assert info.value.code.code == "numa-node-unavailable"
-    assert "NUMA node 1 is unavailable" in info.value.message
-    assert "nodeset=" in info.value.fix
-
-
 DIMM = """<domain type='qemu'><name>g</name>
 <maxMemory slots='2' unit='GiB'>2</maxMemory><vcpu>1</vcpu>
 <os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>
@@ -44,12 +35,15 @@ DIMM = """<domain type='qemu'><name>g</name>
 <target><size unit='MiB'>128</size><node>0</node></target></memory></devices></domain>"""
 
 
-def test_dimm_nodemask_outside_the_allowed_nodes_is_refused_by_name() -> None:
-    dom = parse_domain(DIMM.format("1-3"))
+@pytest.mark.parametrize(("doc", "subject", "fix"), [
+    (XML, "<numatune>", "nodeset= within 0"),
+    (DIMM, "<memory model='dimm'> dimm0", "<nodemask> within 0"),
+])
+def test_unavailable_node_is_refused_by_name(doc: str, subject: str, fix: str) -> None:
     with pytest.raises(TapvirtError) as info:
-        check_numatune(dom, allowed={0})
+        check_numatune(parse_domain(doc.format("0-3")), allowed={0})
     assert info.value.code.code == "numa-node-unavailable"
-    assert "<memory model='dimm'> dimm0" in info.value.subject
+    assert subject in info.value.subject
     assert "NUMA node 1 is unavailable" in info.value.message
-    assert "<nodemask> within 0" in info.value.fix
-    check_numatune(parse_domain(DIMM.format("0")), allowed={0})
+    assert fix in info.value.fix
+    check_numatune(parse_domain(doc.format("0")), allowed={0})
