@@ -14,6 +14,7 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
   the scratch directory (`qemu-img create`); `type='block'` becomes `type='file'`
   (there is no block device to give it);
+* an nvdimm's `<source><path>` moves into the scratch directory (QEMU creates the file);
 * `<kernel>`/`<initrd>` that do not exist here become the test guest's kernel and initrd;
   an `<emulator>` that does not exist becomes this host's QEMU for the arch;
 * interfaces of type ethernet, bridge, direct and network become `type='ethernet'` on a
@@ -264,6 +265,8 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     for driver in root.iterfind("devices/interface/driver"):
         if driver.get("name") == "vhost":  # needs KVM, which the test hosts do not have
             del driver.attrib["name"]
+    for n, path in enumerate(root.iterfind("devices/memory/source/path")):
+        path.text = str(scratch / f"{name}-nvdimm{n}.img")
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name, plan)

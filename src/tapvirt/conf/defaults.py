@@ -372,7 +372,7 @@ def _peripheral_pci(dom: Domain, chip: A.Chipset) -> list[A.PciDevice]:
             out.append(A.PciDevice(("input", n), A.Order.INPUT, A.Slot.VIRTIO,
                                    _pci_of(i.address), f"{dev}/input[{n + 1}]"))
     for n, m in enumerate(d.memories):
-        if not m.dimm:  # virtio-mem-pci
+        if not m.on_slot:  # virtio-mem-pci
             out.append(A.PciDevice(("memory", n), A.Order.MEMORY, A.Slot.VIRTIO,
                                    _pci_of(m.address), f"{dev}/memory[{n + 1}]"))
     return out
@@ -552,10 +552,10 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
 
 
 def memory_slots(dom: Domain) -> Domain:
-    """libvirt's qemuDomainAssignMemorySlots: a dimm without <address> takes the lowest
-    free slot (in document order), written into the definition; its alias is dimm<slot>,
-    a virtio-mem device's virtiomem<N> in order (qemuAssignDeviceMemoryAlias). The
-    virtio-mem devices' PCI slots are pci_addresses'."""
+    """libvirt's qemuDomainAssignMemorySlots: a dimm or nvdimm without <address> takes
+    the lowest free slot (in document order), written into the definition; the aliases
+    are dimm<slot> / nvdimm<slot>, a virtio-mem device's virtiomem<N> in order
+    (qemuAssignDeviceMemoryAlias). The virtio-mem devices' PCI slots are pci_addresses'."""
     mems = dom.devices.memories
     if not mems:
         return dom
@@ -563,7 +563,7 @@ def memory_slots(dom: Domain) -> Domain:
     out = []
     vmem = 0
     for m in mems:
-        if not m.dimm:
+        if not m.on_slot:
             out.append(replace(m, alias=m.alias or f"virtiomem{vmem}"))
             vmem += 1
             continue
@@ -571,7 +571,7 @@ def memory_slots(dom: Domain) -> Domain:
         if slot is None:
             slot = next(n for n in range(len(mems) + len(used) + 1) if n not in used)
             used.add(slot)
-        out.append(replace(m, slot=slot, alias=m.alias or f"dimm{slot}"))
+        out.append(replace(m, slot=slot, alias=m.alias or f"{m.model}{slot}"))
     return replace(dom, devices=replace(dom.devices, memories=tuple(out)))
 
 

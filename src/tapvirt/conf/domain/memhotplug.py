@@ -247,10 +247,10 @@ def check_hotplug(
                     "being used by another memory device",
                     "give it another base, or leave base= out (QEMU places it)")
             bases[dev.base] = el
-    if any(d.dimm for d in devices) and not acpi:
+    if any(d.on_slot for d in devices) and not acpi:
         raise r.fail(
             MEMORY_NEEDS_ACPI, next(e for e, d in zip(device_els, devices, strict=True)
-                                    if d.dimm),
+                                    if d.on_slot),
             "a pc-dimm needs the guest's ACPI; QEMU would refuse to start (\"memory hotplug "
             "is not enabled: missing acpi device or acpi disabled\")",
             "add <features><acpi/></features>")
