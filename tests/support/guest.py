@@ -24,8 +24,8 @@ kernel does not take them for module parameters):
                          device (pvpanic) tells QEMU
 
 When the guest has a virtio-serial port named org.qemu.guest_agent.0 it starts Debian's
-qemu-guest-agent on it before the marker (`TV-AGENT <port>`); the agent's guest-shutdown
-prints `TV-AGENT-SHUTDOWN` / `TV-AGENT-REBOOT` and powers off / reboots.
+qemu-guest-agent on it before the marker (`TV-AGENT <port>`; not with tvagent=0); the
+agent's guest-shutdown prints `TV-AGENT-SHUTDOWN` / `TV-AGENT-REBOOT` and powers off / reboots.
 
 and prints `TV-MARKER up=<uptime> ip=<addr> mac=<mac>`, then `TV-PING-OK ...` or
 `TV-PING-FAIL`. An ACPI power-button press (QMP system_powerdown) powers it off.
@@ -106,7 +106,7 @@ export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 arg() { for kv in $(cat /proc/cmdline); do case "$kv" in "$1"=*) echo "${kv#*=}";; esac; done; }
 TVIP=$(arg tvip); TVGW=$(arg tvgw); TVMODE=$(arg tvmode); TVMTU=$(arg tvmtu)
 TVPOWEROFF=$(arg tvpoweroff); TVSHELL=$(arg tvshell); TVSEED=$(arg tvseed)
-TVWATCHDOG=$(arg tvwatchdog); TVPANIC=$(arg tvpanic)
+TVWATCHDOG=$(arg tvwatchdog); TVPANIC=$(arg tvpanic); TVAGENT=$(arg tvagent)
 
 for m in @MODULES@; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
@@ -144,7 +144,7 @@ fi
 
 # the guest agent, on its virtio-serial port (no udev: find the port by its name)
 for p in /sys/class/virtio-ports/*; do
-  [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] || continue
+  [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && [ "$TVAGENT" != 0 ] || continue
   [ -x /usr/sbin/qemu-ga ] || { echo "TV-AGENT-MISSING"; break; }
   mkdir -p /run /var/run
   qemu-ga -m virtio-serial -p /dev/${p##*/} -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log -d &&
@@ -256,6 +256,7 @@ class GuestImage:
         seed: bool = False,
         watchdog: int | None = None,
         panic_after: float | None = None,
+        agent: bool = True,
     ) -> str:
         parts = ["console=ttyS0", "quiet", "panic=-1", f"tvmode={mode}"]
         if ip:
@@ -273,6 +274,8 @@ class GuestImage:
             parts.append(f"tvwatchdog={watchdog}")
         if panic_after is not None:
             parts.append(f"tvpanic={panic_after:g}")
+        if not agent:
+            parts.append("tvagent=0")
         return " ".join(parts)
 
 
