@@ -18,7 +18,7 @@ XML_DOCTYPE = define(
 )
 CRASH_ACTION_UNSUPPORTED = define(
     "crash-action-unsupported",
-    "<on_crash>coredump-destroy|coredump-restart: libvirt's own core dump of a panicked guest",
+    "<on_crash>coredump-destroy or coredump-restart: libvirt's own core dump of a panicked guest",
     layer=_L,
 )
 NOT_A_DOMAIN = define("not-a-domain", "the root element is not <domain>", layer=_L)
