@@ -21,7 +21,12 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   tap precreated for the test user (`<target dev managed='no'/>`, multi_queue when
   `<driver queues>` > 1, the guest's `<mtu>` when above 1500), losing only `<source>`,
   `<script>`, `<downscript>`, `<backend>`;
-  `type='user'` stays; other types are left as they are;
+  `type='user'` stays; the socket types (udp, server, client) keep their ports but their
+  addresses become 127.0.0.1 (the addresses of the document's machine are not in the
+  worker's namespace; a server without an address listens on every address of that
+  namespace, which has only `lo`); an mcast group stays (the worker namespaces route
+  224.0.0.0/4 to `lo`, tests.corpus.start); other types are left as they are. QEMU runs in
+  the worker's private namespace: no socket interface reaches beyond it;
 * chardev and `<log>` files, unix sockets and pipes move into the scratch directory (a
   unix or tcp client socket becomes a listening one: there is no peer to connect to; a
   pipe's FIFO is made); tcp/udp chardevs use 127.0.0.1 instead of another machine's
@@ -48,6 +53,7 @@ from pathlib import Path
 from lxml import etree
 
 _TAP_TYPES = ("ethernet", "bridge", "direct", "network")
+_SOCKET_TYPES = ("udp", "server", "client")  # mcast keeps its group
 _DROP_FROM_TAP = ("source", "script", "downscript", "backend", "target")
 _CHARDEVS = ("serial", "parallel", "console", "channel")
 _QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x86_64"}
@@ -138,6 +144,11 @@ def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
 
 def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
     for n, iface in enumerate(root.iterfind("devices/interface")):
+        if iface.get("type") in _SOCKET_TYPES:
+            for el in [*iface.findall("source"), *iface.findall("source/local")]:
+                if el.get("address") is not None:
+                    el.set("address", "127.0.0.1")
+            continue
         if iface.get("type") not in _TAP_TYPES:
             continue
         iface.set("type", "ethernet")

@@ -55,3 +55,20 @@ def test_q35_needs_a_free_root_port() -> None:
         free_root_port(pci, taken=frozenset({"pci.2"}))
     assert exc.value.code.code == "no-pci-slot"
     assert "<controller type='pci' model='pcie-root-port'/>" in exc.value.fix
+
+
+def test_socket_nic_is_hot_plugged_without_fds() -> None:
+    from tapvirt.conf.devices.netsocket import SocketSource
+    from tapvirt.qemu.argv import socket_options
+
+    iface = Interface(InterfaceType.UDP, "52:54:00:13:13:03", NicModel.E1000,
+                      source=SocketSource("127.0.0.1", 5555, "127.0.0.1", 5556), alias="net2")
+    steps, fds = nic_attach(iface, "net2", NetBackend("net2", "socket",
+                                                      socket=socket_options(iface)))
+    assert fds == []
+    assert [(s["execute"], s["arguments"]) for s in steps] == [
+        ("netdev_add", {"type": "socket", "udp": "127.0.0.1:5555",
+                        "localaddr": "127.0.0.1:5556", "id": "hostnet2"}),
+        ("device_add", {"driver": "e1000", "netdev": "hostnet2", "id": "net2",
+                        "mac": "52:54:00:13:13:03"}),
+    ]
