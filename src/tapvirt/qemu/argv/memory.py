@@ -158,50 +158,62 @@ def _device_backend(dom: Domain, m: MemoryDevice, memdev: str) -> dict[str, Any]
 
 
 def memory_device_args(dom: Domain) -> list[str]:
-    """libvirt's qemuBuildMemoryDeviceCommandLine: per memory device its backend (as a
-    NUMA cell's: memfd with <memoryBacking><source type='memfd'>, `share` from the
-    device's access, its cell's or <memoryBacking>'s; host-nodes from <source><nodemask>
-    or <numatune>; an nvdimm's the file) and its device on its guest cell. A dimm's or
-    nvdimm's backend preallocates with allocation immediate (an nvdimm's unless its file
-    is real pmem; then a thread-context on the host nodes), its device has a slot and
-    base address; a virtio-mem backend has reserve=false and its virtio-mem-pci the block
-    and requested sizes, prealloc and a PCI address."""
+    """libvirt's qemuBuildMemoryDeviceCommandLine: each memory device's objects and its
+    device (`memory_device_objects`), in the definition's order."""
+    argv: list[str] = []
+    for m in dom.devices.memories:
+        objects, dev = memory_device_objects(dom, m)
+        for obj in objects:
+            argv += ["-object", jsonarg(obj)]
+        argv += ["-device", jsonarg(dev)]
+    return argv
+
+
+def memory_device_objects(dom: Domain, m: MemoryDevice) -> tuple[list[dict[str, Any]],
+                                                                dict[str, Any]]:
+    """The -object's (a thread-context, then the backend) and the -device of one memory
+    device; hotplug adds the same with object-add and device_add. The backend is a NUMA
+    cell's (memfd with <memoryBacking><source type='memfd'>, `share` from the device's
+    access, its cell's or <memoryBacking>'s; host-nodes from <source><nodemask> or
+    <numatune>; an nvdimm's the file). A dimm's or nvdimm's backend preallocates with
+    allocation immediate (an nvdimm's unless its file is real pmem; then a
+    thread-context on the host nodes), its device has a slot and base address; a
+    virtio-mem backend has reserve=false and its virtio-mem-pci the block and requested
+    sizes, prealloc and a PCI address."""
     from tapvirt.qemu.argv.controller import address_props
 
-    argv: list[str] = []
     mb = dom.memory_backing
     immediate = mb is not None and mb.allocation is MemAllocation.IMMEDIATE
-    for m in dom.devices.memories:
-        alias = m.alias or f"{m.model}{m.slot}"
-        memdev = f"mem{alias}"
-        obj = _device_backend(dom, m, memdev)
-        if obj.get("prealloc") and "host-nodes" in obj:
-            argv += ["-object", jsonarg({"qom-type": "thread-context", "id": f"tc-{memdev}",
-                                         "node-affinity": obj["host-nodes"]})]
-            obj["prealloc-context"] = f"tc-{memdev}"
-        dev: dict[str, Any] = {"driver": _DEVICE[m.model]}
-        if m.node is not None:
-            dev["node"] = m.node
-        if m.label_kib:
-            dev["label-size"] = m.label_kib * 1024
-        if m.model is MemoryModel.VIRTIO_MEM:
-            dev["block-size"] = m.block_kib * 1024
-            if m.requested_kib:
-                dev["requested-size"] = m.requested_kib * 1024
-        if m.readonly:
-            dev["unarmed"] = True
-        dev["memdev"] = memdev
-        if m.model is MemoryModel.VIRTIO_MEM and immediate:
-            dev["prealloc"] = True
-        dev["id"] = alias
-        if m.on_slot:
-            dev["slot"] = m.slot
-            if m.base:
-                dev["addr"] = m.base
-        else:
-            dev.update(address_props(dom, m.address))
-        argv += ["-object", jsonarg(obj), "-device", jsonarg(dev)]
-    return argv
+    alias = m.alias or f"{m.model}{m.slot}"
+    memdev = f"mem{alias}"
+    obj = _device_backend(dom, m, memdev)
+    objects = [obj]
+    if obj.get("prealloc") and "host-nodes" in obj:
+        objects.insert(0, {"qom-type": "thread-context", "id": f"tc-{memdev}",
+                           "node-affinity": obj["host-nodes"]})
+        obj["prealloc-context"] = f"tc-{memdev}"
+    dev: dict[str, Any] = {"driver": _DEVICE[m.model]}
+    if m.node is not None:
+        dev["node"] = m.node
+    if m.label_kib:
+        dev["label-size"] = m.label_kib * 1024
+    if m.model is MemoryModel.VIRTIO_MEM:
+        dev["block-size"] = m.block_kib * 1024
+        if m.requested_kib:
+            dev["requested-size"] = m.requested_kib * 1024
+    if m.readonly:
+        dev["unarmed"] = True
+    dev["memdev"] = memdev
+    if m.model is MemoryModel.VIRTIO_MEM and immediate:
+        dev["prealloc"] = True
+    dev["id"] = alias
+    if m.on_slot:
+        dev["slot"] = m.slot
+        if m.base:
+            dev["addr"] = m.base
+    else:
+        dev.update(address_props(dom, m.address))
+    return objects, dev
 
 
 def iothread_args(dom: Domain) -> list[str]:
