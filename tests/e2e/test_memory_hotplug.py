@@ -14,9 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import Lab
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
+from tests.e2e.lab import Lab, module_lab
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,14 +34,7 @@ def dimm(size_mib: int) -> str:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _file(lab: Lab, name: str, text: str) -> str:
