@@ -8,7 +8,8 @@ SPICE ports (or socket interfaces' ports) can run side by side. The namespaces h
 `lo`, with a route for multicast (224.0.0.0/4) so that an `<interface type='mcast'>` can
 join its group: socket interfaces never reach beyond the namespace. Taps are precreated
 per document in the worker's namespace, owned by the user, and deleted after the guest is
-destroyed.
+destroyed; the qemu-nbd
+servers of nbd disks run as the user in that namespace and end with the document.
 """
 
 from __future__ import annotations
@@ -141,6 +142,12 @@ class StartLab:
         for fifo in plan.fifos:
             os.mkfifo(fifo, 0o600)
             os.chown(fifo, self.user.uid, self.user.gid)
+        for n, export in enumerate(plan.nbd):
+            # as the user, in the guest's namespace (its loopback): nothing leaves it
+            pid_file = docdir / f"nbd{n}.pid"
+            served = worker.as_user.run(export.argv(pid_file), timeout=30)
+            if served.returncode != 0:
+                return f"qemu-nbd for {export.image.path.name}: {served.stderr.strip()}"
         for tap in plan.taps:
             args = ["ip", "tuntap", "add", "mode", "tap", "user", self.user.name, "vnet_hdr",
                     "name", tap.name]
@@ -187,6 +194,9 @@ class StartLab:
                     if error is None and gone.returncode != 0:
                         error = f"destroy failed: {gone.stderr.strip()}"
         finally:
+            for pid_file in docdir.glob("nbd*.pid"):  # the qemu-nbd this document ran
+                with contextlib.suppress(ValueError, OSError):
+                    os.kill(int(pid_file.read_text().strip()), 15)
             for tap in plan.taps:
                 worker.netns.ip("link", "del", tap.name, check=False)
             shutil.rmtree(docdir, ignore_errors=True)

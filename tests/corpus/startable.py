@@ -15,6 +15,10 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   the scratch directory (`qemu-img create`); `type='block'` becomes `type='file'`
   (there is no block device to give it);
 * an nvdimm's `<source><path>` moves into the scratch directory (QEMU creates the file);
+* an nbd network disk's server becomes a `qemu-nbd` of a placeholder image (an
+  `NbdExport` the caller serves): a unix socket moves into the scratch directory, a TCP
+  host becomes loopback of the test's own namespace (127.0.0.1, or ::1 kept) on a port
+  of its own per disk, the export name is kept;
 * `<kernel>`/`<initrd>` that do not exist here become the test guest's kernel and initrd;
   an `<emulator>` that does not exist becomes this host's QEMU for the arch;
 * interfaces of type ethernet, bridge, direct and network become `type='ethernet'` on a
@@ -77,12 +81,34 @@ class Image:
     size: str = "64M"
 
 
+@dataclass(frozen=True)
+class NbdExport:
+    """A qemu-nbd to run (in the guest's network namespace) before the guest starts."""
+
+    image: Image
+    export: str | None  # -x NAME; None: the default (empty) export name
+    socket: Path | None = None  # -k PATH, or TCP on host:port
+    host: str | None = None
+    port: int | None = None
+
+    def argv(self, pid_file: Path) -> list[str]:
+        where = (["-k", str(self.socket)] if self.socket is not None
+                 else ["-b", str(self.host), "-p", str(self.port)])
+        name = ["-x", self.export] if self.export is not None else []
+        return ["qemu-nbd", "--fork", "--persistent", "--pid-file", str(pid_file),
+                "-f", "raw", *name, *where, str(self.image.path)]
+
+
+NBD_BASE_PORT = 10810  # + the disk's position: one qemu-nbd per disk, per namespace
+
+
 @dataclass
 class Plan:
     xml: str
     taps: list[Tap] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
     fifos: list[Path] = field(default_factory=list)  # FIFOs of pipe chardevs (mkfifo)
+    nbd: list[NbdExport] = field(default_factory=list)
 
 
 def _exists(path: str | None) -> bool:
@@ -124,6 +150,9 @@ def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
     for n, disk in enumerate(root.iterfind("devices/disk")):
         source = disk.find("source")
         kind = disk.get("type", "file")
+        if source is not None and kind == "network" and source.get("protocol") == "nbd":
+            _nbd_disk(disk, source, scratch / f"{name}-disk{n}", n, plan)
+            continue
         if source is None or kind not in ("file", "block"):
             continue
         attr = "file" if kind == "file" else "dev"
@@ -140,6 +169,27 @@ def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
         source.set("file", str(path))
         size = "1440K" if device == "floppy" else "64M"
         plan.images.append(Image(path, fmt, size))
+
+
+def _nbd_disk(disk: etree._Element, source: etree._Element, stem: Path, n: int,
+              plan: Plan) -> None:
+    driver = disk.find("driver")
+    fmt = (driver.get("type") if driver is not None else None) or "raw"
+    image = Image(stem.with_suffix(".img"), fmt)
+    plan.images.append(image)
+    host = source.find("host")
+    if host is None:
+        return
+    if host.get("transport") == "unix":
+        sock = stem.with_suffix(".nbd")
+        host.set("socket", str(sock))
+        plan.nbd.append(NbdExport(image, source.get("name"), socket=sock))
+        return
+    address = "::1" if host.get("name") == "::1" else "127.0.0.1"
+    host.set("name", address)
+    host.set("port", str(NBD_BASE_PORT + n))
+    plan.nbd.append(NbdExport(image, source.get("name"), host=address,
+                              port=NBD_BASE_PORT + n))
 
 
 def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:

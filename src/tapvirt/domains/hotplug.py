@@ -416,7 +416,7 @@ def _attach_disk_live(name: str, dev: DeviceXml) -> Outcome:
         new_dom = _with_disks(dom, (*dom.devices.disks, disk))
         _plug(dd, dom, steps, {
             "live_xml": live.format_live(new_dom, st.interfaces),
-            "log": f"attached disk {disk.target_dev} ({disk.source_file})"}, [])
+            "log": f"attached disk {disk.target_dev} ({disk.source_label})"}, [])
     return Outcome("disk", disk.alias, device=disk.target_dev, live=True)
 
 
@@ -424,7 +424,7 @@ def _check_new_disk(dom: Domain, disk: Disk, name: str) -> None:
     for other in dom.devices.disks:
         if other.target_dev == disk.target_dev or other.alias == disk.alias:
             raise TapvirtError(DEVICE_DUPLICATE, f"domain {name}",
-                               f"target {disk.target_dev} is taken by {other.source_file}",
+                               f"target {disk.target_dev} is taken by {other.source_label}",
                                "give the new disk another <target dev=...>")
 
 

@@ -490,7 +490,7 @@ def domblklist(name: str) -> list[BlkRow]:
         except OSError:
             pass
         # virsh shows '-' for an empty cdrom or floppy
-        rows.append(BlkRow(kind, d.device.value, d.target_dev, d.source_file or "-"))
+        rows.append(BlkRow(kind, d.device.value, d.target_dev, d.source_label or "-"))
     return rows
 
 
@@ -530,6 +530,13 @@ def domblkinfo(name: str, target: str) -> tuple[str, dict[str, int]]:
     (file size): QEMU's view while running, else read from the image."""
     dom, dd = _current_domain(name)
     disk = _disk(dom, target, name)
+    if disk.source_file is None:
+        what = "a network disk" if disk.network is not None else "an empty drive"
+        raise TapvirtError(STATS_UNAVAILABLE, f"disk {disk.target_dev}",
+                           f"it is {what}: there is no local image to measure",
+                           "ask the server for the export's size (e.g. qemu-img info "
+                           "nbd://HOST:PORT/EXPORT)" if disk.network is not None else
+                           "insert a medium first (tapvirt update-device with a <source file>)")
     try:
         st = os.stat(disk.source_file)
     except OSError as exc:

@@ -21,7 +21,18 @@ from tapvirt.conf.devices.controller import (
     VirtioSerialModel,
     insert_controller,
 )
-from tapvirt.conf.devices.disk import DetectZeroes, DiskCache, DiskDiscard, DiskIo, DiskType, Tray
+from tapvirt.conf.devices.disk import (
+    DetectZeroes,
+    DiskCache,
+    DiskDiscard,
+    DiskIo,
+    DiskType,
+    HostTransport,
+    NetHost,
+    NetProtocol,
+    NetSource,
+    Tray,
+)
 from tapvirt.conf.devices.graphics import (
     SPICE_CHANNELS,
     SPICE_OPTIONS,
@@ -228,6 +239,17 @@ _SERIAL = st.text(string.ascii_letters + string.digits + "_-. ", min_size=1, max
 )
 
 
+_NET_HOSTS = st.one_of(
+    st.builds(NetHost, st.just(HostTransport.TCP),
+              name=st.from_regex(r"[a-zA-Z0-9.-]{1,20}", fullmatch=True)
+              | st.ip_addresses().map(str),
+              port=st.integers(1, 65535)),
+    st.builds(NetHost, st.just(HostTransport.UNIX), socket=_PATH),
+)
+_NET_SOURCES = st.builds(NetSource, st.just(NetProtocol.NBD), _NET_HOSTS,
+                         st.none() | st.from_regex(r"[ -~]{0,12}", fullmatch=True))
+
+
 @st.composite
 def disks(draw: st.DrawFn, q35: bool = False) -> tuple[Disk, ...]:
     """Disks in the order the parser keeps them (by bus, then target index)."""
@@ -249,13 +271,15 @@ def disks(draw: st.DrawFn, q35: bool = False) -> tuple[Disk, ...]:
         else:
             device = draw(st.sampled_from([DiskDevice.DISK, DiskDevice.CDROM]))
         removable = None  # usb only
+        dtype = draw(st.sampled_from(DiskType))
+        network = draw(_NET_SOURCES) if dtype is DiskType.NETWORK else None
         out.append(Disk(
-            source_file=draw(_PATH) if device is DiskDevice.DISK or draw(st.booleans())
-            else None,
+            source_file=None if network is not None else draw(_PATH)
+            if device is DiskDevice.DISK or draw(st.booleans()) else None,
             target_dev=dev, target_bus=bus, format=draw(st.sampled_from(DiskFormat)),
-            device=device, type=draw(st.sampled_from(DiskType)),
+            device=device, type=dtype, network=network,
             cache=draw(st.none() | st.sampled_from(DiskCache)),
-            io=draw(st.none() | st.sampled_from(DiskIo)),
+            io=None if network is not None else draw(st.none() | st.sampled_from(DiskIo)),
             discard=draw(st.none() | st.sampled_from(DiskDiscard)),
             detect_zeroes=draw(st.none() | st.sampled_from(DetectZeroes)),
             readonly=device is DiskDevice.CDROM or draw(st.booleans()),

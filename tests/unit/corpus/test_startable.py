@@ -10,7 +10,7 @@ import pytest
 from lxml import etree
 
 from tapvirt.conf.parse import parse_domain
-from tests.corpus.startable import Image, Tap, make_startable
+from tests.corpus.startable import NBD_BASE_PORT, Image, Tap, make_startable
 
 GOLDEN = Path(__file__).resolve().parents[2] / "data" / "xml2argv"
 
@@ -101,6 +101,22 @@ SOCKETS = """<domain type='qemu'>
 </domain>"""
 
 
+NBD_DOC = """<domain type='qemu'><name>orig</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='network' device='disk'><driver name='qemu' type='qcow2'/>
+      <source protocol='nbd' name='bar'><host name='example.org' port='6000'/></source>
+      <target dev='vda' bus='virtio'/></disk>
+    <disk type='network' device='disk'>
+      <source protocol='nbd'><host name='::1'/></source>
+      <target dev='vdb' bus='virtio'/></disk>
+    <disk type='network' device='disk'>
+      <source protocol='nbd' name='baz'><host transport='unix' socket='/var/run/nbdsock'/>
+      </source><target dev='vdc' bus='virtio'/></disk>
+  </devices>
+</domain>"""
+
+
 NETWORK_CHARDEVS = """<domain type='qemu'>
   <name>orig</name><memory unit='MiB'>128</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
@@ -143,4 +159,28 @@ def test_network_and_host_chardevs_are_made_local(tmp_path: Path) -> None:
     assert _attr(dev, "source", "path") == "/dev/null"
     fifo = _attr(pipe, "source", "path")
     assert fifo.startswith(str(tmp_path)) and plan.fifos == [Path(fifo)]
+    parse_domain(plan.xml, rand=random.Random(0))  # still accepted
+
+
+def test_nbd_servers_become_local_qemu_nbd(tmp_path: Path) -> None:
+    plan = make_startable(NBD_DOC, name="tvc1", scratch=tmp_path, tap_prefix="tvc1n",
+                          kernel="/k/vmlinuz", initrd="/k/initrd")
+    root = etree.fromstring(plan.xml.encode())
+    tcp4, tcp6, unix = root.findall("devices/disk/source/host")
+    assert (tcp4.get("name"), tcp4.get("port")) == ("127.0.0.1", str(NBD_BASE_PORT))
+    assert (tcp6.get("name"), tcp6.get("port")) == ("::1", str(NBD_BASE_PORT + 1))
+    sock = Path(str(unix.get("socket")))
+    assert sock.parent == tmp_path and unix.get("transport") == "unix"
+    assert [(e.export, e.host, e.port, e.socket) for e in plan.nbd] == [
+        ("bar", "127.0.0.1", NBD_BASE_PORT, None), (None, "::1", NBD_BASE_PORT + 1, None),
+        ("baz", None, None, sock)]
+    # each export is a placeholder image of the disk's format, served raw
+    assert [e.image for e in plan.nbd] == plan.images
+    assert [i.fmt for i in plan.images] == ["qcow2", "raw", "raw"]
+    argv = plan.nbd[0].argv(tmp_path / "p.pid")
+    assert argv[:2] == ["qemu-nbd", "--fork"] and argv[-1] == str(plan.images[0].path)
+    assert argv[argv.index("-x"):argv.index("-x") + 2] == ["-x", "bar"]
+    assert ["-b", "127.0.0.1", "-p", str(NBD_BASE_PORT)] == argv[argv.index("-b"):][:4]
+    assert "-x" not in plan.nbd[1].argv(tmp_path / "p.pid")
+    assert plan.nbd[2].argv(tmp_path / "p.pid")[-3:-1] == ["-k", str(sock)]
     parse_domain(plan.xml, rand=random.Random(0))  # still accepted

@@ -169,7 +169,7 @@ def _cross_checks(
             raise r.fail(
                 E.DUPLICATE_TARGET, el,
                 f"target '{disk.target_dev}' duplicated for disk sources "
-                f"'{other.source_file}' and '{disk.source_file}'",
+                f"'{other.source_label}' and '{disk.source_label}'",
                 "give each disk its own target dev (vda, vdb, ...)",
             )
         targets[disk.target_dev] = (el, disk)

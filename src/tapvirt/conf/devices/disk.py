@@ -3,12 +3,14 @@
 Image files and block devices (`type='file'|'block'`), as disks, cdroms (possibly empty,
 tray open or closed) and floppies, on the ide, sata, scsi, usb, virtio and fdc buses, with
 libvirt's `<driver>` attributes (format, cache, io, discard, detect_zeroes), `serial`,
-`wwn`, `<readonly/>`, `<shareable/>`, `<boot order>` and `<address>`. Network sources,
-backing chains and encryption are refused by name.
+`wwn`, `<readonly/>`, `<shareable/>`, `<boot order>` and `<address>`; network disks
+(`type='network'`) of protocol nbd on one TCP or unix-socket host. The other network
+protocols, backing chains and encryption are refused by name.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -37,6 +39,40 @@ if TYPE_CHECKING:
 class DiskType(StrEnum):
     FILE = "file"
     BLOCK = "block"
+    NETWORK = "network"
+
+
+class NetProtocol(StrEnum):
+    """The network protocols tapvirt builds (refused.py names the others)."""
+
+    NBD = "nbd"
+
+
+class HostTransport(StrEnum):
+    TCP = "tcp"
+    UNIX = "unix"
+
+
+NBD_DEFAULT_PORT = 10809  # libvirt's virStorageSourceNetworkDefaultPort for nbd
+
+
+@dataclass(frozen=True)
+class NetHost:
+    """`<source><host>`: a TCP server (name, port) or a unix socket."""
+
+    transport: HostTransport = HostTransport.TCP
+    name: str | None = None  # tcp only
+    port: int | None = None  # tcp only; libvirt fills in the protocol's default port
+    socket: str | None = None  # unix only
+
+
+@dataclass(frozen=True)
+class NetSource:
+    """`<disk type='network'>`'s `<source protocol= name=>` with its one `<host>`."""
+
+    protocol: NetProtocol
+    host: NetHost
+    name: str | None = None  # nbd: the export name (none: the server's default export)
 
 
 class DiskBus(StrEnum):
@@ -159,6 +195,20 @@ class Disk:
     boot_order: int | None = None
     alias: str | None = None  # assigned stably after parsing: virtio-disk0, ide0-0-0, ...
     address: Address | None = None  # assigned after parsing (drive, pci or usb)
+    network: NetSource | None = None  # type='network': the server (source_file is None)
+
+    @property
+    def has_medium(self) -> bool:
+        """A source QEMU opens (an image, a device or a server), tray not open."""
+        return (self.source_file is not None or self.network is not None) and (
+            self.tray is not Tray.OPEN)
+
+    @property
+    def source_label(self) -> str | None:
+        """What virsh domblklist shows as the source: the path, or the network name."""
+        if self.network is not None:
+            return self.network.name or f"{self.network.protocol}"
+        return self.source_file
 
 
 # the target names libvirt accepts per bus (virDiskNameParse: prefix + letters)
@@ -302,13 +352,21 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
         discard = r.enum(d, "discard", DiskDiscard) if d.get("discard") is not None else None
         if d.get("detect_zeroes") is not None:
             zeroes = r.enum(d, "detect_zeroes", DetectZeroes)
-    source = None
+    source = network = None
     src_attr = "file" if dtype is DiskType.FILE else "dev"
-    if (s := r.one(found, "source")) is not None:
+    s = r.one(found, "source")
+    if dtype is DiskType.NETWORK:
+        network = _network_source(r, s, el)
+        if io is not None:
+            drv_el = r.one(found, "driver")
+            raise r.fail(E.NOT_FOR_TYPE, el if drv_el is None else drv_el, "io= chooses how "
+                         "QEMU reads a local file or block device; a network disk has none",
+                         "remove io=", attr="io")
+    elif s is not None:
         r.shape(s, (src_attr,))
         if s.get(src_attr) is not None:
             source = r.abspath(s, src_attr, s.get(src_attr, ""))
-    if source is None and device is DiskDevice.DISK:
+    if source is None and network is None and device is DiskDevice.DISK:
         raise r.fail(
             E.MISSING_ELEMENT, s if s is not None else el,
             f"a disk needs <source {src_attr}=...> (only a cdrom or floppy may be empty)",
@@ -392,7 +450,73 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
         readonly=readonly, shareable=shareable, tray=tray, removable=removable,
         serial=serial, wwn=wwn, boot_order=parse_boot(r, r.one(found, "boot")),
         alias=_alias(r, r.one(found, "alias"), bus, dev, address), address=address,
+        network=network,
     )
+
+
+def _network_source(r: Reader, s: etree._Element | None, el: etree._Element) -> NetSource:
+    """libvirt's virDomainDiskSourceNetworkParse for nbd (refused.py has refused the other
+    protocols and TLS before): one host, the default port filled in."""
+    if s is None:
+        raise r.fail(E.MISSING_ELEMENT, el, "a network disk needs <source protocol='nbd'> "
+                     "with its <host>", "add <source protocol='nbd' name='EXPORT'><host "
+                     "name='HOST' port='10809'/></source>")
+    found = r.shape(s, ("protocol", "name"), ("host",), multi=("host",),
+                    required_attrs=("protocol",))
+    protocol = r.enum(s, "protocol", NetProtocol)
+    hosts = found.get("host", [])
+    if len(hosts) != 1:
+        raise r.fail(E.INVALID_VALUE, hosts[1] if hosts else s,
+                     f"protocol '{protocol}' accepts only one host (found {len(hosts)})",
+                     "give <source> exactly one <host name='HOST' port='PORT'/> (or "
+                     "<host transport='unix' socket='/PATH'/>)")
+    return NetSource(protocol, _net_host(r, hosts[0]), s.get("name"))
+
+
+_DNS_NAME_RE = re.compile(r"[a-zA-Z0-9.\-]+\Z")  # libvirt's dnsName
+
+
+def _host_name_ok(name: str) -> bool:
+    """libvirt's schema: a dnsName or an ipAddr (IPv6 without a zone)."""
+    if _DNS_NAME_RE.match(name):
+        return True
+    if "%" in name or len(name) > 45:
+        return False
+    try:
+        ipaddress.IPv6Address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _net_host(r: Reader, h: etree._Element) -> NetHost:
+    """libvirt's virDomainStorageNetworkParseHost (without rdma, which QEMU dropped)."""
+    r.shape(h, ("name", "port", "transport", "socket"))
+    transport = (r.enum(h, "transport", HostTransport) if h.get("transport") is not None
+                 else HostTransport.TCP)
+    if transport is HostTransport.UNIX:
+        if h.get("socket") is None:
+            raise r.fail(E.MISSING_ATTRIBUTE, h, "missing socket for unix transport",
+                         "add socket='/path/to/nbd.sock' to <host>")
+        for attr in ("name", "port"):
+            if h.get(attr) is not None:
+                raise r.fail(E.NOT_FOR_TYPE, h, f"a unix socket host has no {attr}",
+                             f"remove {attr}= (or use transport='tcp')", attr=attr)
+        return NetHost(transport, socket=r.abspath(h, "socket", h.get("socket", "")))
+    if h.get("socket") is not None:
+        raise r.fail(E.NOT_FOR_TYPE, h, f"transport '{transport}' does not support socket "
+                     "attribute", "remove socket= (or use transport='unix')", attr="socket")
+    name = h.get("name")
+    if not name:
+        raise r.fail(E.MISSING_ATTRIBUTE, h, "missing name for host",
+                     "add name='HOST' (a host name or IP address) to <host>")
+    if not _host_name_ok(name):
+        raise r.fail(E.INVALID_VALUE, h, f"host name {name[:60]!r} is neither a DNS name "
+                     "(letters, digits, '.' and '-') nor an IP address",
+                     "write a host name such as nbd.example.org, or an address such as "
+                     "192.0.2.1 or ::1", attr="name")
+    port = r.uint(h, "port", 0, 65535) if h.get("port") is not None else 0
+    return NetHost(transport, name=name, port=port or NBD_DEFAULT_PORT)
 
 
 def _alias(
@@ -475,6 +599,20 @@ def _onoff_text(v: bool | None) -> str | None:
     return None if v is None else ("on" if v else "off")
 
 
+def _format_network(net: NetSource, w: Writer) -> None:
+    """libvirt's virDomainDiskSourceFormatNetwork: name, port, transport, socket."""
+    i3, i4 = IND * 3, IND * 4
+    name = f" name={a(net.name)}" if net.name is not None else ""
+    w(f"{i3}<source protocol={a(net.protocol)}{name}>")
+    h = net.host
+    attrs = "".join(f" {k}={a(v)}" for k, v in (
+        ("name", h.name), ("port", None if h.port is None else str(h.port)),
+        ("transport", None if h.transport is HostTransport.TCP else h.transport),
+        ("socket", h.socket)) if v is not None)
+    w(f"{i4}<host{attrs}/>")
+    w(f"{i3}</source>")
+
+
 def format_disk(disk: Disk, w: Writer, live: bool) -> None:
     i2, i3 = IND * 2, IND * 3
     w(f"{i2}<disk type={a(disk.type)} device={a(disk.device)}>")
@@ -490,7 +628,9 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
         ) if v is not None
     )
     w(f"{i3}<driver name='qemu'{drv}/>")
-    if disk.source_file is not None:
+    if disk.network is not None:
+        _format_network(disk.network, w)
+    elif disk.source_file is not None:
         attr = "file" if disk.type is DiskType.FILE else "dev"
         w(f"{i3}<source {attr}={a(disk.source_file)}/>")
     if (g := disk.geometry) is not None:
@@ -526,6 +666,7 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
 
 __all__ = [
     "DetectZeroes", "Disk", "DiskBus", "DiskCache", "DiskDevice", "DiskDiscard", "DiskFormat",
-    "DiskIo", "DiskType", "ErrorPolicy", "Geometry", "GeometryTrans", "Tray", "auto_alias",
+    "DiskIo", "DiskType", "ErrorPolicy", "Geometry", "GeometryTrans", "HostTransport",
+    "NetHost", "NetProtocol", "NetSource", "Tray", "auto_alias",
     "format_disk", "parse_disk",
 ]

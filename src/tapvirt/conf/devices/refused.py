@@ -67,7 +67,8 @@ DISK_VOLUME = define(
     "<disk type='volume'>: a storage pool volume needs libvirt's storage driver", layer=_L)
 DISK_NETWORK = define(
     "disk-network",
-    "<disk type='network'>: tapvirt does not build network block devices yet", layer=_L)
+    "<disk type='network'> of a protocol other than nbd (or nbd over TLS): tapvirt does "
+    "not build those network block devices", layer=_L)
 LAUNCH_SECURITY = define(
     "launch-security",
     "<launchSecurity>: AMD SEV/SEV-SNP or IBM PV memory encryption needs KVM and host "
@@ -222,11 +223,17 @@ def _disk(r: Reader, el: etree._Element) -> None:
 
 # QEMU 7.2 dropped these block drivers (sheepdog in 6.0, vxhs in 5.1): no workaround
 _GONE = ("sheepdog", "vxhs")
+# QEMU's drivers for these are modules of Debian's qemu-block-extra package (block-curl,
+# block-iscsi, block-rbd, block-gluster, block-nfs, block-ssh); tapvirt does not build them
+_EXTRA = {"http": "curl", "https": "curl", "ftp": "curl", "ftps": "curl", "tftp": "curl",
+          "iscsi": "iscsi", "rbd": "rbd", "gluster": "gluster", "nfs": "nfs", "ssh": "ssh"}
 
 
 def _network_disk(r: Reader, el: etree._Element) -> None:
     source = el.find("source")
-    proto = str(source.get("protocol") if source is not None else None)[:20]
+    if source is None or source.get("protocol") is None:
+        return  # the disk family says what is missing
+    proto = str(source.get("protocol"))[:20]
     if proto in _GONE:
         raise r.fail(
             DISK_NETWORK, el,
@@ -234,15 +241,30 @@ def _network_disk(r: Reader, el: etree._Element) -> None:
             "driver any more", "copy the image to a file or block device the user can read "
             "and use <disk type='file'> (or 'block')", attr="type",
         )
+    if proto == "nbd":
+        if source.get("tls") == "yes":
+            raise r.fail(
+                DISK_NETWORK, source,
+                "NBD over TLS needs x509 certificates that libvirt takes from its "
+                "privileged configuration (qemu.conf nbd_tls_x509_cert_dir); tapvirt has "
+                "no place for them yet",
+                "reach the server without TLS (tls='no', e.g. over a unix socket or an SSH "
+                "tunnel to one: <host transport='unix' socket='/PATH'/>)", attr="tls",
+            )
+        return  # the disk family builds nbd
+    module = _EXTRA.get(proto)
+    where = (f"QEMU's {proto} driver is the block-{module} module of Debian's "
+             "qemu-block-extra package, which tapvirt does not drive") if module else (
+             f"QEMU 7.2 has no '{proto}' block driver tapvirt knows")
     raise r.fail(
         DISK_NETWORK, el,
-        f"<disk type='network'> (protocol '{proto}'): tapvirt does not build network block "
-        "devices (-blockdev nbd/curl/iscsi/rbd/...) yet; nbd is built into Debian's QEMU, "
-        "the others come with the qemu-block-extra package",
+        f"<disk type='network'> (protocol '{proto}'): tapvirt builds network disks of "
+        f"protocol nbd only; {where}",
         "let QEMU reach the server through a local qcow2 overlay: qemu-img create -f qcow2 "
-        "-b 'nbd://HOST:PORT/EXPORT' -F raw OVERLAY.qcow2 (a URL for http/https/iscsi/..."
-        " too), then <disk type='file'><driver name='qemu' type='qcow2'/><source "
-        "file='OVERLAY.qcow2'/>; or copy the image locally (qemu-img convert)",
+        "-b 'URL' -F raw OVERLAY.qcow2 (needs qemu-block-extra for URLs other than "
+        "nbd://), then <disk type='file'><driver name='qemu' type='qcow2'/><source "
+        "file='OVERLAY.qcow2'/>; or serve the image with qemu-nbd and use protocol='nbd'; "
+        "or copy it locally (qemu-img convert)",
         attr="type",
     )
 

@@ -25,7 +25,8 @@ from tapvirt.conf.devices.disk import (
     DiskDiscard,
     DiskType,
     ErrorPolicy,
-    Tray,
+    HostTransport,
+    NetSource,
 )
 from tapvirt.conf.model import Domain
 from tapvirt.qemu.argv.controller import address_props, drive_bus_props
@@ -39,7 +40,7 @@ def disk_args(dom: Domain) -> list[str]:
     for n, disk in enumerate(disks):
         alias = disk.alias or f"disk{n}"
         node = alias
-        has_medium = disk.source_file is not None and disk.tray is not Tray.OPEN
+        has_medium = disk.has_medium
         if has_medium:
             argv += ["-blockdev", jsonarg(storage_node(disk, node))]
             argv += ["-blockdev", jsonarg(format_node(disk, node))]
@@ -85,7 +86,9 @@ def _cache(disk: Disk) -> dict[str, Any]:
 
 
 def storage_node(disk: Disk, node: str) -> dict[str, Any]:
-    """The protocol node: the file or block device itself."""
+    """The protocol node: the file or block device itself, or the network server."""
+    if disk.network is not None:
+        return _network_node(disk, disk.network, node)
     if disk.type is DiskType.BLOCK:
         driver = "host_cdrom" if disk.device is DiskDevice.CDROM else "host_device"
     else:
@@ -93,6 +96,23 @@ def storage_node(disk: Disk, node: str) -> dict[str, Any]:
     out: dict[str, Any] = {"driver": driver, "filename": disk.source_file}
     if disk.io is not None:
         out["aio"] = str(disk.io)
+    out["node-name"] = f"{node}-storage"
+    out.update(_cache(disk))
+    out["auto-read-only"] = True
+    out["discard"] = "unmap"
+    return out
+
+
+def _network_node(disk: Disk, net: NetSource, node: str) -> dict[str, Any]:
+    """libvirt's qemuBlockStorageSourceGetNBDProps: the server as a SocketAddress (the
+    port a string, as libvirt writes it), the export when named."""
+    h = net.host
+    server: dict[str, Any] = (
+        {"type": "unix", "path": h.socket} if h.transport is HostTransport.UNIX
+        else {"type": "inet", "host": h.name, "port": str(h.port)})
+    out: dict[str, Any] = {"driver": str(net.protocol), "server": server}
+    if net.name is not None:
+        out["export"] = net.name
     out["node-name"] = f"{node}-storage"
     out.update(_cache(disk))
     out["auto-read-only"] = True

@@ -113,7 +113,7 @@ def disk_attach(disk: Disk, *, dom: Domain, block: bool, has_scsi: bool,
     """blockdev-add (protocol node, format node) + device_add, each undone on failure;
     the same objects as on the command line (tapvirt.qemu.argv.disk)."""
     alias = disk.alias or disk.target_dev
-    subject = f"disk {disk.target_dev} ({disk.source_file})"
+    subject = f"disk {disk.target_dev} ({disk.source_label})"
     if disk.target_bus is DiskBus.SATA:
         raise TapvirtError(HOTPLUG_UNSUPPORTED, subject,
                            "QEMU cannot hot-plug onto a SATA (AHCI) bus",
