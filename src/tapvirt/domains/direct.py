@@ -41,8 +41,6 @@ Stdlib only (plus tapvirt's small lifecycle modules): the verbs import it.
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import json
 import os
 import stat
@@ -51,7 +49,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from tapvirt.domains.errors import DOMAIN_BUSY, DOMAIN_NOT_RUNNING, SUPERVISOR_SETTING_INVALID
-from tapvirt.domains.runtime import PAUSED, RUNNING, DomainDir, State
+from tapvirt.domains.runtime import PAUSED, RUNNING, DomainDir, State, flock_within
 from tapvirt.errors import INTERNAL, TapvirtError
 
 if TYPE_CHECKING:
@@ -286,24 +284,12 @@ def monitor_lock(dd: DomainDir, *, wait: float = MONITOR_LOCK_WAIT,
     `required` False, yields False instead of failing when another holds it."""
     fd = os.open(dd.path / "monitor.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                got = True
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-            if time.monotonic() >= deadline:
-                if not required:
-                    got = False
-                    break
-                raise TapvirtError(
-                    DOMAIN_BUSY, f"domain {dd.name}",
-                    f"another command has used its monitor for {wait:g} s",
-                    "wait for it to finish, then retry")
-            time.sleep(0.02)
+        got = flock_within(fd, wait)
+        if not got and required:
+            raise TapvirtError(
+                DOMAIN_BUSY, f"domain {dd.name}",
+                f"another command has used its monitor for {wait:g} s",
+                "wait for it to finish, then retry")
         yield got
     finally:
         os.close(fd)

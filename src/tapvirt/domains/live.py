@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -60,22 +57,15 @@ def supervised(name: str) -> tuple[DomainDir, State]:
 @contextlib.contextmanager
 def ops_lock(dd: DomainDir, *, wait: float = OPS_LOCK_WAIT) -> Iterator[None]:
     """One live operation on a guest at a time (they wait for each other)."""
+    from tapvirt.domains.runtime import flock_within
+
     fd = os.open(dd.path / "ops.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TapvirtError(
-                        DOMAIN_BUSY, f"domain {dd.name}",
-                        f"another live operation has held it for {wait:g} s",
-                        "wait for it to finish, then retry") from None
-                time.sleep(0.02)
+        if not flock_within(fd, wait):
+            raise TapvirtError(
+                DOMAIN_BUSY, f"domain {dd.name}",
+                f"another live operation has held it for {wait:g} s",
+                "wait for it to finish, then retry")
         yield
     finally:
         os.close(fd)

@@ -534,6 +534,22 @@ class DomainDir:
             os.close(fd)
 
 
+def flock_within(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on `fd`, trying for `wait` seconds; False if another
+    holder kept it that long."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+
+
 def _flock_holder(dev: int, ino: int) -> int | None:
     """The pid holding a flock on (dev, ino), from /proc/locks; None if not listed.
 
