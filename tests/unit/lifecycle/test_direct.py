@@ -275,3 +275,17 @@ def test_the_guest_outlives_its_launcher(dd: DomainDir) -> None:
     assert st.state == RUNNING and st.qemu_pid and pid_alive(st.qemu_pid)
     with QmpClient.connect(str(dd.qmp_socket)) as qmp:
         assert qmp.status() == "running"
+
+
+def test_domxml_to_native_names_the_events_monitor_start_adds(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from tapvirt.cli.net_cmds import _events_monitor
+
+    monkeypatch.setenv("TAPVIRT_RUNTIME_DIR", str(tmp_path))
+    monkeypatch.setenv(direct.SETTING, "auto")
+    note = _events_monitor(_dom(), str(tmp_path / "d" / "qmp.sock"))
+    assert note.startswith(f"-chardev pipe,id=charevents,path={tmp_path}/d/events -mon ")
+    assert "no supervisor" in note
+    note = _events_monitor(_dom(on_crash="restart"), str(tmp_path / "d" / "qmp.sock"))
+    assert f"path={tmp_path}/d/qmp.sock.ev" in note
+    assert "with a supervisor: <on_crash>restart</on_crash>" in note
