@@ -110,3 +110,22 @@ def test_virtio_mem_is_not_hot_plugged_yet() -> None:
         memory_attach(dom, dom.devices.memories[0])
     assert info.value.code.code == "hotplug-unsupported"
     assert "--config" in info.value.fix
+
+
+def test_disk_attach_sets_its_iotune_after_device_add() -> None:
+    from tapvirt.conf.parse import parse_domain
+    from tapvirt.qemu.argv.hotplug import disk_attach
+
+    dom = parse_domain("""<domain type='qemu'><name>g</name><memory>65536</memory>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><devices><disk type='file'>
+<source file='/a.img'/><target dev='vdb' bus='virtio'/><iotune>
+<total_iops_sec>50</total_iops_sec><group_name>g1</group_name></iotune></disk>
+</devices></domain>""")
+    disk = dom.devices.disks[0]
+    steps = disk_attach(disk, dom=dom, block=False, has_scsi=False)
+    assert [s["execute"] for s in steps] == ["blockdev-add", "blockdev-add", "device_add",
+                                             "block_set_io_throttle"]
+    args = steps[-1]["arguments"]
+    assert args["id"] == f"/machine/peripheral/{disk.alias}/virtio-backend"
+    assert (args["iops"], args["bps"], args["group"]) == (50, 0, "g1")
+    assert "error" in steps[-1]

@@ -173,6 +173,19 @@ def _cross_checks(
                 "give each disk its own target dev (vda, vdb, ...)",
             )
         targets[disk.target_dev] = (el, disk)
+    groups: dict[str, Disk] = {}
+    for el, disk in zip(disk_els, disks, strict=True):
+        if disk.iotune is None or disk.iotune.group_name is None:
+            continue
+        first = groups.setdefault(disk.iotune.group_name, disk)
+        if first.iotune != disk.iotune:
+            from tapvirt.conf.devices.disk import DISK_IOTUNE
+
+            raise r.fail(
+                DISK_IOTUNE, el, f"different iotunes for disks {disk.target_dev} and "
+                f"{first.target_dev} (both in group '{disk.iotune.group_name}')",
+                "give every disk of a throttle group the same <iotune> limits",
+            )
     devs: dict[str, etree._Element] = {}
     for el, iface in zip(iface_els, ifaces, strict=True):
         if iface.dev is not None:

@@ -29,6 +29,14 @@ from tapvirt.conf.addresses import (
 )
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
 from tapvirt.conf.xmlout import IND, Writer, a, t
+from tapvirt.errors import define
+
+DISK_IOTUNE = define(
+    "disk-iotune",
+    "<disk><iotune> limits that libvirt or QEMU refuse: total_ together with read_/write_, "
+    "a _max without its rate or below it, a _max_length without its _max, a limit above "
+    "10^15, group_name alone, two disks of one group with different limits",
+    layer="conf")
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -163,6 +171,35 @@ class Tray(StrEnum):
     CLOSED = "closed"
 
 
+# libvirt's <iotune> children in its order, with block_set_io_throttle's argument names
+IOTUNE_FIELDS = (
+    ("total_bytes_sec", "bps"), ("read_bytes_sec", "bps_rd"), ("write_bytes_sec", "bps_wr"),
+    ("total_iops_sec", "iops"), ("read_iops_sec", "iops_rd"), ("write_iops_sec", "iops_wr"),
+    ("total_bytes_sec_max", "bps_max"), ("read_bytes_sec_max", "bps_rd_max"),
+    ("write_bytes_sec_max", "bps_wr_max"), ("total_iops_sec_max", "iops_max"),
+    ("read_iops_sec_max", "iops_rd_max"), ("write_iops_sec_max", "iops_wr_max"),
+    ("size_iops_sec", "iops_size"),
+    ("total_bytes_sec_max_length", "bps_max_length"),
+    ("read_bytes_sec_max_length", "bps_rd_max_length"),
+    ("write_bytes_sec_max_length", "bps_wr_max_length"),
+    ("total_iops_sec_max_length", "iops_max_length"),
+    ("read_iops_sec_max_length", "iops_rd_max_length"),
+    ("write_iops_sec_max_length", "iops_wr_max_length"),
+)
+IOTUNE_MAX = 10**15  # QEMU's THROTTLE_VALUE_MAX (libvirt's QEMU_BLOCK_IOTUNE_MAX)
+
+
+@dataclass(frozen=True)
+class Iotune:
+    """`<iotune>`: the limits set (non-zero, libvirt's order) and the throttle group."""
+
+    limits: tuple[tuple[str, int], ...] = ()
+    group_name: str | None = None
+
+    def get(self, name: str) -> int:
+        return dict(self.limits).get(name, 0)
+
+
 @dataclass(frozen=True)
 class Disk:
     source_file: str | None  # the image file or block device; None: an empty cdrom/floppy
@@ -196,6 +233,7 @@ class Disk:
     alias: str | None = None  # assigned stably after parsing: virtio-disk0, ide0-0-0, ...
     address: Address | None = None  # assigned after parsing (drive, pci or usb)
     network: NetSource | None = None  # type='network': the server (source_file is None)
+    iotune: Iotune | None = None  # set over QMP before the guest runs (as libvirt)
 
     @property
     def has_medium(self) -> bool:
@@ -331,8 +369,8 @@ def _blockio(r: Reader, el: etree._Element | None) -> tuple[int | None, int | No
 def parse_disk(r: Reader, el: etree._Element) -> Disk:
     found = r.shape(
         el, ("type", "device"),
-        ("driver", "source", "geometry", "blockio", "target", "readonly", "shareable", "serial",
-         "wwn", "boot", "alias", "address"),
+        ("driver", "source", "geometry", "blockio", "target", "iotune", "readonly", "shareable",
+         "serial", "wwn", "boot", "alias", "address"),
     )
     dtype = r.enum(el, "type", DiskType) if el.get("type") is not None else DiskType.FILE
     device = r.enum(el, "device", DiskDevice) if el.get("device") is not None else DiskDevice.DISK
@@ -450,8 +488,67 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
         readonly=readonly, shareable=shareable, tray=tray, removable=removable,
         serial=serial, wwn=wwn, boot_order=parse_boot(r, r.one(found, "boot")),
         alias=_alias(r, r.one(found, "alias"), bus, dev, address), address=address,
-        network=network,
+        network=network, iotune=_iotune(r, r.one(found, "iotune")),
     )
+
+
+def _iotune(r: Reader, el: etree._Element | None) -> Iotune | None:
+    """libvirt's virDomainDiskDefIotuneParse and its validation (domain_validate.c,
+    qemu_validate.c), plus the rules QEMU's throttle_is_valid would refuse at start."""
+    if el is None:
+        return None
+    names = [n for n, _ in IOTUNE_FIELDS]
+    found = r.shape(el, (), (*names, "group_name"))
+    values: dict[str, int] = {}
+    for name in names:
+        if (child := r.one(found, name)) is not None:
+            r.shape(child, text=True)
+            if not (child.text or "").isdigit() or len(child.text or "") > 30:
+                raise r.fail(E.INVALID_VALUE, child, f"disk iotune field '{name}' must be an "
+                             "integer", f"write a whole number of {name.split('_')[1]}")
+            value = int(child.text or "0")
+            if value > IOTUNE_MAX:
+                raise r.fail(DISK_IOTUNE, child, "block I/O throttle limit must be no more "
+                             f"than {IOTUNE_MAX} using QEMU", f"lower {name}")
+            if value:
+                values[name] = value
+    group = None
+    if (g := r.one(found, "group_name")) is not None:
+        group = r.text(g)
+    for kind in ("bytes_sec", "iops_sec", "bytes_sec_max", "iops_sec_max"):
+        if values.get(f"total_{kind}") and (values.get(f"read_{kind}")
+                                            or values.get(f"write_{kind}")):
+            raise r.fail(DISK_IOTUNE, el, f"total and read/write {kind} cannot be set at "
+                         "the same time", f"keep total_{kind}, or read_{kind} and "
+                         f"write_{kind}")
+    for way in ("total", "read", "write"):
+        for unit in ("bytes", "iops"):
+            avg = values.get(f"{way}_{unit}_sec", 0)
+            mx = values.get(f"{way}_{unit}_sec_max", 0)
+            length = values.get(f"{way}_{unit}_sec_max_length", 0)
+            if mx and not avg:
+                raise r.fail(DISK_IOTUNE, el, f"{way}_{unit}_sec_max needs {way}_{unit}_sec "
+                             "(QEMU: bps_max/iops_max require corresponding bps/iops values)",
+                             f"add <{way}_{unit}_sec>, or remove <{way}_{unit}_sec_max>")
+            if mx and mx < avg:
+                raise r.fail(DISK_IOTUNE, el, f"{way}_{unit}_sec_max {mx} is lower than "
+                             f"{way}_{unit}_sec {avg} (QEMU refuses it)",
+                             f"make <{way}_{unit}_sec_max> at least {avg}")
+            if length > 1 and not mx:
+                raise r.fail(DISK_IOTUNE, el, f"{way}_{unit}_sec_max_length needs "
+                             f"{way}_{unit}_sec_max (QEMU: bps_max_length/iops_max_length "
+                             "require corresponding bps_max/iops_max values)",
+                             f"add <{way}_{unit}_sec_max>, or remove the _max_length")
+            if mx and length > IOTUNE_MAX // mx:
+                raise r.fail(DISK_IOTUNE, el, f"{way}_{unit}_sec_max_length {length} is too "
+                             f"long for {way}_{unit}_sec_max {mx} (QEMU: burst length too "
+                             "high for this burst rate)", "shorten the burst")
+    if group is not None and not values:
+        raise r.fail(DISK_IOTUNE, el, "group_name can be configured only together with "
+                     "settings", "add the group's limits (e.g. <total_bytes_sec>) or "
+                     "remove <group_name>")
+    order = {n: i for i, n in enumerate(names)}
+    return Iotune(tuple(sorted(values.items(), key=lambda kv: order[kv[0]])), group)
 
 
 def _network_source(r: Reader, s: etree._Element | None, el: etree._Element) -> NetSource:
@@ -613,6 +710,23 @@ def _format_network(net: NetSource, w: Writer) -> None:
     w(f"{i3}</source>")
 
 
+def _format_iotune(tune: Iotune, w: Writer) -> None:
+    """libvirt's virDomainDiskDefFormatIotune: the rates, size_iops_sec, group_name, then
+    the burst lengths."""
+    i3, i4 = IND * 3, IND * 4
+    w(f"{i3}<iotune>")
+    for name, value in tune.limits:
+        if name.endswith("_length"):
+            continue
+        w(f"{i4}<{name}>{value}</{name}>")
+    if tune.group_name is not None:
+        w(f"{i4}<group_name>{t(tune.group_name)}</group_name>")
+    for name, value in tune.limits:
+        if name.endswith("_length"):
+            w(f"{i4}<{name}>{value}</{name}>")
+    w(f"{i3}</iotune>")
+
+
 def format_disk(disk: Disk, w: Writer, live: bool) -> None:
     i2, i3 = IND * 2, IND * 3
     w(f"{i2}<disk type={a(disk.type)} device={a(disk.device)}>")
@@ -649,6 +763,8 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
     if disk.rotation_rate is not None:
         tattrs += f" rotation_rate='{disk.rotation_rate}'"
     w(f"{i3}<target{tattrs}/>")
+    if disk.iotune is not None:
+        _format_iotune(disk.iotune, w)
     if disk.readonly:
         w(f"{i3}<readonly/>")
     if disk.shareable:
@@ -665,8 +781,26 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
 
 
 __all__ = [
-    "DetectZeroes", "Disk", "DiskBus", "DiskCache", "DiskDevice", "DiskDiscard", "DiskFormat",
-    "DiskIo", "DiskType", "ErrorPolicy", "Geometry", "GeometryTrans", "HostTransport",
-    "NetHost", "NetProtocol", "NetSource", "Tray", "auto_alias",
-    "format_disk", "parse_disk",
+    "IOTUNE_FIELDS",
+    "DetectZeroes",
+    "Disk",
+    "DiskBus",
+    "DiskCache",
+    "DiskDevice",
+    "DiskDiscard",
+    "DiskFormat",
+    "DiskIo",
+    "DiskType",
+    "ErrorPolicy",
+    "Geometry",
+    "GeometryTrans",
+    "HostTransport",
+    "Iotune",
+    "NetHost",
+    "NetProtocol",
+    "NetSource",
+    "Tray",
+    "auto_alias",
+    "format_disk",
+    "parse_disk",
 ]

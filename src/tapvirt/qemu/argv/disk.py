@@ -17,6 +17,7 @@ from typing import Any
 
 from tapvirt.conf.addresses import DriveAddress, DriveBus, drive_address
 from tapvirt.conf.devices.disk import (
+    IOTUNE_FIELDS,
     DetectZeroes,
     Disk,
     DiskBus,
@@ -47,6 +48,39 @@ def disk_args(dom: Domain) -> list[str]:
         argv += ["-device", jsonarg(disk_device(dom, disk, alias,
                                                 f"{node}-format" if has_medium else None))]
     return argv
+
+
+def qom_name(disk: Disk, alias: str) -> str:
+    """libvirt's qemuAssignDeviceDiskAlias qomName: the QOM path of the device that holds
+    the disk's block backend (virtio and usb disks hold it in a child device)."""
+    if disk.target_bus is DiskBus.VIRTIO:
+        return f"/machine/peripheral/{alias}/virtio-backend"
+    if disk.target_bus is DiskBus.USB:
+        return f"/machine/peripheral/{alias}/{alias}.0/legacy[0]"
+    return alias
+
+
+def throttle_commands(dom: Domain) -> list[dict[str, Any]]:
+    """libvirt's qemuProcessSetupDiskThrottling: with -blockdev, <iotune> is not on the
+    command line but one block_set_io_throttle per disk before the guest runs, every
+    rate given (0: none), the group and the burst lengths only when set. An empty drive
+    gets none (QEMU refuses it there, libvirt skips it too)."""
+    out: list[dict[str, Any]] = []
+    for n, disk in enumerate(dom.devices.disks):
+        tune = disk.iotune
+        if tune is None or not disk.has_medium:
+            continue
+        args: dict[str, Any] = {"id": qom_name(disk, disk.alias or f"disk{n}")}
+        for name, qmp in IOTUNE_FIELDS:
+            if not name.endswith("_length"):
+                args[qmp] = tune.get(name)
+        if tune.group_name is not None:
+            args["group"] = tune.group_name
+        for name, qmp in IOTUNE_FIELDS:
+            if name.endswith("_length") and tune.get(name):
+                args[qmp] = tune.get(name)
+        out.append({"execute": "block_set_io_throttle", "arguments": args})
+    return out
 
 
 def _floppy_controller(dom: Domain) -> list[str]:

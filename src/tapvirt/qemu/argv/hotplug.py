@@ -37,7 +37,7 @@ from tapvirt.domains.live_errors import (
     NO_PCI_SLOT,
 )
 from tapvirt.errors import TapvirtError
-from tapvirt.qemu.argv.disk import disk_device, format_node, storage_node
+from tapvirt.qemu.argv.disk import disk_device, format_node, storage_node, throttle_commands
 from tapvirt.qemu.argv.interface import NetBackend, netdev, nic_device
 
 Step = dict[str, Any]
@@ -143,6 +143,11 @@ def disk_attach(disk: Disk, *, dom: Domain, block: bool, has_scsi: bool,
         {"execute": "device_add", "arguments": device,
          "undo": {"execute": "device_del", "arguments": {"id": alias}, "quiet": True},
          "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the disk device", refused)},
+        # <iotune>, as at start (libvirt's qemuDomainAttachDiskGeneric does the same)
+        *({**cmd, "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the disk's "
+                                "<iotune> limits", refused)}
+          for cmd in throttle_commands(replace(dom, devices=replace(
+              dom.devices, disks=(replace(disk, alias=alias),))))),
     ]
 
 

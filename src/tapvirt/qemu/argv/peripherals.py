@@ -117,7 +117,9 @@ def peripheral_qmp(dom: Domain) -> list[dict[str, Any]]:
 
 
 def startup_commands(dom: Domain) -> list[dict[str, Any]]:
-    """Every QMP command the launcher sends before `cont`: link states, then these."""
+    """Every QMP command the launcher sends before `cont`: disk throttling, link states,
+    then these."""
+    from tapvirt.qemu.argv.disk import throttle_commands
     from tapvirt.qemu.argv.interface import link_state_commands
 
-    return [*link_state_commands(dom), *peripheral_qmp(dom)]
+    return [*throttle_commands(dom), *link_state_commands(dom), *peripheral_qmp(dom)]
