@@ -116,8 +116,9 @@ def check_interface(iface: Interface, facts: Facts) -> list[Finding]:
         out.add(nc.ADDRESS_NOT_LOCAL, address,
                 f"{iface.type} interface: QEMU would bind its socket to {address}, which no "
                 "interface of this host (network namespace) has: it would not start",
-                "use an address of this host (127.0.0.1 for guests on this host), or "
-                "leave the server's address out to listen on every address")
+                "use an address of this host (127.0.0.1 for guests on this host)"
+                + (", or leave the address out to listen on every address"
+                   if iface.type is InterfaceType.SERVER else " in <local address=...>"))
     if iface.type.hostless:
         return out.findings
     if iface.type is InterfaceType.ETHERNET and iface.unmanaged:
