@@ -2,7 +2,8 @@
 (Debian's, in the test guest's initramfs, started by its /init on the virtio-serial port
 named org.qemu.guest_agent.0), as the unprivileged user on a precreated tap.
 
-`domifaddr --source agent` finds the address the guest really has; `reboot --mode agent`
+`domifaddr --source agent` finds the address the guest really has; `domhostname` and
+`guestinfo` report the guest's host name, OS and timezone; `reboot --mode agent`
 reboots it through the agent (the guest boots again in the same QEMU, and the agent
 answers again); `shutdown --mode agent` powers it off: shut off (shutdown)."""
 
@@ -14,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab, wait_until
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -30,14 +29,8 @@ MAC = "52:54:00:e2:40:01"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    with module_lab() as lab:
+        yield lab
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +62,17 @@ def test_domifaddr_from_the_real_agent(lab: Lab, guest: dict[str, Any]) -> None:
                      "address": f"{guest['ip']}/24", "source": "agent"}], rows
     text = lab.tv("domifaddr", NAME, "--source", "agent").stdout
     assert f"{guest['ip']}/24" in text and "eth0" in text and "lo " not in text
+
+
+def test_hostname_and_guestinfo_from_the_real_agent(lab: Lab, guest: dict[str, Any]) -> None:
+    assert lab.tv("domhostname", NAME).stdout.strip() == "tvguest"  # set by its /init
+    info = lab.tv_json("guestinfo", NAME)["info"]
+    assert info["hostname"] == "tvguest"
+    assert info["os.id"] == "tapvirt-test" and info["os.machine"] == "x86_64"
+    assert info["os.kernel-release"] == lab.image.kernel_version, info
+    assert info["timezone.offset"] == "0" and info["user.count"] == "0", info
+    text = lab.tv("guestinfo", NAME).stdout
+    assert "os.pretty-name      : tapvirt test guest (busybox)" in text, text
 
 
 def test_reboot_through_the_agent(lab: Lab, guest: dict[str, Any]) -> None:
