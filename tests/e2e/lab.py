@@ -202,24 +202,6 @@ class Lab:
                         os.kill(int(helper["pid"]), 9)
 
 
-@contextlib.contextmanager
-def module_lab() -> Iterator[Lab]:
-    """What a module's `lab` fixture does: skip unless root, one Lab, orphans reaped."""
-    import pytest
-
-    from tests.support.reaper import become_subreaper, reap_orphans
-    from tests.support.sandbox import is_root
-
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
-
-
 def zombie(pid: int) -> bool:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
@@ -237,3 +219,21 @@ def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
 
 
 __all__ = ["BRIDGE_IP", "Lab", "run", "wait_until", "zombie"]
+
+
+def module_lab() -> Iterator[Lab]:
+    """The body of a test module's `lab` fixture: skipped without root, a subreaper for
+    the guests' processes, the lab torn down and orphans reaped afterwards."""
+    import pytest
+
+    from tests.support.reaper import become_subreaper, reap_orphans
+    from tests.support.sandbox import is_root
+
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces, users and devices")
+    become_subreaper()
+    try:
+        with Lab.create() as lab:
+            yield lab
+    finally:
+        reap_orphans()

@@ -29,8 +29,7 @@ MAC = "52:54:00:e2:40:01"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with module_lab() as lab:
-        yield lab
+    yield from module_lab()
 
 
 @pytest.fixture(scope="module")

@@ -35,8 +35,7 @@ CASES = {
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with module_lab() as lab:
-        yield lab
+    yield from module_lab()
 
 
 @pytest.fixture(scope="module")

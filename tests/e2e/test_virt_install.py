@@ -119,8 +119,7 @@ XML = """<domain type="qemu">
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    with module_lab() as lab:
-        yield lab
+    yield from module_lab()
 
 
 def test_virt_install_cloud_init_domain_boots_reads_its_seed_and_pings(lab: Lab) -> None:
