@@ -63,3 +63,20 @@ def test_one_pib_is_refused_where_qemu_has_40_bits_and_kept_elsewhere() -> None:
     with pytest.raises(TapvirtError):
         parse_domain(DOC.format(type="qemu", arch="i686", mode="custom",
                                 emulator="<emulator>/usr/bin/qemu-system-x86_64</emulator>"))
+
+
+def test_discard_on_cells_and_memory_devices_is_a_no_effect_warning() -> None:
+    from tapvirt.conf.warnings import domain_warnings
+
+    doc = """<domain type='qemu'><name>g</name>
+<maxMemory slots='2' unit='GiB'>2</maxMemory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>
+<cpu><numa><cell id='0' cpus='0' memory='64' unit='MiB' discard='{d}'/></numa></cpu>
+<devices><memory model='dimm' discard='{d}'><target><size unit='MiB'>128</size>
+<node>0</node></target></memory></devices></domain>"""
+    warned = domain_warnings(parse_domain(doc.format(d="yes")))
+    assert [(w.code.code, w.subject) for w in warned] == [
+        ("no-effect", "/domain/cpu/numa/cell[@id='0']/@discard"),
+        ("no-effect", "/domain/devices/memory[1]/@discard"),
+    ]
+    assert domain_warnings(parse_domain(doc.format(d="no"))) == []
