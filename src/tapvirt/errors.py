@@ -108,6 +108,7 @@ FILE_UNREADABLE = define(
 _CODE_MODULES = (
     "tapvirt.conf.errors",
     "tapvirt.conf.addresses",
+    "tapvirt.conf.domain.cpu",
     "tapvirt.conf.devices.channel",
     "tapvirt.conf.devices.graphics",
     "tapvirt.conf.devices.input",
