@@ -112,6 +112,7 @@ _CODE_MODULES = (
     "tapvirt.conf.devices.channel",
     "tapvirt.conf.devices.graphics",
     "tapvirt.conf.devices.input",
+    "tapvirt.conf.devices.iommu",
     "tapvirt.conf.devices.misc",
     "tapvirt.conf.devices.netextras",
     "tapvirt.conf.devices.sound",

@@ -5,7 +5,9 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
-  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
+  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through),
+  and its `<iommu><driver eim='on'>` loses `eim` (QEMU allows extended interrupt mode only
+  with KVM);
 * `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
   from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
@@ -195,6 +197,9 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         cpu = root.find("cpu")
         if cpu is not None and cpu.get("mode") == "host-passthrough":
             cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
+        for driver in root.iterfind("devices/iommu/driver"):
+            if "eim" in driver.attrib:  # "eim=on requires accel=kvm" (QEMU 7.2)
+                del driver.attrib["eim"]
     _set_small_memory(root)
     _host_numa_nodes(root)
     os_el = root.find("os")

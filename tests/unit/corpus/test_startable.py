@@ -85,3 +85,16 @@ def test_accepted_golden_cases_stay_accepted(case: Path, tmp_path: Path) -> None
                           kernel="/k/vmlinuz", initrd="/k/initrd")
     dom = parse_domain(plan.xml, rand=random.Random(0))
     assert dom.name == "tvc1"
+
+
+def test_kvm_only_iommu_eim_goes_with_kvm(tmp_path: Path) -> None:
+    doc = """<domain type='kvm'><name>orig</name><memory>65536</memory>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os>
+      <features><ioapic driver='qemu'/></features>
+      <devices><iommu model='intel'><driver intremap='on' eim='on' iotlb='on'/></iommu>
+      </devices></domain>"""
+    root, _, _ = _plan(doc, tmp_path)
+    driver = _el(root, "devices/iommu/driver")
+    assert (driver.get("eim"), driver.get("intremap"), driver.get("iotlb")) == (None, "on", "on")
+    iommu = parse_domain(etree.tostring(root).decode()).devices.iommu
+    assert iommu is not None and iommu.eim is None and iommu.intremap is True

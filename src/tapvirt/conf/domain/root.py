@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
+from tapvirt.conf.devices.iommu import check_iommu
 from tapvirt.conf.devices.refused import refuse_unprivileged
 from tapvirt.conf.domain.clock import parse_clock
 from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
-from tapvirt.conf.domain.features import check_features, parse_features
+from tapvirt.conf.domain.features import IoapicDriver, check_features, parse_features
 from tapvirt.conf.domain.idmap import parse_idmap
 from tapvirt.conf.domain.memorybacking import parse_memory_backing
 from tapvirt.conf.domain.metadata import parse_metadata
@@ -219,6 +220,10 @@ def parse_domain_element(r: Reader) -> Domain:
         check_numatune(r, nt_el, dom.numatune, cells)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
+        if dom.devices.iommu is not None and (io_el := devices_el.find("iommu")) is not None:
+            check_iommu(r, io_el, dom.devices.iommu, q35="q35" in (os_.machine or ""),
+                        acpi=bool(dom.features.acpi),
+                        split_irqchip=dom.features.ioapic is IoapicDriver.QEMU, kvm=kvm)
     _check_boot(r, r.need(found, "os", root), dom)
     return dom
 
