@@ -8,22 +8,32 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through),
   and its `<iommu><driver eim='on'>` loses `eim` (QEMU allows extended interrupt mode only
   with KVM);
-* `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
-  from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
+* `<numatune>` nodesets and memory devices' `<source><nodemask>` naming host NUMA nodes
+  this host does not let the user allocate from become the allowed nodes
+  (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
   the scratch directory (`qemu-img create`); `type='block'` becomes `type='file'`
   (there is no block device to give it);
+* an nvdimm's `<source><path>` moves into the scratch directory (QEMU creates the file);
 * `<kernel>`/`<initrd>` that do not exist here become the test guest's kernel and initrd;
   an `<emulator>` that does not exist becomes this host's QEMU for the arch;
 * interfaces of type ethernet, bridge, direct and network become `type='ethernet'` on a
   tap precreated for the test user (`<target dev managed='no'/>`, multi_queue when
   `<driver queues>` > 1, the guest's `<mtu>` when above 1500), losing only `<source>`,
   `<script>`, `<downscript>`, `<backend>`;
-  `type='user'` stays; other types are left as they are;
-* chardev and `<log>` files and unix sockets move into the scratch directory (a unix
-  client socket becomes a listening one: there is no peer to connect to);
+  `type='user'` stays; the socket types (udp, server, client) keep their ports but their
+  addresses become 127.0.0.1 (the addresses of the document's machine are not in the
+  worker's namespace; a server without an address listens on every address of that
+  namespace, which has only `lo`); an mcast group stays (the worker namespaces route
+  224.0.0.0/4 to `lo`, tests.corpus.start); other types are left as they are. QEMU runs in
+  the worker's private namespace: no socket interface reaches beyond it;
+* chardev and `<log>` files, unix sockets and pipes move into the scratch directory (a
+  unix or tcp client socket becomes a listening one: there is no peer to connect to; a
+  pipe's FIFO is made); tcp/udp chardevs use 127.0.0.1 instead of another machine's
+  address; a `type='dev'` serial device becomes /dev/null (the test user may open no
+  serial port of this host);
 * VNC/SPICE `socket=` paths move into the scratch directory, listen addresses of another
   machine become 127.0.0.1;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
@@ -45,6 +55,7 @@ from pathlib import Path
 from lxml import etree
 
 _TAP_TYPES = ("ethernet", "bridge", "direct", "network")
+_SOCKET_TYPES = ("udp", "server", "client")  # mcast keeps its group
 _DROP_FROM_TAP = ("source", "script", "downscript", "backend", "target")
 _CHARDEVS = ("serial", "parallel", "console", "channel")
 _QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x86_64"}
@@ -73,6 +84,7 @@ class Plan:
     xml: str
     taps: list[Tap] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
+    fifos: list[Path] = field(default_factory=list)  # FIFOs of pipe chardevs (mkfifo)
 
 
 def _exists(path: str | None) -> bool:
@@ -99,10 +111,12 @@ def _host_numa_nodes(root: etree._Element) -> None:
     from tapvirt.conf.domain.numa import format_bitmap
     from tapvirt.qemu.hostnuma import allowed_nodes
 
+    have = format_bitmap(tuple(sorted(allowed_nodes())))
+    for el in root.iterfind("devices/memory/source/nodemask"):
+        el.text = have
     nt = root.find("numatune")
     if nt is None:
         return
-    have = format_bitmap(tuple(sorted(allowed_nodes())))
     for el in nt:
         if el.get("nodeset") is not None:
             el.set("nodeset", have)
@@ -132,6 +146,11 @@ def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
 
 def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
     for n, iface in enumerate(root.iterfind("devices/interface")):
+        if iface.get("type") in _SOCKET_TYPES:
+            for el in [*iface.findall("source"), *iface.findall("source/local")]:
+                if el.get("address") is not None:
+                    el.set("address", "127.0.0.1")
+            continue
         if iface.get("type") not in _TAP_TYPES:
             continue
         iface.set("type", "ethernet")
@@ -150,21 +169,41 @@ def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
         plan.taps.append(tap)
 
 
-def _chardevs(root: etree._Element, scratch: Path, name: str) -> None:
+def _chardevs(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
     moved: dict[str, str] = {}  # one new path per old one: <console> may repeat <serial>'s
     for tag in _CHARDEVS:
         for dev in root.iterfind(f"devices/{tag}"):
+            kind = dev.get("type")
             for el in [*dev.findall("source"), *dev.findall("log")]:
+                if kind in ("tcp", "udp") and el.tag == "source":
+                    _network_chardev(kind, el)
+                    continue
                 attr = "file" if el.tag == "log" else "path"
                 old = el.get(attr)
                 if not old:
                     continue
-                kind = dev.get("type")
-                suffix = "sock" if kind == "unix" else "log"
+                if kind == "dev" and el.tag == "source":
+                    el.set(attr, "/dev/null")  # no serial device the test user may open
+                    continue
+                suffix = {"unix": "sock", "pipe": "fifo"}.get(kind or "", "log")
+                if el.tag == "log":
+                    suffix = "log"
                 new = moved.setdefault(old, str(scratch / f"{name}-c{len(moved)}.{suffix}"))
                 el.set(attr, new)
+                if kind == "pipe" and el.tag == "source" and Path(new) not in plan.fifos:
+                    plan.fifos.append(Path(new))
                 if kind == "unix" and el.tag == "source" and el.get("mode") != "bind":
                     el.set("mode", "bind")
+
+
+def _network_chardev(kind: str, source: etree._Element) -> None:
+    """tcp/udp chardevs: on loopback (the worker's namespace has no other address), and a
+    tcp client becomes a listener (there is no peer to connect to)."""
+    host = source.get("host")
+    if host not in (None, "", "127.0.0.1", "::1", "localhost"):
+        source.set("host", "127.0.0.1")
+    if kind == "tcp" and source.get("mode") != "bind":
+        source.set("mode", "bind")
 
 
 def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
@@ -242,9 +281,11 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     for driver in root.iterfind("devices/interface/driver"):
         if driver.get("name") == "vhost":  # needs KVM, which the test hosts do not have
             del driver.attrib["name"]
+    for n, path in enumerate(root.iterfind("devices/memory/source/path")):
+        path.text = str(scratch / f"{name}-nvdimm{n}.img")
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
-    _chardevs(root, scratch, name)
+    _chardevs(root, scratch, name, plan)
     _graphics_sockets(root, scratch, name)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan

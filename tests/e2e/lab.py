@@ -219,3 +219,21 @@ def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
 
 
 __all__ = ["BRIDGE_IP", "Lab", "run", "wait_until", "zombie"]
+
+
+def module_lab() -> Iterator[Lab]:
+    """The body of a test module's `lab` fixture: skipped without root, a subreaper for
+    the guests' processes, the lab torn down and orphans reaped afterwards."""
+    import pytest
+
+    from tests.support.reaper import become_subreaper, reap_orphans
+    from tests.support.sandbox import is_root
+
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces, users and devices")
+    become_subreaper()
+    try:
+        with Lab.create() as lab:
+            yield lab
+    finally:
+        reap_orphans()

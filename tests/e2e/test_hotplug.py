@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab, wait_until, zombie
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unique, unprivileged_python
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab, wait_until, zombie
+from tests.support.reaper import reap_orphans
+from tests.support.sandbox import unique, unprivileged_python
 
 pytestmark = [
     pytest.mark.e2e,
@@ -40,14 +40,7 @@ MARKER = r"TV-MARKER up=\S+ ip=(\S+) mac=(\S+)"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 @pytest.fixture(scope="module")

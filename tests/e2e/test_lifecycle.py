@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab, wait_until, zombie
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unique
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab, wait_until, zombie
+from tests.support.sandbox import unique
 
 pytestmark = [
     pytest.mark.e2e,
@@ -31,14 +30,7 @@ MARKER = r"TV-MARKER up=\S+ ip=(\S+) mac=(\S+)"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _iface(kind: str, mac: str, dev: str | None = None, queues: int | None = None) -> str:

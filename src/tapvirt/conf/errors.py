@@ -16,6 +16,11 @@ XML_DOCTYPE = define(
     "the document has a DOCTYPE or entity declarations (refused: they can expand without bound)",
     layer=_L,
 )
+CRASH_ACTION_UNSUPPORTED = define(
+    "crash-action-unsupported",
+    "<on_crash>coredump-destroy or coredump-restart: libvirt's own core dump of a panicked guest",
+    layer=_L,
+)
 NOT_A_DOMAIN = define("not-a-domain", "the root element is not <domain>", layer=_L)
 UNSUPPORTED_ELEMENT = define(
     "unsupported-element",
@@ -71,7 +76,8 @@ MULTIQUEUE_UNSUPPORTED = define(
 )
 MTU_OUT_OF_RANGE = define("mtu-out-of-range", "<mtu size> is not in 68..65521", layer=_L)
 MTU_UNSUPPORTED = define(
-    "mtu-unsupported", "<mtu> on an interface type that cannot set it (direct, user)", layer=_L
+    "mtu-unsupported",
+    "<mtu> on an interface type that cannot set it (direct, user, socket types)", layer=_L
 )
 NOT_FOR_TYPE = define(
     "not-for-type",
@@ -79,7 +85,8 @@ NOT_FOR_TYPE = define(
     layer=_L,
 )
 MISSING_SOURCE = define(
-    "missing-source", "a bridge or direct interface without its <source>", layer=_L
+    "missing-source", "a bridge, direct or socket interface without its <source>",
+    layer=_L
 )
 INVALID_ALIAS = define(
     "invalid-alias", "a user alias that does not start with 'ua-' or has bad characters", layer=_L

@@ -111,7 +111,7 @@ def check_interface(iface: Interface, facts: Facts) -> list[Finding]:
                     f"{reason}", "choose a name of 1-15 bytes without '/', ':' or whitespace")
     if out.findings:
         return out.findings
-    if iface.type is InterfaceType.USER:
+    if iface.type.hostless:
         return out.findings
     if iface.type is InterfaceType.ETHERNET and iface.unmanaged:
         _check_unmanaged(iface, facts, out)

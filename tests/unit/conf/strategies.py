@@ -47,6 +47,7 @@ from tapvirt.conf.devices.misc import (
     WatchdogModel,
 )
 from tapvirt.conf.devices.netextras import GUEST_OFFLOADS, HOST_OFFLOADS, NetTuning, Rom, TxMode
+from tapvirt.conf.devices.netsocket import SocketSource
 from tapvirt.conf.devices.sound import Audio, AudioType, CodecType, Sound, SoundModel
 from tapvirt.conf.devices.tpm import Tpm, TpmBackend, TpmModel, TpmVersion
 from tapvirt.conf.domain.clock import (
@@ -138,13 +139,33 @@ macs = st.integers(0, 2**48 - 1).map(
 )
 
 
+_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+_PORT = st.integers(0, 65535)
+
+
+@st.composite
+def socket_sources(draw: st.DrawFn, itype: InterfaceType) -> SocketSource:
+    """What libvirt's parser and schema take for mcast/udp/server/client (and tapvirt's
+    rule that an mcast address is a multicast group)."""
+    if itype is InterfaceType.MCAST:
+        address: str | None = draw(st.tuples(st.integers(224, 239), *[st.integers(0, 255)] * 3)
+                                   .map(lambda t: ".".join(map(str, t))))
+    elif itype is InterfaceType.SERVER:
+        address = draw(st.none() | _IPV4)
+    else:
+        address = draw(_IPV4)
+    if itype is InterfaceType.UDP:
+        return SocketSource(address, draw(_PORT), draw(_IPV4), draw(_PORT))
+    return SocketSource(address, draw(_PORT))
+
+
 @st.composite
 def interfaces(draw: st.DrawFn, index: int) -> Interface:
     itype = draw(st.sampled_from(InterfaceType))
     model_given = draw(st.booleans())
     model = draw(st.sampled_from(NicModel)) if model_given else DEFAULT_MODEL
     target = None
-    if itype is not InterfaceType.USER and draw(st.booleans()):
+    if not itype.hostless and draw(st.booleans()):
         managed_choices: list[bool | None] = [None, True]
         if itype is InterfaceType.ETHERNET:
             managed_choices.append(False)
@@ -153,8 +174,10 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         if managed is False and draw(st.booleans()):
             dev = draw(st.sampled_from(RESERVED_PREFIXES)) + str(index)  # kept: unmanaged
         target = Target(dev, managed)
-    source: BridgeSource | DirectSource | None = None
-    if itype is InterfaceType.BRIDGE:
+    source: BridgeSource | DirectSource | SocketSource | None = None
+    if itype.socket:
+        source = draw(socket_sources(itype))
+    elif itype is InterfaceType.BRIDGE:
         source = BridgeSource(draw(_IFNAME))
     elif itype is InterfaceType.DIRECT:
         source = DirectSource(draw(_IFNAME), draw(st.sampled_from(DirectMode)))
@@ -162,7 +185,7 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
     if draw(st.booleans()):
         name = draw(_DRIVER_NAME)
         queues = None
-        if itype is not InterfaceType.USER and draw(st.booleans()):
+        if not itype.hostless and draw(st.booleans()):
             queues = draw(st.integers(1, 256)) if model is NicModel.VIRTIO else 1
         tuning = draw(net_tunings()) if model is NicModel.VIRTIO else None
         if name is not None or queues is not None or tuning:
@@ -182,7 +205,7 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and draw(st.booleans())
         else None,
         rom=draw(st.none() | roms),
-        sndbuf=None if itype is InterfaceType.USER
+        sndbuf=None if itype.hostless
         else draw(st.none() | st.integers(0, 2**32 - 1)),
         coalesce_rx_frames=draw(st.none() | st.integers(0, 2**32 - 1))
         if itype is InterfaceType.BRIDGE else None,
@@ -277,15 +300,43 @@ def controllers(draw: st.DrawFn) -> tuple[Controller, ...]:
     return tuple(out)
 
 
+_CHR_HOST = st.sampled_from(["127.0.0.1", "::1", "localhost", "192.0.2.7", "guest.example"])
+_CHR_SERVICE = st.sampled_from(["0", "4555", "65535", "telnet"])
+
+
+@st.composite
+def _chardev_source(draw: st.DrawFn, port: int) -> Chardev:
+    from tapvirt.conf.devices.chardev import TcpProtocol
+
+    ctype = draw(st.sampled_from(ChardevType))
+    paths = (ChardevType.FILE, ChardevType.UNIX, ChardevType.DEV, ChardevType.PIPE)
+    path = draw(_PATH) if ctype in paths else None
+    listen = draw(st.booleans()) if ctype in (ChardevType.UNIX, ChardevType.TCP) else True
+    out = Chardev(ChardevKind.SERIAL, ctype, path, listen, port,
+                  append=draw(_TRI) if ctype is ChardevType.FILE else None,
+                  isa_target=draw(st.booleans()))
+    if ctype is ChardevType.TCP:
+        from dataclasses import replace
+
+        out = replace(out, host=draw(_CHR_HOST), service=draw(_CHR_SERVICE),
+                      protocol=draw(st.sampled_from(TcpProtocol)),
+                      tls=draw(st.sampled_from([None, False])))
+    if ctype is ChardevType.UDP:
+        from dataclasses import replace
+
+        bind = draw(st.booleans())
+        out = replace(out, host=draw(st.none() | _CHR_HOST), service=draw(_CHR_SERVICE),
+                      bind_host=draw(st.none() | _CHR_HOST) if bind else None,
+                      bind_service=draw(_CHR_SERVICE) if bind else None)
+    return out
+
+
 @st.composite
 def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]:
     serials: list[Chardev] = []
-    ports = draw(st.lists(st.integers(0, 8), unique=True, max_size=3))
+    ports = draw(st.lists(st.integers(0, 3), unique=True, max_size=3))
     for port in ports:
-        ctype = draw(st.sampled_from(ChardevType))
-        path = draw(_PATH) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
-        listen = draw(st.booleans()) if ctype is ChardevType.UNIX else True
-        serials.append(Chardev(ChardevKind.SERIAL, ctype, path, listen, port))
+        serials.append(draw(_chardev_source(port)))
     from dataclasses import replace
 
     if not serials and draw(st.booleans()):  # a serial console alone becomes serial 0

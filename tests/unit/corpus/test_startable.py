@@ -87,6 +87,65 @@ def test_accepted_golden_cases_stay_accepted(case: Path, tmp_path: Path) -> None
     assert dom.name == "tvc1"
 
 
+SOCKETS = """<domain type='qemu'>
+  <name>orig</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <interface type='mcast'><source address='230.0.0.1' port='5558'/></interface>
+    <interface type='udp'><source address='192.168.10.1' port='5555'>
+      <local address='192.168.10.2' port='5556'/></source></interface>
+    <interface type='server'><source address='192.168.0.1' port='5557'/></interface>
+    <interface type='server'><source port='5559'/></interface>
+    <interface type='client'><source address='192.168.0.1' port='5557'/></interface>
+  </devices>
+</domain>"""
+
+
+NETWORK_CHARDEVS = """<domain type='qemu'>
+  <name>orig</name><memory unit='MiB'>128</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <serial type='tcp'><source mode='connect' host='192.0.2.1' service='9999'/>
+      <protocol type='raw'/></serial>
+    <serial type='udp'><source mode='bind' host='192.0.2.2' service='9998'/>
+      <source mode='connect' service='9997'/></serial>
+    <serial type='dev'><source path='/dev/ttyS2'/></serial>
+    <serial type='pipe'><source path='/srv/pipe'/></serial>
+  </devices>
+</domain>"""
+
+
+def test_socket_interfaces_move_to_loopback(tmp_path: Path) -> None:
+    root, taps, _ = _plan(SOCKETS, tmp_path)
+    sources = [(s.get("address"), s.get("port"))
+               for s in root.iterfind("devices/interface/source")]
+    # the multicast group stays; the other machine's addresses become loopback, ports stay
+    assert sources == [("230.0.0.1", "5558"), ("127.0.0.1", "5555"), ("127.0.0.1", "5557"),
+                       (None, "5559"), ("127.0.0.1", "5557")]
+    assert _attr(root, "devices/interface[2]/source/local", "address") == "127.0.0.1"
+    assert _attr(root, "devices/interface[2]/source/local", "port") == "5556"
+    assert taps == []
+    parse_domain(etree.tostring(root, encoding="unicode"), rand=random.Random(1))
+
+
+def test_network_and_host_chardevs_are_made_local(tmp_path: Path) -> None:
+    plan = make_startable(NETWORK_CHARDEVS, name="tvc1", scratch=tmp_path,
+                          tap_prefix="tvc1n", kernel="/k/vmlinuz", initrd="/k/initrd")
+    root = etree.fromstring(plan.xml.encode())
+    tcp, udp, dev, pipe = root.findall("devices/serial")
+    # a tcp client has no peer here: it listens, on loopback, on its own port
+    source = _el(tcp, "source")
+    assert [source.get(k) for k in ("mode", "host", "service")] == ["bind", "127.0.0.1",
+                                                                    "9999"]
+    bind, connect = udp.findall("source")
+    assert (bind.get("host"), bind.get("service")) == ("127.0.0.1", "9998")
+    assert connect.get("host") is None and connect.get("service") == "9997"
+    assert _attr(dev, "source", "path") == "/dev/null"
+    fifo = _attr(pipe, "source", "path")
+    assert fifo.startswith(str(tmp_path)) and plan.fifos == [Path(fifo)]
+    parse_domain(plan.xml, rand=random.Random(0))  # still accepted
+
+
 def test_kvm_only_iommu_eim_goes_with_kvm(tmp_path: Path) -> None:
     doc = """<domain type='kvm'><name>orig</name><memory>65536</memory>
       <os><type arch='x86_64' machine='q35'>hvm</type></os>

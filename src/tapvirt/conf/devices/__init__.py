@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from tapvirt.conf.devices.hub import Hub
     from tapvirt.conf.devices.input import Input
     from tapvirt.conf.devices.iommu import Iommu
+    from tapvirt.conf.devices.memory import MemoryDevice
     from tapvirt.conf.devices.misc import Memballoon, Panic, Rng, Watchdog
     from tapvirt.conf.devices.sound import Audio, Sound
     from tapvirt.conf.devices.tpm import Tpm
@@ -78,6 +79,7 @@ class Devices:
     rngs: tuple[Rng, ...] = ()
     panics: tuple[Panic, ...] = ()
     iommu: Iommu | None = None
+    memories: tuple[MemoryDevice, ...] = ()  # <memory model='dimm'>, slots assigned
 
 
 _EMPTY = Devices()

@@ -29,6 +29,7 @@ from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import (
     iothread_args,
     memory_args,
+    memory_device_args,
     memory_machine_params,
     numa_args,
 )
@@ -93,6 +94,7 @@ def build_argv(
     argv += smbios_args(dom)
     argv += iommu_args(dom)
     argv += controller_args(dom)
+    argv += memory_device_args(dom)
     argv += hub_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)
