@@ -67,7 +67,10 @@ class Lab:
             netns.ip("link", "add", bridge, "type", "bridge")
             netns.ip("addr", "add", f"{BRIDGE_IP}/24", "dev", bridge)
             netns.ip("link", "set", bridge, "up")
-            as_user = AsUser(user, netns, code, env={"XDG_RUNTIME_DIR": str(xdg)})
+            env = {"XDG_RUNTIME_DIR": str(xdg)}
+            if os.environ.get("TAPVIRT_SUPERVISOR"):  # run the suite on either path
+                env["TAPVIRT_SUPERVISOR"] = os.environ["TAPVIRT_SUPERVISOR"]
+            as_user = AsUser(user, netns, code, env=env)
             lab = cls(netns, user, code, scratch, image, tun, bridge, as_user, xdg)
             stack.callback(lab.stop_all)
             yield lab
@@ -185,6 +188,12 @@ class Lab:
         proc = self.netns.exec("busybox", "ping", "-c", "2", "-W", "3", ip, check=False,
                                timeout=30)
         return proc.returncode == 0
+
+    @property
+    def supervised(self) -> bool:
+        """Whether a guest with nothing to supervise gets a supervisor on this run
+        (TAPVIRT_SUPERVISOR; tapvirt.domains.direct)."""
+        return self.as_user.env.get("TAPVIRT_SUPERVISOR", "always") == "always"
 
     def stop_all(self) -> None:
         """Destroy what is still running (by pid, from the state files)."""
