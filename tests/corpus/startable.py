@@ -41,6 +41,7 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf); a
   writable pflash BIOS of another machine becomes a blank flash image of the user's;
 * empty placeholder kernels (virt-install's) become the test guest's too;
+* `<audio type='oss'>` plays into /dev/null (QEMU's OSS backend needs its /dev/dsp);
 * `<driver name='vhost'>` on interfaces goes (vhost-net needs KVM; no KVM here).
 
 Pure: returns the new text and what the caller must create (taps, images).
@@ -206,6 +207,18 @@ def _network_chardev(kind: str, source: etree._Element) -> None:
         source.set("mode", "bind")
 
 
+def _oss_devices(root: etree._Element) -> None:
+    """QEMU's OSS backend does not start without its /dev/dsp: /dev/null stands in for
+    the sound devices this host lacks (QEMU opens it, its ioctls fail, the guest plays
+    nowhere, as on a host without a card)."""
+    for audio in root.iterfind("devices/audio[@type='oss']"):
+        for tag in ("input", "output"):
+            el = audio.find(tag)
+            if el is None:
+                el = etree.SubElement(audio, tag)
+            el.set("dev", "/dev/null")
+
+
 def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
     """VNC/SPICE unix sockets named in the document (another user's file may be there)."""
     for n, el in enumerate([*root.iterfind("devices/graphics"),
@@ -291,5 +304,6 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name, plan)
     _graphics_sockets(root, scratch, name)
+    _oss_devices(root)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan

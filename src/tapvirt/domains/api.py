@@ -518,6 +518,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.hostnuma import check_numatune
 
                 check_numatune(dom)
+            if dom.devices.audios:
+                from tapvirt.qemu.hostaudio import check_audio_devices
+
+                check_audio_devices(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 

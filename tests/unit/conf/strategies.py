@@ -332,6 +332,30 @@ def _chardev_source(draw: st.DrawFn, port: int) -> Chardev:
 
 
 @st.composite
+def _host_audio(draw: st.DrawFn, a: Audio) -> Audio:
+    """alsa/oss options: the device of each direction, OSS's own settings."""
+    from dataclasses import replace
+
+    from tapvirt.conf.devices.sound import AudioStream
+
+    if a.type not in (AudioType.ALSA, AudioType.OSS):
+        return a
+    oss = a.type is AudioType.OSS
+    dev = st.sampled_from(["/dev/dsp", "/dev/dsp1", "/dev/snd/x_y-1.2"]) if oss else (
+        st.sampled_from(["default", "hw:0", "/dev/dsp0", "plug:a\\b"]))
+    streams = [
+        AudioStream(voices=draw(st.none() | st.integers(1, 8)), dev=draw(st.none() | dev),
+                    buffer_count=draw(st.none() | st.integers(1, 64)) if oss else None,
+                    try_poll=draw(_TRI) if oss else None) if draw(st.booleans()) else None
+        for _ in range(2)]
+    out = replace(a, input=streams[0], output=streams[1])
+    if oss:
+        out = replace(out, try_mmap=draw(_TRI), exclusive=draw(_TRI),
+                      dsp_policy=draw(st.none() | st.integers(0, 10)))
+    return out
+
+
+@st.composite
 def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]:
     serials: list[Chardev] = []
     ports = draw(st.lists(st.integers(0, 3), unique=True, max_size=3))
@@ -555,8 +579,8 @@ def peripherals(draw: st.DrawFn) -> dict[str, Any]:
                 for n, v in enumerate([first, *rest])
             )
     audios = tuple(
-        Audio(n + 1, t, draw(st.none() | st.integers(1, 10**6)),
-              draw(_PATH) if t is AudioType.FILE else None)
+        draw(_host_audio(Audio(n + 1, t, draw(st.none() | st.integers(1, 10**6)),
+                               draw(_PATH) if t is AudioType.FILE else None)))
         for n, t in enumerate(draw(st.lists(st.sampled_from(AudioType), max_size=2)))
     )
     ids = [a.id for a in audios]
