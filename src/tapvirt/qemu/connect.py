@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tapvirt import netcodes as nc
+from tapvirt.conf.devices.netsocket import SocketSource
 from tapvirt.conf.model import (
     DirectMode,
     Domain,
@@ -194,6 +195,11 @@ def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: st
     ident = identity if identity is not None else host.identity()
     link = _lookup(host, iface.dev)
     facts = Facts(identity=ident, user=user, link=link)
+    src = iface.source
+    if isinstance(src, SocketSource):  # what QEMU binds: a server's address, udp's local
+        bound = src.address if iface.type is InterfaceType.SERVER else src.local_address
+        if bound is not None and not host.address_is_local(bound):
+            facts = _with(facts, not_local=(bound,))
     needs_tun = iface.type in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and not (
         link is not None and link.kind is LinkKind.MACVTAP and iface.unmanaged)
     if iface.type is InterfaceType.BRIDGE and not ident.net_admin:
