@@ -1053,6 +1053,9 @@ USB_PORTS = {
 }
 
 
+USB_HUB_PORTS = 8  # libvirt's VIR_DOMAIN_USB_HUB_PORTS: QEMU's usb-hub has 8
+
+
 @dataclass(frozen=True)
 class UsbDevice:
     key: Hashable
@@ -1061,61 +1064,150 @@ class UsbDevice:
     line: int | None = None
 
 
+@dataclass(frozen=True)
+class UsbPlan:
+    """The USB ports of the devices and hubs (by key), and the addresses of the hubs
+    libvirt adds when the controllers have fewer ports than there are devices."""
+
+    addresses: dict[Hashable, UsbAddress]
+    added_hubs: tuple[UsbAddress, ...] = ()
+
+
+@dataclass
+class _UsbHub:
+    """virDomainUSBAddressHub: a controller's root ports or a hub's, which are taken, and
+    the hubs plugged into them."""
+
+    used: list[bool]
+    hubs: dict[int, _UsbHub] = field(default_factory=dict)  # port index -> hub
+
+    @classmethod
+    def of(cls, ports: int) -> _UsbHub:
+        return cls([False] * ports)
+
+    def free_port(self, level: int = 0) -> tuple[int, ...] | None:
+        """virDomainUSBAddressFindFreePort: this hub's first free port, else (depth first)
+        one on a hub plugged into it, at most 4 levels down."""
+        if False in self.used:
+            return (self.used.index(False) + 1,)
+        if level >= USB_MAX_PORT_DEPTH - 1:
+            return None
+        for i in sorted(self.hubs):
+            if (below := self.hubs[i].free_port(level + 1)) is not None:
+                return (i + 1, *below)
+        return None
+
+
+def _usb_fail(d: UsbDevice, code: ErrorCode, cause: str, fix: str) -> TapvirtError:
+    return TapvirtError(code, d.where, cause, fix, line=d.line)
+
+
+def _usb_port(buses: dict[int, _UsbHub], d: UsbDevice, a: UsbAddress) -> tuple[_UsbHub, int]:
+    """virDomainUSBAddressFindPort: the hub (or root ports) a port path ends on, and the
+    index of the port on it; libvirt's messages for what is not there."""
+    hub = buses.get(a.bus)
+    if hub is None:
+        raise _usb_fail(d, ADDRESS_UNUSABLE, f"Missing USB bus {a.bus}",
+                        f"add <controller type='usb' index='{a.bus}'/> or use bus='0'")
+    for port in a.port[:-1]:
+        if port > len(hub.used):
+            raise _usb_fail(d, ADDRESS_UNUSABLE, f"port {port} out of range in USB address "
+                            f"bus: {a.bus} port: {a.port_text}",
+                            f"use a port in 1..{len(hub.used)} at that level")
+        below = hub.hubs.get(port - 1)
+        if below is None:
+            raise _usb_fail(d, ADDRESS_UNUSABLE, f"there is no hub at port {port} in USB "
+                            f"address bus: {a.bus} port: {a.port_text}",
+                            "add <hub type='usb'> with that port, or use a port directly "
+                            "on the controller")
+        hub = below
+    if a.port[-1] > len(hub.used):
+        raise _usb_fail(d, ADDRESS_UNUSABLE,
+                        f"requested USB port {a.port_text} not present on USB bus {a.bus}",
+                        f"use a port in 1..{len(hub.used)} there, or more ports on the "
+                        "controller, or a <hub type='usb'>")
+    return hub, a.port[-1] - 1
+
+
 def assign_usb(
-    controllers: Sequence[tuple[int, str, int | None]], devices: Sequence[UsbDevice]
-) -> dict[Hashable, UsbAddress]:
-    """qemuDomainAssignUSBAddresses without hubs. `controllers`: (index, model, ports=)."""
-    buses: dict[int, list[bool]] = {}
+    controllers: Sequence[tuple[int, str, int | None]], devices: Sequence[UsbDevice],
+    hubs: Sequence[UsbDevice] = (),
+) -> UsbPlan:
+    """qemuDomainAssignUSBAddresses for a new definition. `controllers`: (index, model,
+    ports=); `hubs`: the `<hub type='usb'>` devices; `devices`: the other USB devices in
+    virDomainUSBDeviceDefForeach's order. The steps are libvirt's: add hubs when there are
+    more devices than ports (each hub takes one and gives 8), plug the hubs with a port
+    path in (in document order: a hub on a hub comes after it), reserve the other given
+    ports, then give the hubs without a port the first free ones, then the devices."""
+    buses: dict[int, _UsbHub] = {}
     for idx, model, ports in controllers:
         n = ports if ports is not None and model in ("nec-xhci", "qemu-xhci") else (
             USB_PORTS.get(model, 0)
         )
         if n:
-            buses[idx] = [False] * n
-
-    def fail(d: UsbDevice, code: ErrorCode, cause: str, fix: str) -> TapvirtError:
-        return _AddressSet._fail(PciDevice(d.key, Order.SERIAL, Slot.PCI, where=d.where,
-                                           line=d.line), code, cause, fix)
-
-    if devices and not buses:
-        raise fail(devices[0], ADDRESS_UNUSABLE,
-                   "USB is disabled for this domain, but USB devices are present in the "
-                   "domain XML", "add <controller type='usb' model='qemu-xhci'/> or remove "
-                   "the USB devices")
+            buses[idx] = _UsbHub.of(n)
+    if (hubs or devices) and not buses:
+        if hubs:
+            raise _usb_fail(hubs[0], ADDRESS_UNUSABLE,
+                            "Can't add USB hub: USB is disabled for this domain",
+                            "remove <controller type='usb' model='none'/> or the <hub>")
+        raise _usb_fail(devices[0], ADDRESS_UNUSABLE,
+                        "USB is disabled for this domain, but USB devices are present in the "
+                        "domain XML", "add <controller type='usb' model='qemu-xhci'/> or "
+                        "remove the USB devices")
+    count = len(hubs) + len(devices)
+    available = sum(len(b.used) for b in buses.values()) + USB_HUB_PORTS * len(hubs)
+    needed = 0
+    if count > available:  # qemuDomainUSBAddressAddHubs
+        needed = -(-(count - available + 1) // (USB_HUB_PORTS - 1))
+    added = [UsbDevice(("added hub", i), None) for i in range(needed)]
     out: dict[Hashable, UsbAddress] = {}
-    for d in devices:
-        a = d.address
-        if a is None or not a.port:
+
+    def given(d: UsbDevice) -> UsbAddress | None:
+        return d.address if d.address is not None and d.address.port else None
+
+    for h in hubs:  # virDomainUSBAddressSetAddControllers: hubs with a port path
+        if (a := given(h)) is None:
             continue
-        hub = buses.get(a.bus)
-        if hub is None:
-            raise fail(d, ADDRESS_UNUSABLE, f"Missing USB bus {a.bus}",
-                       f"add <controller type='usb' index='{a.bus}'/> or use bus='0'")
-        if len(a.port) > 1:
-            raise fail(d, ADDRESS_UNUSABLE,
-                       f"there is no hub at port {a.port[0]} in USB address bus: {a.bus} "
-                       f"port: {a.port_text}", "use a port directly on the controller")
-        if a.port[0] > len(hub):
-            raise fail(d, ADDRESS_UNUSABLE,
-                       f"requested USB port {a.port_text} not present on USB bus {a.bus}",
-                       f"use a port in 1..{len(hub)}, or more ports on the controller")
-        if hub[a.port[0] - 1]:
-            raise fail(d, ADDRESS_CONFLICT, f"Duplicate USB address bus {a.bus} port "
-                       f"{a.port_text}", "give each USB device its own port")
-        hub[a.port[0] - 1] = True
+        target, i = _usb_port(buses, h, a)
+        if i in target.hubs:
+            raise _usb_fail(h, ADDRESS_CONFLICT, f"Duplicate USB hub on bus {a.bus} port "
+                            f"{a.port_text}", "give each hub its own port")
+        target.used[i] = True
+        target.hubs[i] = _UsbHub.of(USB_HUB_PORTS)
+        out[h.key] = a
+    for d in devices:  # virDomainUSBAddressReserve
+        if (a := given(d)) is None:
+            continue
+        target, i = _usb_port(buses, d, a)
+        if target.used[i]:
+            raise _usb_fail(d, ADDRESS_CONFLICT, f"Duplicate USB address bus {a.bus} port "
+                            f"{a.port_text}", "give each USB device its own port")
+        target.used[i] = True
         out[d.key] = a
-    for d in devices:
-        if d.key in out:
-            continue
+
+    def assign(d: UsbDevice) -> tuple[_UsbHub, int]:  # virDomainUSBAddressAssign
         if d.address is not None and d.address.bus not in buses:
-            raise fail(d, ADDRESS_UNUSABLE, f"USB bus {d.address.bus} requested but no "
-                       "controller with that index is present",
-                       f"add <controller type='usb' index='{d.address.bus}'/>")
+            raise _usb_fail(d, ADDRESS_UNUSABLE, f"USB bus {d.address.bus} requested but "
+                            "no controller with that index is present",
+                            f"add <controller type='usb' index='{d.address.bus}'/>")
         order = [d.address.bus] if d.address is not None else sorted(buses)
-        spot = next(((b, i) for b in order for i, used in enumerate(buses[b]) if not used), None)
-        if spot is None:
-            raise fail(d, ADDRESS_EXHAUSTED, "No free USB ports",
-                       "use <controller type='usb' model='qemu-xhci' ports='15'/>")
-        buses[spot[0]][spot[1]] = True
-        out[d.key] = UsbAddress(spot[0], (spot[1] + 1,))
-    return out
+        for bus in order:
+            if (port := buses[bus].free_port()) is not None:
+                a = UsbAddress(bus, port)
+                target, i = _usb_port(buses, d, a)
+                target.used[i] = True
+                out[d.key] = a
+                return target, i
+        raise _usb_fail(d, ADDRESS_EXHAUSTED, "No free USB ports",
+                        "add a <hub type='usb'/>, or use <controller type='usb' "
+                        "model='qemu-xhci' ports='15'/>")
+
+    for h in (*hubs, *added):  # qemuDomainAssignUSBHubs
+        if given(h) is None:
+            target, i = assign(h)
+            target.hubs[i] = _UsbHub.of(USB_HUB_PORTS)
+    for d in devices:  # qemuDomainAssignUSBPorts
+        if d.key not in out:
+            assign(d)
+    return UsbPlan(out, tuple(out.pop(h.key) for h in added))

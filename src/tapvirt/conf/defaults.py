@@ -414,7 +414,10 @@ def _pci_controller_defaults(c: Controller) -> Controller:
 
 
 def usb_addresses(dom: Domain) -> Domain:
-    """qemuDomainAssignUSBAddresses (without hubs): a port for every USB device."""
+    """qemuDomainAssignUSBAddresses: a port for every USB device and hub, and the hubs
+    libvirt adds when the controllers have too few ports (written into the definition)."""
+    from tapvirt.conf.devices.hub import Hub
+
     d = dom.devices
     items: list[A.UsbDevice] = []
     for n, disk in enumerate(d.disks):
@@ -426,11 +429,14 @@ def usb_addresses(dom: Domain) -> Domain:
             addr = c.address if isinstance(c.address, A.UsbAddress) else None
             items.append(A.UsbDevice(("controller", n), addr, _where(c)))
     items += _peripheral_usb(d)
-    if not items:
+    hubs = [A.UsbDevice(("hub", n), h.address, f"/domain/devices/hub[{n + 1}]")
+            for n, h in enumerate(d.hubs)]
+    if not items and not hubs:
         return dom
     usb = [(c.index, str(c.model), c.ports) for c in d.controllers
            if c.type is ControllerType.USB and c.model is not None]
-    got = A.assign_usb(usb, items)
+    plan = A.assign_usb(usb, items, hubs)
+    got = plan.addresses
     disks = tuple(replace(k, address=got.get(("disk", n), k.address))
                   for n, k in enumerate(d.disks))
     ctls = tuple(replace(c, address=got.get(("controller", n), c.address))
@@ -443,6 +449,7 @@ def usb_addresses(dom: Domain) -> Domain:
     return replace(dom, devices=replace(
         d, disks=disks, controllers=ctls, inputs=each(d.inputs, "input"),
         sounds=each(d.sounds, "sound"), redirdevs=each(d.redirdevs, "redirdev"),
+        hubs=(*each(d.hubs, "hub"), *(Hub(address=a) for a in plan.added_hubs)),
     ))
 
 
@@ -518,7 +525,7 @@ def implicit_audio_video(dom: Domain) -> Domain:
 
 def assign_peripheral_aliases(dom: Domain) -> Domain:
     """libvirt's names for the other devices (qemuAssignDeviceAliases): input<N>, sound<N>,
-    channel<N>, redir<N>, rng<N> by position, balloon0, watchdog0, tpm0. After the implicit
+    channel<N>, redir<N>, hub<N>, rng<N> by position, balloon0, watchdog0, tpm0. After the implicit
     devices, so that they are numbered too."""
     d = dom.devices
 
@@ -529,6 +536,7 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
     new = replace(
         d, inputs=numbered(d.inputs, "input"), sounds=numbered(d.sounds, "sound"),
         channels=numbered(d.channels, "channel"), redirdevs=numbered(d.redirdevs, "redir"),
+        hubs=numbered(d.hubs, "hub"),
         rngs=numbered(d.rngs, "rng"),
         memballoon=d.memballoon if d.memballoon is None or d.memballoon.alias is not None
         or d.memballoon.model == "none" else replace(d.memballoon, alias="balloon0"),

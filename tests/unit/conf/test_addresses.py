@@ -205,18 +205,59 @@ def test_virtio_serial_ports() -> None:
 
 
 def test_usb_ports() -> None:
-    got = assign_usb([(0, "qemu-xhci", None)], [
+    plan = assign_usb([(0, "qemu-xhci", None)], [
         UsbDevice("tablet", None), UsbDevice("redir0", UsbAddress(0, (3,))),
         UsbDevice("redir1", None),
     ])
-    assert got == {"tablet": UsbAddress(0, (1,)), "redir0": UsbAddress(0, (3,)),
-                   "redir1": UsbAddress(0, (2,))}
-    with pytest.raises(TapvirtError) as info:
-        assign_usb([(0, "piix3-uhci", None)], [UsbDevice(n, None) for n in "abc"])
-    assert info.value.code is ADDRESS_EXHAUSTED
+    assert plan.addresses == {"tablet": UsbAddress(0, (1,)), "redir0": UsbAddress(0, (3,)),
+                              "redir1": UsbAddress(0, (2,))}
+    assert plan.added_hubs == ()
     with pytest.raises(TapvirtError) as info:
         assign_usb([(0, "none", None)], [UsbDevice("tablet", None)])
     assert "USB is disabled for this domain" in info.value.message
+
+
+def test_usb_hub_trees() -> None:
+    # libvirt's usb-ports: a hub on a hub; devices on both
+    plan = assign_usb([(0, "piix3-uhci", None)], [
+        UsbDevice("m0", UsbAddress(0, (1, 1))), UsbDevice("m1", UsbAddress(0, (1, 2, 1))),
+        UsbDevice("free", None),
+    ], [UsbDevice("h0", UsbAddress(0, (1,))), UsbDevice("h1", UsbAddress(0, (1, 2))),
+        UsbDevice("h2", None)])
+    assert plan.addresses == {
+        "h0": UsbAddress(0, (1,)), "h1": UsbAddress(0, (1, 2)), "h2": UsbAddress(0, (2,)),
+        "m0": UsbAddress(0, (1, 1)), "m1": UsbAddress(0, (1, 2, 1)),
+        "free": UsbAddress(0, (1, 3)),  # the root ports are full: the first hub's next
+    }
+    # a hub given after the hub it sits on is needed: document order, as libvirt
+    with pytest.raises(TapvirtError) as info:
+        assign_usb([(0, "piix3-uhci", None)], [],
+                   [UsbDevice("h1", UsbAddress(0, (1, 2))), UsbDevice("h0", UsbAddress(0, (1,)))])
+    assert info.value.code is ADDRESS_UNUSABLE
+    assert "there is no hub at port 1 in USB address bus: 0 port: 1.2" in info.value.message
+
+
+def test_usb_hubs_added_for_too_many_devices() -> None:
+    # 2 root ports, 4 devices: one hub (libvirt's usb-hub-autoadd)
+    plan = assign_usb([(0, "piix3-uhci", None)], [UsbDevice(n, None) for n in "abcd"])
+    assert plan.added_hubs == (UsbAddress(0, (1,)),)
+    assert [plan.addresses[n].port_text for n in "abcd"] == ["2", "1.1", "1.2", "1.3"]
+    # 16 devices: 3 hubs, the third on the first (libvirt's usb-hub-autoadd-deluxe)
+    many = [UsbDevice(n, None) for n in range(16)]
+    plan = assign_usb([(0, "piix3-uhci", None)], many)
+    assert [a.port_text for a in plan.added_hubs] == ["1", "2", "1.1"]
+    ports = [plan.addresses[n].port_text for n in range(16)]
+    assert ports[0] == "1.2" and ports[7] == "1.1.1" and ports[15] == "2.1"
+    assert len(set(ports)) == 16
+
+
+def test_usb_no_free_port_on_the_requested_bus() -> None:
+    # the added hub goes on bus 0; devices that ask for bus 1 do not fit its 2 ports
+    with pytest.raises(TapvirtError) as info:
+        assign_usb([(0, "piix3-uhci", None), (1, "piix3-uhci", None)],
+                   [UsbDevice(n, UsbAddress(1, ())) for n in range(5)])
+    assert info.value.code is ADDRESS_EXHAUSTED
+    assert info.value.cause == "No free USB ports"
 
 
 def test_format() -> None:

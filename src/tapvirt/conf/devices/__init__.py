@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
     from tapvirt.conf.devices.channel import Channel, Redirdev
     from tapvirt.conf.devices.graphics import Graphics, Video
+    from tapvirt.conf.devices.hub import Hub
     from tapvirt.conf.devices.input import Input
     from tapvirt.conf.devices.misc import Memballoon, Panic, Rng, Watchdog
     from tapvirt.conf.devices.sound import Audio, Sound
@@ -70,6 +71,7 @@ class Devices:
     audios: tuple[Audio, ...] = ()
     videos: tuple[Video, ...] = ()
     redirdevs: tuple[Redirdev, ...] = ()
+    hubs: tuple[Hub, ...] = ()
     watchdog: Watchdog | None = None
     memballoon: Memballoon | None = None
     rngs: tuple[Rng, ...] = ()

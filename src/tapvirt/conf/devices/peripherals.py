@@ -1,5 +1,5 @@
 """The devices around the guest's disks and NICs, composed for `tapvirt.conf.devices`:
-channels, inputs, TPM, graphics, sound, audio, video, USB redirection, watchdog,
+channels, inputs, TPM, graphics, sound, audio, video, USB redirection, USB hubs, watchdog,
 memballoon, rng and panic (each family's own module has its model, parse and format).
 
 `parse_peripherals` parses them and checks what spans them (one balloon, watchdog and
@@ -29,6 +29,7 @@ from tapvirt.conf.devices.graphics import (
     parse_video,
     post_parse_graphics,
 )
+from tapvirt.conf.devices.hub import format_hub, parse_hub
 from tapvirt.conf.devices.input import format_input, parse_input
 from tapvirt.conf.devices.misc import (
     format_memballoon,
@@ -60,7 +61,7 @@ if TYPE_CHECKING:
 
 # in libvirt's virDomainDefFormat order (after serial, console)
 TAGS = ("channel", "input", "tpm", "graphics", "sound", "audio", "video", "redirdev",
-        "watchdog", "memballoon", "rng", "panic", "vsock")
+        "hub", "watchdog", "memballoon", "rng", "panic", "vsock")
 
 
 def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
@@ -82,6 +83,7 @@ def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
     out["sounds"], out["audios"] = sounds, audios
     out["videos"] = arrange_videos(r, els["video"], [parse_video(r, e) for e in els["video"]])
     out["redirdevs"] = tuple(parse_redirdev(r, e, n) for n, e in enumerate(els["redirdev"]))
+    out["hubs"] = tuple(parse_hub(r, e, n) for n, e in enumerate(els["hub"]))
     if (wd := only_once(r, els["watchdog"], "watchdog")) is not None:
         out["watchdog"] = parse_watchdog(r, wd)
     if (b := only_once(r, els["memballoon"], "memory balloon")) is not None:
@@ -117,7 +119,8 @@ def device_aliases(d: Devices) -> list[str | None]:
     out: list[str | None] = [
         *(c.alias for c in d.channels), *(i.alias for i in d.inputs),
         *(s.alias for s in d.sounds), *(v.alias for v in d.videos),
-        *(x.alias for x in d.redirdevs), *(x.alias for x in d.rngs),
+        *(x.alias for x in d.redirdevs), *(x.alias for x in d.hubs),
+        *(x.alias for x in d.rngs),
     ]
     out += [d.tpm.alias if d.tpm else None, d.watchdog.alias if d.watchdog else None,
             d.memballoon.alias if d.memballoon else None]
@@ -126,7 +129,7 @@ def device_aliases(d: Devices) -> list[str | None]:
 
 def has_peripherals(d: Devices) -> bool:
     return bool(d.channels or d.inputs or d.tpm or d.graphics or d.sounds or d.audios
-                or d.videos or d.redirdevs or d.watchdog or d.memballoon or d.rngs
+                or d.videos or d.redirdevs or d.hubs or d.watchdog or d.memballoon or d.rngs
                 or d.panics)
 
 
@@ -149,6 +152,8 @@ def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -
         lines += format_video(v, ind, live)
     for x in d.redirdevs:
         lines += format_redirdev(x, ind, live)
+    for h in d.hubs:
+        lines += format_hub(h, ind, live)
     if d.watchdog is not None:
         lines += format_watchdog(d.watchdog, ind, live)
     if d.memballoon is not None:

@@ -22,6 +22,7 @@ from tapvirt.qemu.argv.firmware import (
     pflash_args,
     smbios_args,
 )
+from tapvirt.qemu.argv.hub import hub_args
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
 from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import (
@@ -90,6 +91,7 @@ def build_argv(
     argv += boot_args(dom, per_device_boot)
     argv += smbios_args(dom)
     argv += controller_args(dom)
+    argv += hub_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)
     argv += interface_args(dom, by_alias, numbers)

@@ -37,7 +37,7 @@ def implicit_controllers(dom: Domain) -> list[str]:
     argv: list[str] = []
     if (d.channels or any(c.virtio for c in d.consoles)) and "virtio-serial" not in kinds:
         argv += ["-device", jsonarg({"driver": "virtio-serial-pci", "id": "virtio-serial0"})]
-    usb = (any(i.bus.value == "usb" for i in d.inputs) or d.redirdevs
+    usb = (any(i.bus.value == "usb" for i in d.inputs) or d.redirdevs or d.hubs
            or any(s.model.value == "usb" for s in d.sounds))
     if usb and "usb" not in kinds:
         q35 = "q35" in machine_of(dom)
