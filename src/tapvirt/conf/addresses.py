@@ -175,11 +175,12 @@ def parse_address(
         return DriveAddress(*(_num(p, el, a, MAX_UINT) for a in
                               ("controller", "bus", "target", "unit")))
     if atype is AddressType.VIRTIO_SERIAL:
-        p.shape(el, ("type", "controller", "bus", "port"))
+        # libvirt's parser reads a missing controller as 0, its schema requires it
+        p.shape(el, ("type", "controller", "bus", "port"), required_attrs=("controller",))
         return VirtioSerialAddress(*(_num(p, el, a, MAX_UINT) for a in
                                      ("controller", "bus", "port")))
     if atype is AddressType.CCID:
-        p.shape(el, ("type", "controller", "slot"))
+        p.shape(el, ("type", "controller", "slot"), required_attrs=("controller",))
         return CcidAddress(_num(p, el, "controller", MAX_UINT), _num(p, el, "slot", MAX_UINT))
     # libvirt's parser reads a missing bus as 0, but its schema requires it (and tapvirt
     # accepts only what virt-xml-validate accepts): refused by name
