@@ -158,6 +158,9 @@ class StartLab:
             if made.returncode != 0:
                 return f"placeholder image {img.path.name} ({img.fmt}): {made.stderr.strip()}"
             os.chown(img.path, self.user.uid, self.user.gid)
+        for fifo in plan.fifos:
+            os.mkfifo(fifo, 0o600)
+            os.chown(fifo, self.user.uid, self.user.gid)
         for tap in plan.taps:
             args = ["ip", "tuntap", "add", "mode", "tap", "user", self.user.name, "vnet_hdr",
                     "name", tap.name]

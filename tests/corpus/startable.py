@@ -20,8 +20,11 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   `<driver queues>` > 1, the guest's `<mtu>` when above 1500), losing only `<source>`,
   `<script>`, `<downscript>`, `<backend>`;
   `type='user'` stays; other types are left as they are;
-* chardev and `<log>` files and unix sockets move into the scratch directory (a unix
-  client socket becomes a listening one: there is no peer to connect to);
+* chardev and `<log>` files, unix sockets and pipes move into the scratch directory (a
+  unix or tcp client socket becomes a listening one: there is no peer to connect to; a
+  pipe's FIFO is made); tcp/udp chardevs use 127.0.0.1 instead of another machine's
+  address; a `type='dev'` serial device becomes /dev/null (the test user may open no
+  serial port of this host);
 * VNC/SPICE `socket=` paths move into the scratch directory, listen addresses of another
   machine become 127.0.0.1;
 * `<nvram>` moves into the scratch directory (tapvirt must create it, as libvirt does); an
@@ -71,6 +74,7 @@ class Plan:
     xml: str
     taps: list[Tap] = field(default_factory=list)
     images: list[Image] = field(default_factory=list)
+    fifos: list[Path] = field(default_factory=list)  # FIFOs of pipe chardevs (mkfifo)
 
 
 def _exists(path: str | None) -> bool:
@@ -148,21 +152,41 @@ def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
         plan.taps.append(tap)
 
 
-def _chardevs(root: etree._Element, scratch: Path, name: str) -> None:
+def _chardevs(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
     moved: dict[str, str] = {}  # one new path per old one: <console> may repeat <serial>'s
     for tag in _CHARDEVS:
         for dev in root.iterfind(f"devices/{tag}"):
+            kind = dev.get("type")
             for el in [*dev.findall("source"), *dev.findall("log")]:
+                if kind in ("tcp", "udp") and el.tag == "source":
+                    _network_chardev(kind, el)
+                    continue
                 attr = "file" if el.tag == "log" else "path"
                 old = el.get(attr)
                 if not old:
                     continue
-                kind = dev.get("type")
-                suffix = "sock" if kind == "unix" else "log"
+                if kind == "dev" and el.tag == "source":
+                    el.set(attr, "/dev/null")  # no serial device the test user may open
+                    continue
+                suffix = {"unix": "sock", "pipe": "fifo"}.get(kind or "", "log")
+                if el.tag == "log":
+                    suffix = "log"
                 new = moved.setdefault(old, str(scratch / f"{name}-c{len(moved)}.{suffix}"))
                 el.set(attr, new)
+                if kind == "pipe" and el.tag == "source" and Path(new) not in plan.fifos:
+                    plan.fifos.append(Path(new))
                 if kind == "unix" and el.tag == "source" and el.get("mode") != "bind":
                     el.set("mode", "bind")
+
+
+def _network_chardev(kind: str, source: etree._Element) -> None:
+    """tcp/udp chardevs: on loopback (the worker's namespace has no other address), and a
+    tcp client becomes a listener (there is no peer to connect to)."""
+    host = source.get("host")
+    if host not in (None, "", "127.0.0.1", "::1", "localhost"):
+        source.set("host", "127.0.0.1")
+    if kind == "tcp" and source.get("mode") != "bind":
+        source.set("mode", "bind")
 
 
 def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
@@ -240,7 +264,7 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
             del driver.attrib["name"]
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
-    _chardevs(root, scratch, name)
+    _chardevs(root, scratch, name, plan)
     _graphics_sockets(root, scratch, name)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan

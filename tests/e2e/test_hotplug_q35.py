@@ -6,10 +6,10 @@ definition gets the controllers its devices need plus one empty pcie-root-port, 
 libvirt 9.0 adds them; so one NIC can be plugged in, a second one finds no free port and
 is refused with no-pci-slot naming the fix, and after the unplug the port is free again.
 
-The guest also has a guest agent channel without a path. The test guest runs no
-qemu-guest-agent, so only the plumbing is tested for real: the socket in the runtime
-directory (0600), and the agent verbs failing by name within their timeout while the
-guest keeps running (the protocol itself: tests/unit/lifecycle/test_agent.py).
+The guest also has a guest agent channel without a path, but its qemu-guest-agent is
+not started (tvagent=0): the socket in the runtime directory (0600), and the agent verbs
+failing by name within their timeout while the guest keeps running (a real agent:
+tests/e2e/test_agent.py).
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def guest(lab: Lab) -> Iterator[dict[str, Any]]:
              "    <channel type='unix'>\n"
              "      <target type='virtio' name='org.qemu.guest_agent.0'/>\n"
              "    </channel>")
-    xml = lab.domain_xml(NAME, iface, lab.image.cmdline(ip=f"{ip}/24", peer=BRIDGE_IP))
+    xml = lab.domain_xml(NAME, iface, lab.image.cmdline(ip=f"{ip}/24", peer=BRIDGE_IP,
+                                                         agent=False))
     lab.define(NAME, xml.replace("machine='pc'", "machine='q35'"))
     lab.tv("start", NAME)
     lab.wait_console(NAME, r"TV-IFACES .*eth0")

@@ -128,6 +128,22 @@ def qcow2_overlay(base: Path, out: Path, uid: int, gid: int) -> Path:
     return out
 
 
+def nocloud_seed(out: Path, user_data: str, meta_data: str, uid: int, gid: int) -> Path:
+    """A cloud-init NoCloud seed as `virt-install --cloud-init` makes one: an ISO 9660
+    image labelled cidata holding user-data and meta-data (xorrisofs, no mount)."""
+    work = Path(tempfile.mkdtemp(prefix=".seed-", dir=out.parent))
+    try:
+        (work / "user-data").write_text(user_data)
+        (work / "meta-data").write_text(meta_data)
+        _run("xorrisofs", "-quiet", "-o", str(out), "-V", "cidata", "-J", "-r",
+             str(work / "user-data"), str(work / "meta-data"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    os.chown(out, uid, gid)
+    out.chmod(0o600)
+    return out
+
+
 def raw_copy(base: Path, out: Path, uid: int, gid: int) -> Path:
     shutil.copyfile(base, out)
     os.chown(out, uid, gid)

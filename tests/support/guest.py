@@ -14,6 +14,18 @@ kernel does not take them for module parameters):
     tvmtu=65520          optional MTU of eth0
     tvpoweroff=N         power the guest off N seconds after the marker
     tvshell=1            then run a shell on the serial console (ttyS0)
+    tvseed=1             read a cloud-init NoCloud seed (a cdrom or disk labelled cidata, on
+                         virtio-scsi): set the hostname from it, install its ssh keys, print
+                         `TV-SEED instance-id=<id> hostname=<name> keys=<n> key=<last comment>`
+    tvwatchdog=N         arm the i6300esb watchdog (no Debian cloud kernel driver: programmed
+                         from /init through PCI config space and /dev/mem) to fire after ~2N s
+                         without feeding; prints `TV-WATCHDOG-ARMED <pci dev>`
+    tvpanic=N            N seconds after the marker, panic the kernel (sysrq c); a <panic>
+                         device (pvpanic) tells QEMU
+
+When the guest has a virtio-serial port named org.qemu.guest_agent.0 it starts Debian's
+qemu-guest-agent on it before the marker (`TV-AGENT <port>`; not with tvagent=0); the
+agent's guest-shutdown prints `TV-AGENT-SHUTDOWN` / `TV-AGENT-REBOOT` and powers off / reboots.
 
 and prints `TV-MARKER up=<uptime> ip=<addr> mac=<mac>`, then `TV-PING-OK ...` or
 `TV-PING-FAIL`. An ACPI power-button press (QMP system_powerdown) powers it off.
@@ -45,7 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CACHE = Path(os.environ.get("TAPVIRT_GUEST_CACHE", "/var/cache/tapvirt-guest"))
-BUILDER_VERSION = "4"
+BUILDER_VERSION = "5"
 KERNEL_META = "linux-image-cloud-amd64"
 
 # Load order from each module's depends= (the extracted tree has no modules.dep).
@@ -61,7 +73,25 @@ NET_MODULES = (
     # the ACPI power button and its input events: lets `tapvirt shutdown` work
     "drivers/acpi/button",
     "drivers/input/evdev",
+    # <panic model='isa'> (ACPI QEMU0001) and model='pvpanic' (PCI) report a guest panic
+    "drivers/misc/pvpanic/pvpanic",
+    "drivers/misc/pvpanic/pvpanic-mmio",
+    "drivers/misc/pvpanic/pvpanic-pci",
+    # virtio-serial: the guest agent's channel
+    "drivers/char/virtio_console",
 )
+# Loaded only with tvseed=1: a cdrom on virtio-scsi and its ISO 9660 file system (the
+# cloud kernel has neither AHCI nor an IDE driver beyond ata_piix, so the seed sits on scsi)
+SEED_MODULES = (
+    "drivers/scsi/scsi_common",
+    "drivers/scsi/scsi_mod",
+    "drivers/scsi/virtio_scsi",
+    "drivers/cdrom/cdrom",
+    "drivers/scsi/sr_mod",
+    "drivers/block/virtio_blk",
+    "fs/isofs/isofs",
+)
+AGENT_PACKAGE = "qemu-guest-agent"
 
 INIT = r"""#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /tmp /bin /sbin /usr/bin /usr/sbin
@@ -70,14 +100,55 @@ INIT = r"""#!/bin/busybox sh
 /bin/busybox mount -t devtmpfs devtmpfs /dev
 /bin/busybox --install -s
 exec </dev/console >/dev/console 2>&1
+hostname tvguest
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
 
 arg() { for kv in $(cat /proc/cmdline); do case "$kv" in "$1"=*) echo "${kv#*=}";; esac; done; }
 TVIP=$(arg tvip); TVGW=$(arg tvgw); TVMODE=$(arg tvmode); TVMTU=$(arg tvmtu)
-TVPOWEROFF=$(arg tvpoweroff); TVSHELL=$(arg tvshell)
+TVPOWEROFF=$(arg tvpoweroff); TVSHELL=$(arg tvshell); TVSEED=$(arg tvseed)
+TVWATCHDOG=$(arg tvwatchdog); TVPANIC=$(arg tvpanic); TVAGENT=$(arg tvagent)
 
-for m in MODULES; do
+for m in @MODULES@; do
   [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+done
+
+# a cloud-init NoCloud seed: what cloud-init would read, applied by hand
+if [ "$TVSEED" = 1 ]; then
+  for m in @SEED_MODULES@; do
+    [ -f /lib/modules/$m.ko ] && insmod /lib/modules/$m.ko 2>/dev/null
+  done
+  i=0; seed=
+  while [ -z "$seed" ] && [ $i -lt 50 ]; do
+    seed=$(findfs LABEL=cidata 2>/dev/null || findfs LABEL=CIDATA 2>/dev/null)
+    [ -z "$seed" ] && { sleep 0.1; i=$((i+1)); }
+  done
+  mkdir -p /mnt/seed
+  if [ -n "$seed" ] && mount -o ro "$seed" /mnt/seed 2>/dev/null; then
+    val() { sed -n "s/^$1: *//p" "$2" 2>/dev/null | head -n 1 | tr -d "\"'"; }
+    iid=$(val instance-id /mnt/seed/meta-data)
+    hn=$(val hostname /mnt/seed/user-data)
+    [ -n "$hn" ] || hn=$(val local-hostname /mnt/seed/meta-data)
+    [ -n "$hn" ] && hostname "$hn"
+    mkdir -p /root/.ssh
+    awk '/^ssh_authorized_keys:/ {k=1; next} /^[^ -]/ {k=0}
+         k && /^ *- / {sub(/^ *- */, ""); gsub(/["\047]/, ""); print}' \
+      /mnt/seed/user-data > /root/.ssh/authorized_keys 2>/dev/null
+    chmod 600 /root/.ssh/authorized_keys
+    n=$(grep -c . /root/.ssh/authorized_keys)
+    last=$(tail -n 1 /root/.ssh/authorized_keys | awk '{print $NF}')
+    echo "TV-SEED dev=$seed instance-id=${iid:-none} hostname=$(hostname) keys=$n key=${last:-none}"
+  else
+    echo "TV-SEED-NONE"
+  fi
+fi
+
+# the guest agent, on its virtio-serial port (no udev: find the port by its name)
+for p in /sys/class/virtio-ports/*; do
+  [ "$(cat $p/name 2>/dev/null)" = org.qemu.guest_agent.0 ] && [ "$TVAGENT" != 0 ] || continue
+  [ -x /usr/sbin/qemu-ga ] || { echo "TV-AGENT-MISSING"; break; }
+  mkdir -p /run /var/run
+  qemu-ga -m virtio-serial -p /dev/${p##*/} -t /run -f /run/qemu-ga.pid -l /run/qemu-ga.log -d &&
+    echo "TV-AGENT /dev/${p##*/}"
 done
 
 # power button -> poweroff (no acpid needed: a blocking read on its event device)
@@ -107,6 +178,24 @@ fi
 echo "TV-MARKER up=$(cut -d' ' -f1 /proc/uptime) ip=${TVIP:-none} mac=$MAC"
 
 if [ -n "$TVPOWEROFF" ]; then (sleep "$TVPOWEROFF"; echo TV-POWEROFF; poweroff -f) & fi
+
+# i6300esb: timer preloads through the unlock sequence in its MMIO BAR (1 tick = 2^15
+# PCI clocks of 30 ns ~ 1 ms), then WDT_ENABLE in the lock register (config 0x68)
+if [ -n "$TVWATCHDOG" ]; then
+  wd=none
+  for d in /sys/bus/pci/devices/*; do
+    [ "$(cat $d/vendor)" = 0x8086 ] && [ "$(cat $d/device)" = 0x25ab ] || continue
+    echo 1 > $d/enable 2>/dev/null
+    bar=$(($(head -n 1 $d/resource | cut -d' ' -f1)))
+    for off in 0 4; do
+      devmem $((bar + 12)) 16 0x80; devmem $((bar + 12)) 16 0x86
+      devmem $((bar + off)) 32 $((TVWATCHDOG * 1000))
+    done
+    printf '\002' | dd of=$d/config bs=1 seek=104 conv=notrunc 2>/dev/null && wd=${d##*/}
+  done
+  echo "TV-WATCHDOG-ARMED $wd"
+fi
+if [ -n "$TVPANIC" ]; then (sleep "$TVPANIC"; echo TV-PANIC; echo c > /proc/sysrq-trigger) & fi
 
 if [ -n "$TVGW" ] && [ "$TVGW" != none ]; then
   if out=$(ping -c 3 -W 2 "$TVGW" 2>&1); then
@@ -164,6 +253,10 @@ class GuestImage:
         mtu: int | None = None,
         poweroff_after: float | None = None,
         console_shell: bool = False,
+        seed: bool = False,
+        watchdog: int | None = None,
+        panic_after: float | None = None,
+        agent: bool = True,
     ) -> str:
         parts = ["console=ttyS0", "quiet", "panic=-1", f"tvmode={mode}"]
         if ip:
@@ -175,6 +268,14 @@ class GuestImage:
             parts.append(f"tvpoweroff={poweroff_after:g}")
         if console_shell:
             parts.append("tvshell=1")
+        if seed:
+            parts.append("tvseed=1")
+        if watchdog is not None:
+            parts.append(f"tvwatchdog={watchdog}")
+        if panic_after is not None:
+            parts.append(f"tvpanic={panic_after:g}")
+        if not agent:
+            parts.append("tvagent=0")
         return " ".join(parts)
 
 
@@ -210,7 +311,8 @@ def _installed(package: str) -> str:
 def _key(kpkg: str, with_iperf: bool) -> str:
     h = hashlib.sha256()
     for part in (BUILDER_VERSION, kpkg, _version(kpkg), _installed("busybox-static"),
-                 _installed("iperf3") if with_iperf else "-", INIT, " ".join(NET_MODULES)):
+                 _installed("iperf3") if with_iperf else "-", _version(AGENT_PACKAGE), INIT,
+                 " ".join(NET_MODULES), " ".join(SEED_MODULES)):
         h.update(part.encode() + b"\0")
     return f"{kpkg.removeprefix('linux-image-')}-{h.hexdigest()[:12]}"
 
@@ -254,12 +356,9 @@ def _ldd_libs(binary: str) -> list[str]:
     return libs
 
 
-def _stage(stage: Path, kroot: Path, kver: str, with_iperf: bool) -> None:
-    for d in ("bin", "dev", "etc", "lib/modules", "proc", "sys", "tmp"):
-        (stage / d).mkdir(parents=True, exist_ok=True)
-    shutil.copy2("/bin/busybox", stage / "bin/busybox")
+def _copy_modules(stage: Path, kroot: Path, kver: str, rels: tuple[str, ...]) -> list[str]:
     names = []
-    for rel in NET_MODULES:
+    for rel in rels:
         src = kroot / "lib/modules" / kver / "kernel" / f"{rel}.ko"
         name = rel.rsplit("/", 1)[1]
         names.append(name)
@@ -269,17 +368,64 @@ def _stage(stage: Path, kroot: Path, kver: str, with_iperf: bool) -> None:
             _run(["sh", "-c", f"xz -dc '{src}.xz' > '{stage}/lib/modules/{name}.ko'"])
         else:
             raise RuntimeError(f"kernel module {rel}.ko missing from {kroot}")
+    return names
+
+
+def _copy_binary(stage: Path, binary: str, dest: str) -> None:
+    """`binary` at `dest` in the guest, with every library ldd lists at its own path."""
+    for src, to in [(binary, dest), *((lib, lib) for lib in _ldd_libs(binary))]:
+        target = stage / to.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(os.path.realpath(src), target)
+
+
+def _agent_binary(work: Path) -> str:
+    """Debian's qemu-ga: the host's if installed, else extracted from its package
+    (apt-get download, no installation)."""
+    if os.path.exists("/usr/bin/qemu-ga"):
+        return "/usr/bin/qemu-ga"
+    _run(["apt-get", "-q", "download", AGENT_PACKAGE], cwd=work)
+    deb = next(work.glob(f"{AGENT_PACKAGE}_*.deb"))
+    _run(["dpkg-deb", "-x", str(deb), str(work / "qga")])
+    for rel in ("usr/sbin/qemu-ga", "usr/bin/qemu-ga"):
+        if (work / "qga" / rel).exists():
+            return str(work / "qga" / rel)
+    raise RuntimeError(f"no qemu-ga in {deb.name}")
+
+
+# guest-shutdown execs /sbin/shutdown -h -P|-H|-r +0 MSG with stdout on /dev/null
+SHUTDOWN = """#!/bin/sh
+case " $* " in
+  *" -r "*) echo TV-AGENT-REBOOT > /dev/console; reboot -f;;
+  *) echo TV-AGENT-SHUTDOWN > /dev/console; poweroff -f;;
+esac
+"""
+OS_RELEASE = ('NAME="tapvirt test guest"\nID=tapvirt-test\nVERSION_ID=1\n'
+              'PRETTY_NAME="tapvirt test guest (busybox)"\n')
+
+
+def _stage(stage: Path, kroot: Path, kver: str, with_iperf: bool, work: Path) -> None:
+    for d in ("bin", "dev", "etc", "lib/modules", "proc", "sys", "tmp", "sbin", "usr/sbin",
+              "run", "mnt"):
+        (stage / d).mkdir(parents=True, exist_ok=True)
+    shutil.copy2("/bin/busybox", stage / "bin/busybox")
+    names = _copy_modules(stage, kroot, kver, NET_MODULES)
+    seed = _copy_modules(stage, kroot, kver, SEED_MODULES)
     init = stage / "init"
-    init.write_text(INIT.replace("MODULES", " ".join(names)))
+    init.write_text(INIT.replace("@MODULES@", " ".join(names))
+                    .replace("@SEED_MODULES@", " ".join(seed)))
     init.chmod(0o755)
-    (stage / "etc/passwd").write_text("root:x:0:0:root:/:/bin/sh\n")
+    (stage / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (stage / "etc/group").write_text("root:x:0:\n")
+    (stage / "etc/os-release").write_text(OS_RELEASE)
+    (stage / "etc/hostname").write_text("tvguest\n")
+    sd = stage / "sbin/shutdown"
+    sd.write_text(SHUTDOWN)
+    sd.chmod(0o755)
     os.mknod(stage / "dev/console", 0o600 | 0o020000, os.makedev(5, 1))
     if with_iperf:
-        for f in ["/usr/bin/iperf3", *_ldd_libs("/usr/bin/iperf3")]:
-            dest = stage / f.lstrip("/")
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(os.path.realpath(f), dest)
+        _copy_binary(stage, "/usr/bin/iperf3", "/usr/bin/iperf3")
+    _copy_binary(stage, _agent_binary(work), "/usr/sbin/qemu-ga")
 
 
 def _pack(stage: Path, out: Path) -> None:
@@ -324,7 +470,7 @@ def build(cache: Path = CACHE, *, with_iperf: bool = True, log: bool = False) ->
             shutil.copy2(work / "k/boot" / f"vmlinuz-{kver}", out / "vmlinuz")
             if log:
                 print("   building the busybox initramfs", file=sys.stderr)
-            _stage(work / "stage", work / "k", kver, with_iperf)
+            _stage(work / "stage", work / "k", kver, with_iperf, work)
             _pack(work / "stage", out / "initramfs.cpio.gz")
             (out / "info.json").write_text(json.dumps(
                 {"key": key, "kernel_version": kver, "kernel_package": kpkg,

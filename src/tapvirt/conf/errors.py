@@ -16,6 +16,11 @@ XML_DOCTYPE = define(
     "the document has a DOCTYPE or entity declarations (refused: they can expand without bound)",
     layer=_L,
 )
+CRASH_ACTION_UNSUPPORTED = define(
+    "crash-action-unsupported",
+    "<on_crash>coredump-destroy or coredump-restart: libvirt's own core dump of a panicked guest",
+    layer=_L,
+)
 NOT_A_DOMAIN = define("not-a-domain", "the root element is not <domain>", layer=_L)
 UNSUPPORTED_ELEMENT = define(
     "unsupported-element",

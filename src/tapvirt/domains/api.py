@@ -254,8 +254,9 @@ def _with_console_log(dom: Domain, log: Path) -> Domain:
     """Serial port 0 is the interactive console and is logged to the runtime console log.
 
     A `pty` (or a domain without serial port, which gets one) stays a real pty, a `unix`
-    socket stays that socket; QEMU copies what the guest writes into `log` as well
-    (chardev `logfile=`), so the log keeps recording while a console is attached. A
+    socket stays that socket (tcp, udp, dev, pipe and vc sources stay what they are);
+    QEMU copies what the guest writes into `log` as well (chardev `logfile=`), so the
+    log keeps recording while a console is attached. A
     `file` serial keeps its path (it is the log), `null` stays silent."""
     from tapvirt.conf.model import Chardev, ChardevKind, ChardevType
 
@@ -268,7 +269,7 @@ def _with_console_log(dom: Domain, log: Path) -> Domain:
         s0 = dataclasses.replace(serial_consoles[0], kind=ChardevKind.SERIAL, port=0)
     else:
         s0 = Chardev(ChardevKind.SERIAL, ChardevType.PTY)
-    if s0.type in (ChardevType.PTY, ChardevType.UNIX) and s0.log_file is None:
+    if s0.type not in (ChardevType.FILE, ChardevType.NULL) and s0.log_file is None:
         s0 = dataclasses.replace(s0, log_file=str(log))
     serials[:1] = [s0]
     if serial_consoles:  # the console describes serial port 0 (libvirt's rule)

@@ -82,7 +82,7 @@ def endpoint(name: str) -> Endpoint:
         raise TapvirtError(CONSOLE_UNAVAILABLE, f"domain {name} serial0",
                            "QEMU did not say which pty it opened",
                            f"see `tapvirt dumpxml {name}`; retry when QMP answers")
-    if s0 is not None and s0.type is ChardevType.UNIX and s0.unix_listen and s0.path:
+    if s0 is not None and s0.type is ChardevType.UNIX and s0.listen and s0.path:
         return Endpoint("unix", s0.path)
     what = f"a '{s0.type}' serial port" if s0 is not None else "no serial port 0"
     raise TapvirtError(

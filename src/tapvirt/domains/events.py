@@ -12,10 +12,16 @@ What an event changes (`apply`, pure; libvirt's qemuProcessHandleStop/Resume):
               else "unknown" (e.g. `qemu-monitor-command ... stop`). A verb's own
               `suspend` commits paused/user before the event is read: it is kept.
     RESUME    paused -> running, reason unpaused (a verb's `resume` already did it).
+    GUEST_PANICKED  a <panic> device reported a guest panic. Action pause (QEMU runs with
+              -action panic=pause for <on_crash>preserve): -> crashed, reason panicked,
+              like libvirt. Action poweroff: QEMU exits (exit-failure); remembered, so that
+              the supervisor says why and applies on_crash.
+    WATCHDOG  the <watchdog> fired: logged with its action; pause marks the next STOP
+              (paused, reason watchdog); poweroff is remembered: QEMU exits 0 without a
+              SHUTDOWN event, which libvirt reports as shut off (crashed).
     RESET, SHUTDOWN, DEVICE_DELETED, NIC_RX_FILTER_CHANGED: recorded in the log only
               (QEMU's exit is classified by the supervisor as before; a hotplug's
-              DEVICE_DELETED is consumed by its own transaction). GUEST_PANICKED is
-              h-tpm's (panic states) and only logged here.
+              DEVICE_DELETED is consumed by its own transaction).
 
 Stdlib only: the supervisor imports this.
 """
@@ -47,6 +53,8 @@ class Pending:
     """What earlier events said about the next STOP."""
 
     reason: str | None = None
+    panicked: bool = False  # a GUEST_PANICKED came: QEMU's exit is the guest's crash
+    watchdog: str | None = None  # the action of the last WATCHDOG event
 
 
 def apply(state: Any, ev: dict[str, Any], pending: Pending) -> tuple[bool, str | None]:
@@ -56,9 +64,22 @@ def apply(state: Any, ev: dict[str, Any], pending: Pending) -> tuple[bool, str |
     if name == "BLOCK_IO_ERROR" and data.get("action") == "stop":
         pending.reason = "ioerror"
         return False, f"event {name}: {data.get('device') or data.get('node-name')}"
-    if name == "WATCHDOG" and data.get("action") == "pause":
-        pending.reason = "watchdog"
-        return False, f"event {name}: pause"
+    if name == "WATCHDOG":
+        pending.watchdog = str(data.get("action", ""))
+        if pending.watchdog == "pause":
+            pending.reason = "watchdog"
+        return False, f"event {name}: the guest's watchdog fired, action {pending.watchdog}"
+    if name == "GUEST_PANICKED":
+        pending.panicked = True
+        action = str(data.get("action", ""))
+        info = data.get("info") or {}
+        detail = ", ".join(f"{k}={v}" for k, v in sorted(info.items()))
+        line = f"event {name}: the guest panicked (action {action}" + (
+            f"; {detail})" if detail else ")")
+        if action == "pause" and state.state in ("running", "paused"):
+            state.state, state.reason = "crashed", "panicked"
+            return True, line + ": crashed (panicked), kept for inspection"
+        return False, line
     if name == "STOP":
         reason, pending.reason = pending.reason, None
         if state.state == "running":
@@ -71,8 +92,7 @@ def apply(state: Any, ev: dict[str, Any], pending: Pending) -> tuple[bool, str |
             state.state, state.reason = "running", "unpaused"
             return True, "event RESUME: running (unpaused)"
         return False, None
-    if name in ("RESET", "SHUTDOWN", "DEVICE_DELETED", "NIC_RX_FILTER_CHANGED",
-                "GUEST_PANICKED"):
+    if name in ("RESET", "SHUTDOWN", "DEVICE_DELETED", "NIC_RX_FILTER_CHANGED"):
         detail = ", ".join(f"{k}={v}" for k, v in sorted(data.items()) if k != "path")
         return False, f"event {name}" + (f": {detail}" if detail else "")
     return False, None

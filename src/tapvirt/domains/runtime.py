@@ -47,8 +47,9 @@ PAUSED = "paused"
 STARTING = "starting"
 SHUTOFF = "shut off"
 IN_SHUTDOWN = "in shutdown"
+CRASHED = "crashed"  # a guest panic kept for inspection (<on_crash>preserve), reason panicked
 
-KNOWN_STATES = (RUNNING, PAUSED, STARTING, SHUTOFF, IN_SHUTDOWN)
+KNOWN_STATES = (RUNNING, PAUSED, STARTING, SHUTOFF, IN_SHUTDOWN, CRASHED)
 # What `list` shows for a domain whose state file cannot be trusted (see reconcile)
 UNKNOWN = "unknown"
 

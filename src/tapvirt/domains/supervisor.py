@@ -84,6 +84,7 @@ class Supervisor:
 
         self.argv += events.monitor_args(str(self.dd.qmp_socket))  # the events monitor
         self.follower: events.Follower | None = None
+        self.last_events = events.Pending()  # the closed follower's, for classify
         self.fds: list[int] = list(job["fds"])
         # our fd -> the number QEMU's command line names (positional: job["fd_numbers"])
         self.fd_map = list(zip(self.fds, job.get("fd_numbers", self.fds), strict=True))
@@ -223,6 +224,7 @@ class Supervisor:
         assert self.follower is not None
         got = self.follower.read()
         if got is None:  # QEMU closed it: it is ending, the pidfd tells the rest
+            self.last_events = self.follower.pending  # for classify
             self.follower.close()
             self.follower = None
             return
@@ -234,6 +236,14 @@ class Supervisor:
                 log(line)
         if changed:
             self.dd.write(self.state)
+
+    def _drain_events(self) -> None:
+        """The events QEMU wrote before it exited (its end of the socket is closed, so
+        this reads to EOF and never waits)."""
+        for _ in range(100):
+            if self.follower is None or not select.select([self.follower], [], [], 0)[0]:
+                return
+            self._on_events()
 
     def _destroyed_while_starting(self) -> TapvirtError:
         return TapvirtError(
@@ -264,6 +274,7 @@ class Supervisor:
                     with contextlib.suppress(BlockingIOError):
                         os.read(self._wake_r, 512)
                 if pidfd in ready:
+                    self._drain_events()  # a GUEST_PANICKED or WATCHDOG says why it ended
                     return self.proc.wait()
                 if self.control is not None and self.control in ready:
                     self.serve_control()
@@ -364,8 +375,16 @@ class Supervisor:
 
     def classify(self, status: int) -> tuple[str, str]:
         """Why QEMU ended, and what to do: 'restart' or 'stop'."""
+        pending = self.follower.pending if self.follower is not None else self.last_events
+        self.last_events = type(pending)()  # each QEMU's events are its own
         if self.destroy_requested:
             return "destroyed", "stop"
+        if pending.panicked:  # -action panic=exit-failure; libvirt: shut off (crashed)
+            return "crashed", str(self.job.get("on_crash", "destroy"))
+        if status == 0 and pending.watchdog == "poweroff":
+            # QEMU exits 0 without a SHUTDOWN event; libvirt reports that as a crash and
+            # applies no lifecycle action
+            return "crashed", "stop"
         if status == 0 and self.reboot_requested:
             self.reboot_requested = False
             return "rebooted", "restart"

@@ -277,15 +277,43 @@ def controllers(draw: st.DrawFn) -> tuple[Controller, ...]:
     return tuple(out)
 
 
+_CHR_HOST = st.sampled_from(["127.0.0.1", "::1", "localhost", "192.0.2.7", "guest.example"])
+_CHR_SERVICE = st.sampled_from(["0", "4555", "65535", "telnet"])
+
+
+@st.composite
+def _chardev_source(draw: st.DrawFn, port: int) -> Chardev:
+    from tapvirt.conf.devices.chardev import TcpProtocol
+
+    ctype = draw(st.sampled_from(ChardevType))
+    paths = (ChardevType.FILE, ChardevType.UNIX, ChardevType.DEV, ChardevType.PIPE)
+    path = draw(_PATH) if ctype in paths else None
+    listen = draw(st.booleans()) if ctype in (ChardevType.UNIX, ChardevType.TCP) else True
+    out = Chardev(ChardevKind.SERIAL, ctype, path, listen, port,
+                  append=draw(_TRI) if ctype is ChardevType.FILE else None,
+                  isa_target=draw(st.booleans()))
+    if ctype is ChardevType.TCP:
+        from dataclasses import replace
+
+        out = replace(out, host=draw(_CHR_HOST), service=draw(_CHR_SERVICE),
+                      protocol=draw(st.sampled_from(TcpProtocol)),
+                      tls=draw(st.sampled_from([None, False])))
+    if ctype is ChardevType.UDP:
+        from dataclasses import replace
+
+        bind = draw(st.booleans())
+        out = replace(out, host=draw(st.none() | _CHR_HOST), service=draw(_CHR_SERVICE),
+                      bind_host=draw(st.none() | _CHR_HOST) if bind else None,
+                      bind_service=draw(_CHR_SERVICE) if bind else None)
+    return out
+
+
 @st.composite
 def chardevs(draw: st.DrawFn) -> tuple[tuple[Chardev, ...], tuple[Chardev, ...]]:
     serials: list[Chardev] = []
-    ports = draw(st.lists(st.integers(0, 8), unique=True, max_size=3))
+    ports = draw(st.lists(st.integers(0, 3), unique=True, max_size=3))
     for port in ports:
-        ctype = draw(st.sampled_from(ChardevType))
-        path = draw(_PATH) if ctype in (ChardevType.FILE, ChardevType.UNIX) else None
-        listen = draw(st.booleans()) if ctype is ChardevType.UNIX else True
-        serials.append(Chardev(ChardevKind.SERIAL, ctype, path, listen, port))
+        serials.append(draw(_chardev_source(port)))
     from dataclasses import replace
 
     if not serials and draw(st.booleans()):  # a serial console alone becomes serial 0

@@ -85,3 +85,35 @@ def test_accepted_golden_cases_stay_accepted(case: Path, tmp_path: Path) -> None
                           kernel="/k/vmlinuz", initrd="/k/initrd")
     dom = parse_domain(plan.xml, rand=random.Random(0))
     assert dom.name == "tvc1"
+
+
+NETWORK_CHARDEVS = """<domain type='qemu'>
+  <name>orig</name><memory unit='MiB'>128</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <serial type='tcp'><source mode='connect' host='192.0.2.1' service='9999'/>
+      <protocol type='raw'/></serial>
+    <serial type='udp'><source mode='bind' host='192.0.2.2' service='9998'/>
+      <source mode='connect' service='9997'/></serial>
+    <serial type='dev'><source path='/dev/ttyS2'/></serial>
+    <serial type='pipe'><source path='/srv/pipe'/></serial>
+  </devices>
+</domain>"""
+
+
+def test_network_and_host_chardevs_are_made_local(tmp_path: Path) -> None:
+    plan = make_startable(NETWORK_CHARDEVS, name="tvc1", scratch=tmp_path,
+                          tap_prefix="tvc1n", kernel="/k/vmlinuz", initrd="/k/initrd")
+    root = etree.fromstring(plan.xml.encode())
+    tcp, udp, dev, pipe = root.findall("devices/serial")
+    # a tcp client has no peer here: it listens, on loopback, on its own port
+    source = _el(tcp, "source")
+    assert [source.get(k) for k in ("mode", "host", "service")] == ["bind", "127.0.0.1",
+                                                                    "9999"]
+    bind, connect = udp.findall("source")
+    assert (bind.get("host"), bind.get("service")) == ("127.0.0.1", "9998")
+    assert connect.get("host") is None and connect.get("service") == "9997"
+    assert _attr(dev, "source", "path") == "/dev/null"
+    fifo = _attr(pipe, "source", "path")
+    assert fifo.startswith(str(tmp_path)) and plan.fifos == [Path(fifo)]
+    parse_domain(plan.xml, rand=random.Random(0))  # still accepted

@@ -56,3 +56,30 @@ def test_the_events_monitor_sits_next_to_the_qmp_socket() -> None:
     assert monitor_args("/run/u/tapvirt/g,1/qmp.sock") == [
         "-chardev", "socket,id=charevents,path=/run/u/tapvirt/g,,1/qmp.sock.ev,server=on,"
         "wait=off", "-mon", "chardev=charevents,id=events,mode=control"]
+
+
+def test_a_panic_with_preserve_makes_the_guest_crashed_panicked() -> None:
+    # QEMU runs with -action panic=pause: GUEST_PANICKED (action pause), then STOP
+    s, p = S(), Pending()
+    did, line = apply(s, {"event": "GUEST_PANICKED", "data": {
+        "action": "pause", "info": {"type": "hyper-v", "arg1": 1}}}, p)
+    assert did and (s.state, s.reason) == ("crashed", "panicked")
+    assert line is not None and "panicked (action pause; arg1=1, type=hyper-v)" in line
+    assert apply(s, {"event": "STOP"}, p) == (False, None)  # stays crashed
+    assert (s.state, s.reason) == ("crashed", "panicked") and p.panicked
+
+
+def test_a_panic_that_ends_qemu_is_remembered_for_the_supervisor() -> None:
+    s, p = S(), Pending()
+    did, line = apply(s, {"event": "GUEST_PANICKED", "data": {"action": "poweroff"}}, p)
+    assert not did and (s.state, s.reason) == ("running", "booted")
+    assert p.panicked and line == "event GUEST_PANICKED: the guest panicked (action poweroff)"
+
+
+def test_every_watchdog_action_is_logged_and_remembered() -> None:
+    for action in ("reset", "shutdown", "poweroff", "none", "inject-nmi", "pause"):
+        s, p = S(), Pending()
+        did, line = apply(s, {"event": "WATCHDOG", "data": {"action": action}}, p)
+        assert not did and p.watchdog == action
+        assert line == f"event WATCHDOG: the guest's watchdog fired, action {action}"
+        assert p.reason == ("watchdog" if action == "pause" else None)

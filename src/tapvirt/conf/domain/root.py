@@ -179,7 +179,17 @@ def parse_domain_element(r: Reader) -> Domain:
     actions: dict[str, LifecycleAction] = {}
     for tag in ("on_poweroff", "on_reboot", "on_crash"):
         if (el := r.one(found, tag)) is not None:
-            actions[tag] = r.enum(el, "", LifecycleAction, text=r.text(el, strip=True))
+            text = r.text(el, strip=True)
+            if tag == "on_crash" and text in ("coredump-destroy", "coredump-restart"):
+                raise r.fail(
+                    E.CRASH_ACTION_UNSUPPORTED, el,
+                    f"<on_crash>{text}: libvirt writes a core dump of the panicked guest "
+                    "itself; tapvirt does not write dumps",
+                    "use <on_crash>preserve</on_crash> (the guest stays crashed) and dump it "
+                    "with qemu-monitor-command NAME '{\"execute\":\"dump-guest-memory\",...}', "
+                    f"or <on_crash>{text.removeprefix('coredump-')}</on_crash> without a dump",
+                )
+            actions[tag] = r.enum(el, "", LifecycleAction, text=text)
     devices_el = r.one(found, "devices")
     dom = Domain(
         name=name, uuid=uuid, type=dtype, title=title, description=description,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from tapvirt.conf.devices.chardev import TcpProtocol
 from tapvirt.conf.model import Chardev, ChardevType, Domain
 from tapvirt.qemu.argv.encode import jsonarg, opt
 
@@ -24,13 +25,24 @@ def chardev_args(dom: Domain) -> list[str]:
 
 
 def _chardev_backend(ch: Chardev, cid: str) -> str:
-    if ch.type is ChardevType.PTY:
-        return f"pty,id={cid}"
-    if ch.type is ChardevType.NULL:
-        return f"null,id={cid}"
-    if ch.type is ChardevType.FILE:
-        return f"file,id={cid},path={opt(ch.path or '')}"
-    listen = ",server=on,wait=off" if ch.unix_listen else ""
+    """libvirt 9.0's qemuBuildChardevStr for the source types tapvirt runs."""
+    t = ch.type
+    if t in (ChardevType.PTY, ChardevType.NULL, ChardevType.VC):
+        return f"{t},id={cid}"
+    if t is ChardevType.FILE:
+        append = "" if ch.append is None else f",append={'on' if ch.append else 'off'}"
+        return f"file,id={cid},path={opt(ch.path or '')}{append}"
+    if t is ChardevType.DEV:  # libvirt: 'parallel' for parallel ports
+        return f"serial,id={cid},path={opt(ch.path or '')}"
+    if t is ChardevType.PIPE:
+        return f"pipe,id={cid},path={opt(ch.path or '')}"
+    if t is ChardevType.UDP:  # libvirt writes every key, empty when not given
+        return (f"udp,id={cid},host={ch.host or ''},port={ch.service},"
+                f"localaddr={ch.bind_host or ''},localport={ch.bind_service or '0'}")
+    listen = ",server=on,wait=off" if ch.listen else ""
+    if t is ChardevType.TCP:
+        telnet = ",telnet=on" if ch.protocol is TcpProtocol.TELNET else ""
+        return f"socket,id={cid},host={ch.host},port={ch.service}{telnet}{listen}"
     return f"socket,id={cid},path={opt(ch.path or '')}{listen}"
 
 

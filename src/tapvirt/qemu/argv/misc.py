@@ -87,6 +87,15 @@ def watchdog_action(w: Watchdog) -> list[str]:
     return ["-watchdog-action", w.action.value]
 
 
+def panic_action(preserve: bool) -> list[str]:
+    """What QEMU does when a panic device reports a guest panic (GUEST_PANICKED). libvirt
+    runs QEMU with -no-shutdown and acts on the event; tapvirt lets QEMU act: it pauses the
+    guest for <on_crash>preserve (state crashed, reason panicked) and else exits with
+    status 1, which the supervisor classifies as a crash and applies on_crash to
+    (destroy: shut off, reason crashed; restart: a fresh QEMU)."""
+    return ["-action", "panic=pause" if preserve else "panic=exit-failure"]
+
+
 def panic_device(pn: Panic) -> dict[str, Any]:
     # pvpanic calls its ISA port 'ioport' (not 'iobase'); libvirt writes it only when given
     out: dict[str, Any] = {"driver": "pvpanic"}

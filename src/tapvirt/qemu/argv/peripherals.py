@@ -9,7 +9,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from tapvirt.conf.model import Domain
+from tapvirt.conf.model import Domain, LifecycleAction
 from tapvirt.qemu.argv import channel as ch
 from tapvirt.qemu.argv import graphics as gr
 from tapvirt.qemu.argv import misc
@@ -99,6 +99,9 @@ def peripheral_args(
         device(misc.rng_device(r, alias), r.address)
     for p in d.panics:
         device(misc.panic_device(p))
+    if d.panics:
+        argv += misc.panic_action(dom.on_crash in (LifecycleAction.PRESERVE,
+                                                   LifecycleAction.RENAME_RESTART))
     return argv
 
 
