@@ -109,9 +109,17 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
         direct = _ms(start.get("direct_qemu_to_qmp_s"))
         goals.append(goal("tapvirt start / bare QEMU until QMP", tv_ms / direct, "<=",
                           float(start.get("goal", 1.5))))
-        rows += [["tapvirt start (until running)", round(tv_ms), "1.00"],
-                 ["bare QEMU, same argv and fds, until QMP answers", round(direct),
-                  f"{direct / tv_ms:.2f}"]]
+        rows += [["tapvirt start (until running)"
+                  + (", no supervisor" if start.get("tapvirt_start_supervised_s") else ""),
+                  round(tv_ms), "1.00"]]
+        if start.get("tapvirt_start_supervised_s"):
+            sup_ms = _ms(start["tapvirt_start_supervised_s"])
+            goals.append(goal("tapvirt start with a supervisor / bare QEMU until QMP",
+                              sup_ms / direct, "<=", float(start.get("goal", 1.5))))
+            rows.append(["tapvirt start, with a supervisor (TAPVIRT_SUPERVISOR=always)",
+                         round(sup_ms), f"{sup_ms / tv_ms:.2f}"])
+        rows.append(["bare QEMU, same argv and fds, until QMP answers", round(direct),
+                     f"{direct / tv_ms:.2f}"])
     if isinstance(lv, dict) and lv.get("virsh_start_s"):
         virsh = _ms(lv["virsh_start_s"])
         rows.append(["virsh start (libvirt session, warm daemon)", round(virsh),
@@ -147,9 +155,13 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
         pss = many.get("supervisor_pss_mib", {})
         goals.append(goal("supervisor RSS per running guest (mean)", float(rss.get("mean", 0)),
                           "<=", float(many.get("rss_goal_mib", 15)), "MiB"))
-        tables.append({"title": f"Scale: {many.get('guests')} guests one after another (-S)",
+        mode = many.get("supervisor_mode", "always")
+        tables.append({"title": f"Scale: {many.get('guests')} guests one after another (-S), "
+                                f"TAPVIRT_SUPERVISOR={mode}",
                        "columns": ["measure", "value"],
-                       "rows": [["first 10 starts (median ms)", round(many["first"] * 1000)],
+                       "rows": [["processes tapvirt keeps running outside QEMU",
+                                 many.get("processes_outside_qemu", many.get("guests"))],
+                                ["first 10 starts (median ms)", round(many["first"] * 1000)],
                                 ["last 10 starts (median ms)", round(many["last"] * 1000)],
                                 ["tapvirt's own share, first / last 10 (median ms)",
                                  f"{float(many.get('own_first', 0)) * 1000:.0f} / "
@@ -158,7 +170,9 @@ def adapt_start(raw: dict[str, Any]) -> dict[str, Any] | None:
                                  f"{rss.get('mean', 0):.1f} / {rss.get('max', 0):.1f}"],
                                 ["supervisor PSS mean / max (MiB)",
                                  f"{pss.get('mean', 0):.1f} / {pss.get('max', 0):.1f}"],
-                                ["SIGKILL of QEMU -> 'shut off' (median ms)",
+                                ["SIGKILL of QEMU -> 'shut off' (median ms)"
+                                 + (" (no supervisor: by the next `domstate`)"
+                                    if mode == "auto" else ""),
                                  round(_ms(many.get("sigkill_to_shut_off_s")))],
                                 ["tapvirt list with them running (ms)",
                                  round(float(many.get("list_s", 0)) * 1000)]]})
@@ -340,29 +354,30 @@ SECTION_TEXT: dict[str, list[str]] = {
         "answers, and libvirt's session mode (`virsh -c qemu:///session`, same XML: one "
         "NIC on a precreated tap with `managed='no'`; libvirt-daemon/libvirt-clients are "
         "bench-only dependencies here, installed by scripts/install-deps for the oracle; "
-        "no test needs them). The scale table starts 100 paused guests one after another; "
-        "tapvirt's own share is each start minus QEMU's spawn -> QMP time from the "
-        "supervisor's trace. PSS is from /proc/PID/smaps_rollup of every process tapvirt "
-        "keeps running outside QEMU (the supervisors), per running guest.",
+        "no test needs them). tapvirt starts on both of its paths, interleaved: without a "
+        "supervisor (`TAPVIRT_SUPERVISOR=auto`: this one-NIC guest needs none, QEMU is "
+        "spawned by the launcher and runs alone) and with one (`=always`, the default for "
+        "now). The scale table starts 100 paused guests one after another on the path its "
+        "title names (`bench.start --supervisor`); tapvirt's own share is each start minus "
+        "QEMU's spawn -> QMP time from the trace of whoever spawned QEMU. PSS is from "
+        "/proc/PID/smaps_rollup of every process tapvirt keeps running outside QEMU (the "
+        "supervisors; none without them), per running guest.",
         "",
         "Issue 14 so far: `start`/`create`/`destroy` are parsed without argparse "
         "(cli/fast.py, checked against argparse in tests), the supervisor runs as "
-        "`python -I -S -B`, and installs byte-compile (scripts/install-deps, Containerfile: "
-        "with PYTHONDONTWRITEBYTECODE set an editable install otherwise compiles ~100 "
-        "modules on every command). Not done: spawning QEMU paused before the definition "
-        "is parsed, a dataclass-free model on the start path (84 dataclasses are created "
-        "when the definition loads: the largest phase), the per-user / no-supervisor "
-        "design of docs/architecture.md (so PSS stays ~7 MiB per guest), a virt-install-"
-        "sized domain in this table.",
+        "`python -I -S -B`, installs byte-compile (scripts/install-deps, Containerfile), and "
+        "guests that need nothing supervised can run without a supervisor "
+        "(docs/lifecycle.md, \"Guests without a supervisor\"; opt-in for now). Not done: "
+        "that path as the default, one supervisor per user for the guests that need one, "
+        "spawning QEMU paused before the definition is parsed, a dataclass-free model on "
+        "the start path, a virt-install-sized domain in this table.",
         "",
         "When the run's load average (Machine, above) is far over the 2 cores, the times "
-        "here are mostly queueing for CPU, for tapvirt, QEMU and libvirt alike: the "
-        "2026-12-02 run at load 17-21 (8 sessions sharing the machine) measured starts of "
-        "seconds, and its time ratios say nothing about the goals; re-run when the machine "
-        "is quiet. Memory does not depend on load: ~7.4 MiB PSS per guest at every count "
-        "against libvirt's daemons' ~23 MiB PSS shared by all of a user's guests, so "
-        "tapvirt costs more from the 4th guest on until the design in "
-        "docs/architecture.md is built.",
+        "here are mostly queueing for CPU, for tapvirt, QEMU and libvirt alike; read the "
+        "ratios of one run, measured side by side, not absolute times across runs. Memory "
+        "does not depend on load: a supervisor is ~7.4 MiB PSS per guest, libvirt's "
+        "daemons ~23 MiB PSS shared by all of a user's guests, a guest without supervisor "
+        "nothing outside QEMU.",
     ],
     "connect": [
         "Per interface: tapvirt's lookup + checks + open of a precreated tap, against a raw "

@@ -2,11 +2,13 @@
 
 1. `tapvirt start NAME` until the guest runs, against the same QEMU command (read back
    from the running guest) started directly with the same tap fds until QMP answers.
-   Goal: <= 1.5x.
+   Goal: <= 1.3x. Both paths of tapvirt, interleaved: without a supervisor
+   (TAPVIRT_SUPERVISOR=auto, the guest needs none) and with one (=always).
 2. N guests started one after another (`--paused`: QEMU -S, no guest code runs), each
    on its own precreated tap: launcher wall time per guest, the last 10 against the
-   first 10. Goal: <= 1.1x. Supervisor memory per guest (VmRSS, and PSS). Goal:
-   <= 15 MiB RSS.
+   first 10. Goal: <= 1.1x. Memory of what tapvirt keeps running outside QEMU, per
+   guest (VmRSS, and PSS; none without supervisors). Goal: <= 3 MiB PSS. `--supervisor`
+   picks the path of these guests (default auto: no supervisor).
 3. `tapvirt --version` and `tapvirt list` (with the N guests) wall time.
 4. `virsh start` (libvirt session mode, same guest, same tap) where libvirt is installed.
 
@@ -15,6 +17,7 @@ measured side runs as that user with no capabilities (a timer process inside the
 namespace runs each command, so `ip netns exec`/`setpriv` are not part of the numbers).
 
     cd REPO && sudo PYTHONPATH=src python3 -m bench.start [--quick] [--guests N] [--json]
+        [--supervisor auto|always]
 """
 
 from __future__ import annotations
@@ -123,8 +126,9 @@ def median(xs: list[float]) -> float:
 
 
 class Bench:
-    def __init__(self, quick: bool, guests: int, rounds: int) -> None:
+    def __init__(self, quick: bool, guests: int, rounds: int, mode: str = "auto") -> None:
         self.quick = quick
+        self.mode = mode
         self.n = guests
         self.rounds = rounds
         self.stack = contextlib.ExitStack()
@@ -199,6 +203,14 @@ class Bench:
     def tv(self, *args: str) -> list[str]:
         return [self.py, "-m", "tapvirt.cli.main", *args]
 
+    def timed_as(self, mode: str, jobs: list[list[str]]) -> list[dict[str, Any]]:
+        """timed() with TAPVIRT_SUPERVISOR=mode for the jobs."""
+        self.as_user.env["TAPVIRT_SUPERVISOR"] = mode
+        try:
+            return self.timed(jobs)
+        finally:
+            del self.as_user.env["TAPVIRT_SUPERVISOR"]
+
     def state(self, name: str) -> dict[str, Any]:
         st: dict[str, Any] = json.loads((self.xdg / "tapvirt" / name / "state.json").read_text())
         return st
@@ -208,11 +220,17 @@ class Bench:
     def start_vs_direct(self) -> None:
         (tap,) = self.taps(1, "tvbs")
         self.define_all({"b0": self.xml("b0", tap, "52:54:00:be:00:01", boot=True)})
-        self.timed([self.tv("start", "b0"), self.tv("destroy", "b0")])  # warm caches
+        for mode in ("always", "auto"):  # warm caches
+            self.timed_as(mode, [self.tv("start", "b0"), self.tv("destroy", "b0")])
         tv_times: list[float] = []
+        supervised: list[float] = []
         direct: list[float] = []
         for _ in range(self.rounds):
-            tv_times.append(self.timed([self.tv("start", "b0")])[0]["s"])
+            # interleaved, so that the host's load hits all three alike
+            tv_times.append(self.timed_as("auto", [self.tv("start", "b0")])[0]["s"])
+            assert self.state("b0")["direct"], "b0 should run without a supervisor"
+            self.timed([self.tv("destroy", "b0")])
+            supervised.append(self.timed_as("always", [self.tv("start", "b0")])[0]["s"])
             qemu = self.state("b0")["qemu_pid"]
             argv = Path(f"/proc/{qemu}/cmdline").read_bytes().rstrip(b"\0").decode().split("\0")
             fdnums = sorted({int(f) for f in os.listdir(f"/proc/{qemu}/fd")
@@ -228,8 +246,10 @@ class Bench:
             self.direct_job = [argv, [[tap, fdnums[0]]], str(self.tun), qmp, 1]
             direct += self.direct()
         self.results["start"] = {
-            "tapvirt_start_s": tv_times, "direct_qemu_to_qmp_s": direct,
-            "ratio": median(tv_times) / median(direct), "goal": GOAL_START}
+            "tapvirt_start_s": tv_times, "tapvirt_start_supervised_s": supervised,
+            "direct_qemu_to_qmp_s": direct,
+            "ratio": median(tv_times) / median(direct),
+            "ratio_supervised": median(supervised) / median(direct), "goal": GOAL_START}
 
     def phases(self, res: dict[str, Any], name: str) -> dict[str, float]:
         """Durations between consecutive trace points of one start (launcher + supervisor)."""
@@ -249,9 +269,12 @@ class Bench:
         rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
         return int(rollup.split("\nPss:")[1].split()[0]) / 1024
 
-    def qemu_share(self, name: str) -> float:
+    def qemu_share(self, res: dict[str, Any], name: str) -> float:
+        """QEMU's spawn -> QMP answered, from the trace of whoever spawned it (the
+        supervisor's log, or the launcher's own stderr for a guest without one)."""
         stamps = {}
-        for line in (self.xdg / "tapvirt" / name / "supervisor.log").read_text().splitlines():
+        for line in list(res["trace"]) + (self.xdg / "tapvirt" / name / "supervisor.log"
+                                          ).read_text().splitlines():
             if "tapvirt-trace" in line:
                 parts = line.split("tapvirt-trace ", 1)[1].split(maxsplit=2)
                 stamps[parts[2]] = float(parts[0])
@@ -279,6 +302,7 @@ class Bench:
         self.define_all({f"m{i}": self.xml(f"m{i}", t, f"52:54:00:bf:{i // 256:02x}:{i % 256:02x}",
                                            boot=False) for i, t in enumerate(taps)})
         self.as_user.env["TAPVIRT_TRACE"] = "1"
+        self.as_user.env["TAPVIRT_SUPERVISOR"] = self.mode
         # PSS of everything tapvirt runs outside QEMU (the supervisors), per running guest,
         # with 1, 10, 50 ... guests (issue 14's goal: <= 3 MiB at each count)
         marks = sorted({c for c in (1, 10, 50, self.n) if c <= self.n})
@@ -288,15 +312,16 @@ class Bench:
             for count in marks:
                 res += self.timed([self.tv("start", f"m{i}", "--paused")
                                    for i in range(len(res), count)])
-                pss_at[count] = sum(self.pss_mib(self.state(f"m{i}")["supervisor_pid"])
-                                    for i in range(count)) / count
+                pss_at[count] = sum(self.pss_mib(pid) for i in range(count)
+                                    if (pid := self.state(f"m{i}")["supervisor_pid"])) / count
         finally:
             del self.as_user.env["TAPVIRT_TRACE"]
+            del self.as_user.env["TAPVIRT_SUPERVISOR"]
         self.results["pss_per_guest_at_mib"] = pss_at
         times = [r["s"] for r in res]
         k = min(10, self.n // 2)
         # QEMU's own part of each start (supervisor trace: spawned -> QMP answered)
-        qemu_s = [self.qemu_share(f"m{i}") for i in range(self.n)]
+        qemu_s = [self.qemu_share(r, f"m{i}") for i, r in enumerate(res)]
         phases = [self.phases(r, f"m{i}") for i, r in enumerate(res)]
         # launcher and supervisor run in parallel: the order of their trace points (and
         # so the names of the steps between them) may differ from start to start
@@ -305,21 +330,30 @@ class Bench:
             p: (round(median([ph[p] for ph in phases[:k]]) * 1000, 1),
                 round(median([ph[p] for ph in phases[-k:]]) * 1000, 1)) for p in phase_names}
         own = [t - q for t, q in zip(times, qemu_s, strict=True)]
-        rss, pss = [], []
-        for i in range(self.n):
-            pid = self.state(f"m{i}")["supervisor_pid"]
+        rss, pss = [0.0], [0.0]  # no supervisors: nothing outside QEMU
+        sups = [pid for i in range(self.n) if (pid := self.state(f"m{i}")["supervisor_pid"])]
+        if sups:
+            rss, pss = [], []
+        for pid in sups:
             status = Path(f"/proc/{pid}/status").read_text()
             rss.append(int(status.split("VmRSS:")[1].split()[0]) / 1024)
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text()
             pss.append(int(rollup.split("\nPss:")[1].split()[0]) / 1024)
         # is QEMU itself slower with N guests around? (the same direct start as in 1.)
         direct_loaded = self.direct(3)
-        # how fast the supervisor notices QEMU's end: SIGKILL -> state "shut off"
+        # how fast the supervisor notices QEMU's end: SIGKILL -> state "shut off"; for a
+        # guest without one, the next command: SIGKILL -> `domstate` has said "shut off"
         detect = []
         for i in range(min(5, self.n)):
             st = self.state(f"m{i}")
             t0 = time.perf_counter()
             os.kill(st["qemu_pid"], signal.SIGKILL)
+            if not st["supervisor_pid"]:
+                while Path(f"/proc/{st['qemu_pid']}").exists() and \
+                        time.perf_counter() - t0 < 10:
+                    reap_orphans()
+                    time.sleep(0.002)
+                self.timed([self.tv("domstate", f"m{i}")])
             while self.state(f"m{i}")["state"] != "shut off":
                 if time.perf_counter() - t0 > 10:
                     break
@@ -329,7 +363,8 @@ class Bench:
         listing = [r["s"] for r in self.timed([self.tv("list")] * 5)]
         listing_all = [r["s"] for r in self.timed([self.tv("list", "--all")] * 5)]
         self.results["many"] = {
-            "guests": self.n, "start_s": times,
+            "guests": self.n, "start_s": times, "supervisor_mode": self.mode,
+            "processes_outside_qemu": len(sups),
             "first": median(times[:k]), "last": median(times[-k:]),
             "ratio": median(times[-k:]) / median(times[:k]), "goal": GOAL_SCALING,
             "qemu_part_s": qemu_s, "own_first": median(own[:k]), "own_last": median(own[-k:]),
@@ -434,6 +469,9 @@ class Bench:
                 if st.get("state") != "shut off" and st.get("supervisor_pid"):
                     os.kill(st["supervisor_pid"], signal.SIGTERM)
                     sups.append(st["supervisor_pid"])
+                elif st.get("state") != "shut off" and st.get("qemu_pid"):  # no supervisor
+                    os.kill(st["qemu_pid"], signal.SIGTERM)
+                    sups.append(st["qemu_pid"])
         deadline = time.monotonic() + 60
         while sups and time.monotonic() < deadline:
             reap_orphans()
@@ -457,6 +495,10 @@ def report(res: dict[str, Any]) -> str:
                      f"{median(s['direct_qemu_to_qmp_s']) * 1000:.0f} ms (medians of "
                      f"{len(s['direct_qemu_to_qmp_s'])}): {s['ratio']:.2f}x (goal <= "
                      f"{s['goal']}x)")
+        if s.get("tapvirt_start_supervised_s"):
+            lines.append(f"  with a supervisor (TAPVIRT_SUPERVISOR=always): "
+                         f"{median(s['tapvirt_start_supervised_s']) * 1000:.0f} ms: "
+                         f"{s['ratio_supervised']:.2f}x")
     m = res.get("many")
     if m:
         lines.append(f"{m['guests']} guests one after another (--paused): first 10 "
@@ -469,6 +511,8 @@ def report(res: dict[str, Any]) -> str:
                      f"{median(res['start']['direct_qemu_to_qmp_s']) * 1000:.0f} ms with no guests,"
                      f" {median(m['direct_qemu_to_qmp_with_guests_s']) * 1000:.0f} ms with "
                      f"{m['guests']} guests)" if s else "")
+        lines.append(f"guests' supervisor mode {m.get('supervisor_mode', 'always')}: "
+                     f"{m.get('processes_outside_qemu', m['guests'])} process(es) outside QEMU")
         lines.append(f"supervisor memory per guest: RSS mean {m['supervisor_rss_mib']['mean']:.1f}"
                      f" MiB, max {m['supervisor_rss_mib']['max']:.1f} MiB (goal <= "
                      f"{m['rss_goal_mib']:g}); PSS mean {m['supervisor_pss_mib']['mean']:.1f} MiB")
@@ -510,13 +554,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--no-libvirt", action="store_true")
     p.add_argument("--json", action="store_true", help="also print the raw numbers as JSON")
+    p.add_argument("--supervisor", choices=("auto", "always"), default="auto",
+                   help="TAPVIRT_SUPERVISOR of the scale run's guests (default auto)")
     ns = p.parse_args(argv)
     if not is_root():
         print("bench.start needs root (namespaces, users, taps)", file=sys.stderr)
         return 2
     n, rounds = (12, 2) if ns.quick else (ns.guests, ns.rounds)
     become_subreaper()
-    b = Bench(ns.quick, n, rounds)
+    b = Bench(ns.quick, n, rounds, ns.supervisor)
     with b.stack:
         progress("setting up (guest, namespace, user)")
         b.setup()

@@ -10,6 +10,11 @@ from tapvirt.errors import define
 
 _L = "network"
 
+ADDRESS_NOT_LOCAL = define(
+    "address-not-local",
+    "a server or udp socket interface names an address this host does not have",
+    layer=_L,
+)
 DEVICE_MISSING = define("device-missing", "the named host device does not exist", layer=_L)
 DEVICE_WRONG_KIND = define(
     "device-wrong-kind",

@@ -4,8 +4,11 @@ and addresses are the judge: a command line QEMU rejects fails with QEMU's messa
 
 Root only: one unprivileged user (no capabilities) with a private tun node and runtime
 directory, and one `tv-` network namespace per worker, so that documents with fixed VNC or
-SPICE ports can run side by side. Taps are precreated per document in the worker's
-namespace, owned by the user, and deleted after the guest is destroyed.
+SPICE ports (or socket interfaces' ports) can run side by side. The namespaces have only
+`lo`, with a route for multicast (224.0.0.0/4) so that an `<interface type='mcast'>` can
+join its group: socket interfaces never reach beyond the namespace. Taps are precreated
+per document in the worker's namespace, owned by the user, and deleted after the guest is
+destroyed.
 """
 
 from __future__ import annotations
@@ -119,6 +122,7 @@ class StartLab:
             for i in range(max(1, jobs)):
                 ns = Netns.create("tv-cs")
                 stack.callback(ns.close)
+                ns.ip("route", "add", "224.0.0.0/4", "dev", "lo")
                 workers.append(Worker(i, ns, AsUser(user, ns, code,
                                                     env={"XDG_RUNTIME_DIR": str(xdg)})))
             lab = cls(scratch, user, code, tun, xdg, image, workers)

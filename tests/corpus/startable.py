@@ -6,20 +6,27 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
   `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
-* `<numatune>` nodesets naming host NUMA nodes this host does not let the user allocate
-  from become the allowed nodes (`Mems_allowed_list`; the document's host had more nodes);
+* `<numatune>` nodesets and memory devices' `<source><nodemask>` naming host NUMA nodes
+  this host does not let the user allocate from become the allowed nodes
+  (`Mems_allowed_list`; the document's host had more nodes);
 * `<memory>`/`<currentMemory>` shrink to 128 MiB unless NUMA cells, `<maxMemory>` or memory
   devices tie them to other sizes;
 * every disk or cdrom/floppy with a source becomes a placeholder image of its format in
   the scratch directory (`qemu-img create`); `type='block'` becomes `type='file'`
   (there is no block device to give it);
+* an nvdimm's `<source><path>` moves into the scratch directory (QEMU creates the file);
 * `<kernel>`/`<initrd>` that do not exist here become the test guest's kernel and initrd;
   an `<emulator>` that does not exist becomes this host's QEMU for the arch;
 * interfaces of type ethernet, bridge, direct and network become `type='ethernet'` on a
   tap precreated for the test user (`<target dev managed='no'/>`, multi_queue when
   `<driver queues>` > 1, the guest's `<mtu>` when above 1500), losing only `<source>`,
   `<script>`, `<downscript>`, `<backend>`;
-  `type='user'` stays; other types are left as they are;
+  `type='user'` stays; the socket types (udp, server, client) keep their ports but their
+  addresses become 127.0.0.1 (the addresses of the document's machine are not in the
+  worker's namespace; a server without an address listens on every address of that
+  namespace, which has only `lo`); an mcast group stays (the worker namespaces route
+  224.0.0.0/4 to `lo`, tests.corpus.start); other types are left as they are. QEMU runs in
+  the worker's private namespace: no socket interface reaches beyond it;
 * chardev and `<log>` files, unix sockets and pipes move into the scratch directory (a
   unix or tcp client socket becomes a listening one: there is no peer to connect to; a
   pipe's FIFO is made); tcp/udp chardevs use 127.0.0.1 instead of another machine's
@@ -32,6 +39,7 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
   OVMF_VARS.fd as the `<nvram>` template (libvirt's tests name it in qemu.conf); a
   writable pflash BIOS of another machine becomes a blank flash image of the user's;
 * empty placeholder kernels (virt-install's) become the test guest's too;
+* `<audio type='oss'>` plays into /dev/null (QEMU's OSS backend needs its /dev/dsp);
 * `<driver name='vhost'>` on interfaces goes (vhost-net needs KVM; no KVM here).
 
 Pure: returns the new text and what the caller must create (taps, images).
@@ -46,6 +54,7 @@ from pathlib import Path
 from lxml import etree
 
 _TAP_TYPES = ("ethernet", "bridge", "direct", "network")
+_SOCKET_TYPES = ("udp", "server", "client")  # mcast keeps its group
 _DROP_FROM_TAP = ("source", "script", "downscript", "backend", "target")
 _CHARDEVS = ("serial", "parallel", "console", "channel")
 _QEMU = {"i686": "/usr/bin/qemu-system-i386", "x86_64": "/usr/bin/qemu-system-x86_64"}
@@ -101,10 +110,12 @@ def _host_numa_nodes(root: etree._Element) -> None:
     from tapvirt.conf.domain.numa import format_bitmap
     from tapvirt.qemu.hostnuma import allowed_nodes
 
+    have = format_bitmap(tuple(sorted(allowed_nodes())))
+    for el in root.iterfind("devices/memory/source/nodemask"):
+        el.text = have
     nt = root.find("numatune")
     if nt is None:
         return
-    have = format_bitmap(tuple(sorted(allowed_nodes())))
     for el in nt:
         if el.get("nodeset") is not None:
             el.set("nodeset", have)
@@ -134,6 +145,11 @@ def _disks(root: etree._Element, scratch: Path, name: str, plan: Plan) -> None:
 
 def _interfaces(root: etree._Element, tap_prefix: str, plan: Plan) -> None:
     for n, iface in enumerate(root.iterfind("devices/interface")):
+        if iface.get("type") in _SOCKET_TYPES:
+            for el in [*iface.findall("source"), *iface.findall("source/local")]:
+                if el.get("address") is not None:
+                    el.set("address", "127.0.0.1")
+            continue
         if iface.get("type") not in _TAP_TYPES:
             continue
         iface.set("type", "ethernet")
@@ -187,6 +203,18 @@ def _network_chardev(kind: str, source: etree._Element) -> None:
         source.set("host", "127.0.0.1")
     if kind == "tcp" and source.get("mode") != "bind":
         source.set("mode", "bind")
+
+
+def _oss_devices(root: etree._Element) -> None:
+    """QEMU's OSS backend does not start without its /dev/dsp: /dev/null stands in for
+    the sound devices this host lacks (QEMU opens it, its ioctls fail, the guest plays
+    nowhere, as on a host without a card)."""
+    for audio in root.iterfind("devices/audio[@type='oss']"):
+        for tag in ("input", "output"):
+            el = audio.find(tag)
+            if el is None:
+                el = etree.SubElement(audio, tag)
+            el.set("dev", "/dev/null")
 
 
 def _graphics_sockets(root: etree._Element, scratch: Path, name: str) -> None:
@@ -262,9 +290,12 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
     for driver in root.iterfind("devices/interface/driver"):
         if driver.get("name") == "vhost":  # needs KVM, which the test hosts do not have
             del driver.attrib["name"]
+    for n, path in enumerate(root.iterfind("devices/memory/source/path")):
+        path.text = str(scratch / f"{name}-nvdimm{n}.img")
     _disks(root, scratch, name, plan)
     _interfaces(root, tap_prefix, plan)
     _chardevs(root, scratch, name, plan)
     _graphics_sockets(root, scratch, name)
+    _oss_devices(root)
     plan.xml = etree.tostring(root, encoding="unicode") + "\n"
     return plan

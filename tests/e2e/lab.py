@@ -67,7 +67,10 @@ class Lab:
             netns.ip("link", "add", bridge, "type", "bridge")
             netns.ip("addr", "add", f"{BRIDGE_IP}/24", "dev", bridge)
             netns.ip("link", "set", bridge, "up")
-            as_user = AsUser(user, netns, code, env={"XDG_RUNTIME_DIR": str(xdg)})
+            env = {"XDG_RUNTIME_DIR": str(xdg)}
+            if os.environ.get("TAPVIRT_SUPERVISOR"):  # run the suite on either path
+                env["TAPVIRT_SUPERVISOR"] = os.environ["TAPVIRT_SUPERVISOR"]
+            as_user = AsUser(user, netns, code, env=env)
             lab = cls(netns, user, code, scratch, image, tun, bridge, as_user, xdg)
             stack.callback(lab.stop_all)
             yield lab
@@ -186,6 +189,12 @@ class Lab:
                                timeout=30)
         return proc.returncode == 0
 
+    @property
+    def supervised(self) -> bool:
+        """Whether a guest with nothing to supervise gets a supervisor on this run
+        (TAPVIRT_SUPERVISOR; tapvirt.domains.direct)."""
+        return self.as_user.env.get("TAPVIRT_SUPERVISOR", "always") == "always"
+
     def stop_all(self) -> None:
         """Destroy what is still running (by pid, from the state files)."""
         root = self.xdg / "tapvirt"
@@ -219,3 +228,21 @@ def wait_until(pred: Any, timeout: float, interval: float = 0.05) -> bool:
 
 
 __all__ = ["BRIDGE_IP", "Lab", "run", "wait_until", "zombie"]
+
+
+def module_lab() -> Iterator[Lab]:
+    """The body of a test module's `lab` fixture: skipped without root, a subreaper for
+    the guests' processes, the lab torn down and orphans reaped afterwards."""
+    import pytest
+
+    from tests.support.reaper import become_subreaper, reap_orphans
+    from tests.support.sandbox import is_root
+
+    if not is_root():
+        pytest.skip("needs root: creates network namespaces, users and devices")
+    become_subreaper()
+    try:
+        with Lab.create() as lab:
+            yield lab
+    finally:
+        reap_orphans()

@@ -16,9 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.lab import Lab, wait_until
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unprivileged_python
+from tests.e2e.lab import Lab, module_lab, wait_until
+from tests.support.sandbox import unprivileged_python
 
 pytestmark = [
     pytest.mark.e2e,
@@ -31,14 +30,7 @@ SHELL_READY = r"job control turned off"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _domain(lab: Lab, name: str, serial: str = "") -> None:

@@ -11,10 +11,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab
 from tests.support import disk
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
 
 pytestmark = [
     pytest.mark.e2e,
@@ -35,14 +33,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _xml(name: str, machine: str, path: str, *, fmt: str, bus: str, by_order: bool,

@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.lab import Lab, wait_until
+from tests.e2e.lab import Lab, module_lab, wait_until
 from tests.support import rfb
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unprivileged_python
+from tests.support.sandbox import unprivileged_python
 
 pytestmark = [
     pytest.mark.e2e,
@@ -36,14 +35,7 @@ DOCS_SHOT = Path(__file__).resolve().parents[2] / "docs" / "img" / "screenshot-v
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _start(lab: Lab, name: str, graphics: str, *, check: bool = True,

@@ -26,9 +26,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab, wait_until
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root, unique
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab, wait_until
+from tests.support.sandbox import unique
 
 pytestmark = [
     pytest.mark.e2e,
@@ -42,14 +41,7 @@ MAC0 = "52:54:00:e3:00:21"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 @pytest.fixture(scope="module")

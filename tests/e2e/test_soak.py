@@ -11,9 +11,7 @@ from collections.abc import Iterator
 import pytest
 from bench.soak import leaks, soak
 
-from tests.e2e.lab import Lab
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
+from tests.e2e.lab import Lab, module_lab
 
 pytestmark = [
     pytest.mark.e2e,
@@ -24,14 +22,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def test_short_soak_leaves_nothing(lab: Lab) -> None:

@@ -21,9 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.lab import Lab, wait_until
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
+from tests.e2e.lab import Lab, module_lab, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,14 +36,7 @@ UUID = "6f1c2a9e-5b3d-4c7e-9a10-2b3c4d5e6f70"
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _xml(lab: Lab, name: str, uuid: str, model: str = "tpm-crb",

@@ -16,10 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab
 from tests.support import disk
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
 
 pytestmark = [
     pytest.mark.e2e,
@@ -38,14 +36,7 @@ BOOT_TIMEOUT = 400  # OVMF under TCG on a loaded host: firmware, shell countdown
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def _xml(name: str, path: str, *, tap: str, mac: str, os_extra: str = "") -> str:

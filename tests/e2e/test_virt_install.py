@@ -22,10 +22,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.e2e.lab import BRIDGE_IP, Lab, wait_until
+from tests.e2e.lab import BRIDGE_IP, Lab, module_lab, wait_until
 from tests.support import disk
-from tests.support.reaper import become_subreaper, reap_orphans
-from tests.support.sandbox import is_root
 
 pytestmark = [
     pytest.mark.e2e,
@@ -121,14 +119,7 @@ XML = """<domain type="qemu">
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if not is_root():
-        pytest.skip("needs root: creates network namespaces, users and devices")
-    become_subreaper()
-    try:
-        with Lab.create() as lab:
-            yield lab
-    finally:
-        reap_orphans()
+    yield from module_lab()
 
 
 def test_virt_install_cloud_init_domain_boots_reads_its_seed_and_pings(lab: Lab) -> None:

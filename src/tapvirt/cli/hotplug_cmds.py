@@ -31,7 +31,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                            ("update-device", "change a device in place (link state, cdrom)")):
         p = sub.add_parser(verb, help=helptext)
         p.add_argument("name", metavar="NAME")
-        p.add_argument("file", metavar="FILE", help="<interface> or <disk> XML")
+        p.add_argument("file", metavar="FILE",
+                       help="<interface>, <disk> or (attach-device) <memory> XML")
         _scope_flags(p)
         if verb == "attach-device":
             p.add_argument("--tun-node", metavar="PATH",

@@ -153,6 +153,7 @@ def run_domxml_to_native(args: argparse.Namespace) -> int:
     for arg in build_argv(dom, backends, qmp_socket=qmp, fd_base=fd_base):
         sys.stdout.write(arg + "\n")
     # What the argv cannot show goes to stderr, so stdout stays a clean command line.
+    print(f"note: start adds its events monitor: {_events_monitor(dom, qmp)}", file=sys.stderr)
     for cmd in startup_commands(dom):
         shown = cmd
         if "password" in cmd.get("arguments", {}):  # the secret stays off the terminal too
@@ -163,6 +164,25 @@ def run_domxml_to_native(args: argparse.Namespace) -> int:
             what = "warning" if f.warning else "start would fail"
             print(f"note: {what}: error[{f.code.code}]: {f.message}", file=sys.stderr)
     return 0
+
+
+def _events_monitor(dom: Domain, qmp: str) -> str:
+    """The second QMP monitor `start` appends to this argv, for the path it would take
+    (tapvirt.domains.direct: with or without a supervisor)."""
+    from pathlib import Path
+
+    from tapvirt.conf.model import InterfaceType
+    from tapvirt.domains import direct, events
+    from tapvirt.domains.runtime import DomainDir
+
+    managed = [i.dev or f"net{n}" for n, i in enumerate(dom.devices.interfaces)
+               if i.type is InterfaceType.DIRECT and not i.unmanaged]
+    why = direct.why_supervised(dom, to_delete=managed, tpm=dom.devices.tpm)
+    if why is not None:
+        return " ".join(events.monitor_args(qmp)) + f" (with a supervisor: {why})"
+    rundir = Path(_default_qmp_socket(dom.name)).parent
+    args = direct.monitor_args(DomainDir(rundir.parent, rundir.name))
+    return " ".join(args) + f" (no supervisor: QEMU logs its events; {direct.SETTING}=auto)"
 
 
 def _default_qmp_socket(name: str) -> str:

@@ -177,7 +177,8 @@ def cmd_dominfo(args: argparse.Namespace) -> int:
         ("State", info["state"] + (f" ({info['reason']})" if info["reason"] else "")),
         ("CPU(s)", info["vcpus"]), ("Max memory", f"{info['memory_kib']} KiB"),
         ("Persistent", "yes" if info["persistent"] else "no"),
-        ("Supervisor", info["supervisor_pid"] or "-"),
+        ("Supervisor", info["supervisor_pid"] or ("none (QEMU runs alone)"
+                                                  if info["state"] != "shut off" else "-")),
         ("Restarts", info["restarts"]),
         ("Console log", info["console_log"]), ("QEMU log", info["qemu_log"]),
     ]

@@ -174,8 +174,9 @@ def parse_address(
         p.shape(el, ("type", "controller", "bus", "target", "unit"))
         return DriveAddress(*(_num(p, el, a, MAX_UINT) for a in
                               ("controller", "bus", "target", "unit")))
+    # libvirt's schema requires controller= on virtio-serial and ccid addresses (its
+    # parser would read 0): refused by name, as a USB address without bus
     if atype is AddressType.VIRTIO_SERIAL:
-        # libvirt's parser reads a missing controller as 0, its schema requires it
         p.shape(el, ("type", "controller", "bus", "port"), required_attrs=("controller",))
         return VirtioSerialAddress(*(_num(p, el, a, MAX_UINT) for a in
                                      ("controller", "bus", "port")))

@@ -372,6 +372,10 @@ def _peripheral_pci(dom: Domain, chip: A.Chipset) -> list[A.PciDevice]:
         if i.bus is InputBus.VIRTIO:
             out.append(A.PciDevice(("input", n), A.Order.INPUT, A.Slot.VIRTIO,
                                    _pci_of(i.address), f"{dev}/input[{n + 1}]"))
+    for n, m in enumerate(d.memories):
+        if not m.on_slot:  # virtio-mem-pci
+            out.append(A.PciDevice(("memory", n), A.Order.MEMORY, A.Slot.VIRTIO,
+                                   _pci_of(m.address), f"{dev}/memory[{n + 1}]"))
     return out
 
 
@@ -384,6 +388,7 @@ def _peripheral_got(d: Any, got: dict[Hashable, A.PciAddress]) -> dict[str, Any]
     out: dict[str, Any] = {
         "sounds": each(d.sounds, "sound"), "rngs": each(d.rngs, "rng"),
         "videos": each(d.videos, "video"), "inputs": each(d.inputs, "input"),
+        "memories": each(d.memories, "memory"),
     }
     if d.memballoon is not None and ("memballoon", 0) in got:
         out["memballoon"] = replace(d.memballoon, address=got[("memballoon", 0)])
@@ -547,6 +552,30 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
     return dom if new == d else replace(dom, devices=new)
 
 
+def memory_slots(dom: Domain) -> Domain:
+    """libvirt's qemuDomainAssignMemorySlots: a dimm or nvdimm without <address> takes
+    the lowest free slot (in document order), written into the definition; the aliases
+    are dimm<slot> / nvdimm<slot>, a virtio-mem device's virtiomem<N> in order
+    (qemuAssignDeviceMemoryAlias). The virtio-mem devices' PCI slots are pci_addresses'."""
+    mems = dom.devices.memories
+    if not mems:
+        return dom
+    used = {m.slot for m in mems if m.slot is not None}
+    out = []
+    vmem = 0
+    for m in mems:
+        if not m.on_slot:
+            out.append(replace(m, alias=m.alias or f"virtiomem{vmem}"))
+            vmem += 1
+            continue
+        slot = m.slot
+        if slot is None:
+            slot = next(n for n in range(len(mems) + len(used) + 1) if n not in used)
+            used.add(slot)
+        out.append(replace(m, slot=slot, alias=m.alias or f"{m.model}{slot}"))
+    return replace(dom, devices=replace(dom.devices, memories=tuple(out)))
+
+
 def boot_default(dom: Domain) -> Domain:
     """virDomainDefBootOrderPostParse: neither <os><boot> nor a per-device <boot order>
     means <boot dev='hd'/> (visible in dumpxml, and the first disk boots first)."""
@@ -612,6 +641,7 @@ STEPS: tuple[Callable[[Domain], Domain], ...] = (
     pci_addresses,
     virtio_iommu_modern,
     usb_addresses,
+    memory_slots,
     assign_aliases,
     assign_peripheral_aliases,
 )

@@ -76,7 +76,8 @@ MULTIQUEUE_UNSUPPORTED = define(
 )
 MTU_OUT_OF_RANGE = define("mtu-out-of-range", "<mtu size> is not in 68..65521", layer=_L)
 MTU_UNSUPPORTED = define(
-    "mtu-unsupported", "<mtu> on an interface type that cannot set it (direct, user)", layer=_L
+    "mtu-unsupported",
+    "<mtu> on an interface type that cannot set it (direct, user, socket types)", layer=_L
 )
 NOT_FOR_TYPE = define(
     "not-for-type",
@@ -84,7 +85,8 @@ NOT_FOR_TYPE = define(
     layer=_L,
 )
 MISSING_SOURCE = define(
-    "missing-source", "a bridge or direct interface without its <source>", layer=_L
+    "missing-source", "a bridge, direct or socket interface without its <source>",
+    layer=_L
 )
 INVALID_ALIAS = define(
     "invalid-alias", "a user alias that does not start with 'ua-' or has bad characters", layer=_L

@@ -69,6 +69,9 @@ def format_domain(
         w(f"{_IND}<description>{_t(dom.description)}</description>")
     if dom.metadata is not None:
         format_metadata(dom.metadata, w)
+    if dom.max_memory is not None:
+        w(f"{_IND}<maxMemory slots='{dom.max_memory.slots}' unit='KiB'>"
+          f"{dom.max_memory.kib}</maxMemory>")
     w(f"{_IND}<memory unit='KiB'>{dom.memory_kib}</memory>")
     if dom.current_memory_kib is not None:
         w(f"{_IND}<currentMemory unit='KiB'>{dom.current_memory_kib}</currentMemory>")

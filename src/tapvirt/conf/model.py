@@ -34,6 +34,7 @@ from tapvirt.conf.domain.clock import Clock, ClockBasis, ClockOffset, TickPolicy
 from tapvirt.conf.domain.cpu import Cpu
 from tapvirt.conf.domain.features import Features, Hyperv, HypervMode, IoapicDriver, Kvm
 from tapvirt.conf.domain.idmap import IdMap
+from tapvirt.conf.domain.memhotplug import MaxMemory
 from tapvirt.conf.domain.memorybacking import MemoryBacking
 from tapvirt.conf.domain.metadata import Metadata
 from tapvirt.conf.domain.osboot import OsBoot
@@ -124,7 +125,8 @@ class Domain:
     title: str | None = None
     description: str | None = None
     metadata: Metadata | None = None
-    memory_kib: int = 262144
+    max_memory: MaxMemory | None = None  # <maxMemory slots>: memory hotplug
+    memory_kib: int = 262144  # with NUMA cells: their sum plus the memory devices
     current_memory_kib: int | None = None
     memory_backing: MemoryBacking | None = None
     vcpus: int = 1  # the maximum

@@ -111,6 +111,21 @@ def _memory(dom: Domain) -> Iterable[ConfWarning]:
             "RAM, which tapvirt does not use (libvirt ignores it the same way)",
             "remove <discard/>",
         )
+    cells = dom.cpu.numa.cells if dom.cpu is not None and dom.cpu.numa is not None else ()
+    for c in cells:
+        if c.discard:
+            yield ConfWarning(
+                E.NO_EFFECT, f"/domain/cpu/numa/cell[@id='{c.id}']/@discard",
+                "discard='yes' is kept but has no effect: QEMU discards memory only for "
+                "file-backed RAM, which tapvirt does not use for guest cells",
+                "remove discard='yes'")
+    for n, m in enumerate(dom.devices.memories, start=1):
+        if m.discard:
+            yield ConfWarning(
+                E.NO_EFFECT, f"/domain/devices/memory[{n}]/@discard",
+                "discard='yes' is kept but has no effect: QEMU discards memory only for "
+                "file-backed RAM, which tapvirt does not use for memory devices",
+                "remove discard='yes'")
 
 
 def _seclabel(dom: Domain) -> Iterable[ConfWarning]:

@@ -122,14 +122,22 @@ def reconcile(dd: DomainDir) -> State:
         # nobody will ever finish it, so its QEMU goes: the recorded one (pid and start
         # time checked), or one spawned before its pid could be recorded
         found = _qemus_of(dd)
-        if qemu_alive(st):
+        if qemu_alive(st) and (st.qemu_pid, st.qemu_start) not in found:
             found.append((st.qemu_pid or 0, st.qemu_start))
         for pid, start in found:
             _kill_qemu(dataclasses.replace(st, qemu_pid=pid, qemu_start=start))
         if found:
-            _mark_shut_off(dd, st, "start failed: its supervisor was killed before the "
+            who = "launcher" if st.direct else "supervisor"
+            _mark_shut_off(dd, st, f"start failed: its {who} was killed before the "
                                    "guest ran")
             return st
+    if st.direct:  # no supervisor by design: QEMU's process and events say it all
+        from tapvirt.domains import direct
+
+        if qemu_alive(st):
+            return direct.refresh(dd, st)
+        _mark_shut_off(dd, st, direct.exit_reason(dd))
+        return st
     if qemu_alive(st):
         # QEMU outlived its supervisor: still running, but nobody will clean up after it
         if st.reason != "unsupervised":
@@ -480,8 +488,11 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                        started_at=time.time()))
         sup = None
         try:
-            sup = PendingSupervisor(dd)
-            _trace("supervisor spawned")
+            from tapvirt.domains import direct
+
+            if direct.mode() == "always":  # its interpreter loads while we work
+                sup = PendingSupervisor(dd)
+                _trace("supervisor spawned")
             dom = _with_console_log(load(name), dd.console_log)
             if dom.devices.graphics:
                 from tapvirt.domains.display import with_runtime_listens
@@ -507,6 +518,10 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 from tapvirt.qemu.hostnuma import check_numatune
 
                 check_numatune(dom)
+            if dom.devices.audios:
+                from tapvirt.qemu.hostaudio import check_audio_devices
+
+                check_audio_devices(dom)
             from tapvirt.qemu.argv import FD_BASE, build_argv, fd_layout, startup_commands
             from tapvirt.qemu.connect import connect_domain
 
@@ -528,6 +543,24 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                           for b in conn.backends]
                 _write_live_xml(dom, dd, {i.alias: i.device for i in ifaces if i.device})
                 _trace("connected, argv built")
+                why = direct.why_supervised(dom, to_delete=conn.to_delete, tpm=tpm_job)
+                if why is None:
+                    state = State(name, dom.uuid, STARTING, "starting", transient,
+                                  launcher_pid=os.getpid(),
+                                  launcher_start=proc_starttime(os.getpid()),
+                                  started_at=time.time(), interfaces=ifaces,
+                                  warnings=[w.to_json() for w in conn.warnings()])
+                    direct.launch(dd, state, argv, pairs,
+                                  qmp_before_cont=startup_commands(dom),
+                                  private_sockets=_graphics_sockets(dom, dd), paused=paused,
+                                  timeout=timeout, trace=_trace if _TRACE else None)
+                    conn.close()  # QEMU has its own copies of the fds
+                    st = dd.read()
+                    _show_ptys(dom, dd, st)
+                    return st
+                if sup is None:
+                    sup = PendingSupervisor(dd)
+                    _trace("supervisor spawned")
                 sup.send({
                     "name": dom.name, "uuid": dom.uuid, "root": str(dd.root),
                     "transient": transient, "argv": argv, "launcher_pid": os.getpid(),
@@ -544,6 +577,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
                 # the supervisor owns copies of the fds and the devices to delete now
                 conn.close()
                 conn.to_delete.clear()
+            assert sup is not None
             sup.reap()
         except BaseException:
             if sup is not None:
@@ -555,6 +589,7 @@ def _start(name: str, load: Callable[[str], Domain], *, transient: bool,
             if st.supervisor_pid is None and not dd.supervisor_locked():
                 _mark_shut_off(dd, st, "start failed")
             raise
+        assert sup is not None
         try:
             msg = sup.reply(timeout + 10)
             _trace("reply received")
@@ -834,7 +869,8 @@ def shutdown(name: str, *, timeout: float = 60.0, mode: str = "acpi") -> State:
 
         agent_conn = agent.connect(name)  # agent-unresponsive before anything changed
     pidfd = _supervisor_pidfd(dd)
-    supervised = pidfd is not None and control_socket(dd).exists()
+    # through the supervisor, or (a guest without one) the verb's own monitor session
+    supervised = (pidfd is not None and control_socket(dd).exists()) or st.direct
     if pidfd is None:
         pidfd = _open_verified(st.qemu_pid, st.qemu_start)
     elif not _signal_pidfd(pidfd, signal.SIGUSR1):  # a power-off now is final
@@ -951,6 +987,7 @@ def dominfo(name: str) -> dict[str, Any]:
         "persistent": _store().exists(name), "vcpus": dom.vcpus,
         "memory_kib": dom.memory_kib, "qemu_pid": st.qemu_pid if running else None,
         "supervisor_pid": dd.supervisor_holder() if running else None,
+        "supervised": running and not st.direct,
         "started_at": st.started_at if running else None,
         "stopped_at": st.stopped_at, "exit_status": st.exit_status, "restarts": st.restarts,
         "console_log": str(console_path(dom, dd)), "qemu_log": str(dd.qemu_log),
@@ -1024,7 +1061,7 @@ def follow_console(name: str, *, follow: bool = True, from_start: bool = True,
             if not follow:
                 return
             st = dd.read() if dd.state_file.exists() else dataclasses.replace(st, state=SHUTOFF)
-            if st.state == SHUTOFF or (st.state == RUNNING and not qemu_alive(st)
+            if st.state == SHUTOFF or (st.state != STARTING and not qemu_alive(st)
                                        and not dd.supervisor_locked()):
                 tail = f.read()
                 if tail:

@@ -42,7 +42,7 @@ from tapvirt.domains.live_errors import CONTROL_FAILED
 from tapvirt.errors import TapvirtError
 
 if TYPE_CHECKING:
-    from tapvirt.domains.runtime import DomainDir
+    from tapvirt.domains.runtime import DomainDir, State
     from tapvirt.qemu.qmp import QmpClient
 
 MAX_REQUEST = 4 << 20  # bytes: a live XML plus a few steps fit many times over
@@ -181,6 +181,31 @@ class ControlServer:
             conn.settimeout(READ_TIMEOUT)
             conn.sendall(json.dumps(reply).encode() + b"\n")
         conn.close()
+
+
+def apply_commit(dd: DomainDir, state: State, change: dict[str, Any]) -> str | None:
+    """Record in `state` (and on disk) what a successful live change did (the verb
+    computed it): by the supervisor, or by the verb itself for a guest without one
+    (tapvirt.domains.direct). Returns the line to log, if any. `reboot` is the
+    supervisor's own business (it restarts QEMU) and not handled here."""
+    from tapvirt.domains.runtime import IfaceState, write_atomic
+
+    if not change:
+        return None
+    if "interfaces" in change:
+        state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
+    if "to_delete" in change:
+        state.to_delete = [str(d) for d in change["to_delete"]]
+    if "state" in change:
+        state.state = str(change["state"])
+        state.reason = str(change.get("reason", ""))
+    for warning in change.get("warnings_add") or []:
+        if warning not in state.warnings:
+            state.warnings.append(warning)
+    if isinstance(change.get("live_xml"), str):
+        write_atomic(dd.domain_xml, change["live_xml"])
+    dd.write(state)
+    return str(change["log"]) if change.get("log") else None
 
 
 class StepFailed(Exception):

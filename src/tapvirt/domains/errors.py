@@ -61,6 +61,11 @@ SUPERVISOR_FAILED = define(
     "supervisor-failed", "the guest's supervisor process could not be started or died",
     layer=_L,
 )
+SUPERVISOR_SETTING_INVALID = define(
+    "supervisor-setting-invalid",
+    "TAPVIRT_SUPERVISOR is neither `always` nor `auto`",
+    layer=_L,
+)
 STOP_TIMEOUT = define(
     "stop-timeout", "the guest did not stop in time (QEMU ignores SIGKILL: stuck in the kernel)",
     layer=_L,

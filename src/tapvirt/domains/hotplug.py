@@ -36,6 +36,7 @@ from tapvirt.domains.runtime import PAUSED, RUNNING, DomainDir, IfaceState
 from tapvirt.errors import FILE_UNREADABLE, TapvirtError
 
 if TYPE_CHECKING:
+    from tapvirt.conf.devices.memory import MemoryDevice
     from tapvirt.conf.model import Disk, Domain, Interface
     from tapvirt.host.api import Host
 
@@ -52,7 +53,7 @@ class Affect:
 class Outcome:
     """What a hotplug verb did, for the CLI's message and --json."""
 
-    kind: str  # interface / disk
+    kind: str  # interface / disk / memory
     alias: str | None
     mac: str | None = None
     device: str | None = None  # host device or disk target
@@ -122,10 +123,10 @@ def device_xml(text: str, source: str = "<string>") -> DeviceXml:
     from tapvirt.conf.xml import load as _load
 
     root = _load(text, source)  # the same safe parser as for domains (no DTD, no entities)
-    if root.tag not in ("interface", "disk"):
+    if root.tag not in ("interface", "disk", "memory"):
         raise TapvirtError(DEVICE_FILE_INVALID, source,
                            f"<{str(root.tag)[:40]}> is not a device tapvirt can attach",
-                           "write one <interface> or <disk> element")
+                           "write one <interface>, <disk> or <memory> element")
     given = frozenset(str(c.tag) for c in root if isinstance(c.tag, str))
     return DeviceXml(text, source, str(root.tag), given)
 
@@ -474,12 +475,68 @@ def _detach_disk_config(name: str, target: str) -> Outcome:
     return Outcome("disk", disk.alias, device=target, config=True)
 
 
+def _with_memory(dom: Domain, dev: DeviceXml, *, live_xml: bool) -> tuple[Domain, MemoryDevice]:
+    """The domain with the new <memory> device, parsed whole, so that every rule of
+    <maxMemory> holds (slots, guest cells, hotplug space, address bits) and the device
+    gets its slot and alias as at define time (the lowest free slot); and that device."""
+    from tapvirt.conf.format import format_domain
+    from tapvirt.conf.parse import parse_document
+
+    body = re.sub(r"^\s*<\?xml[^>]*\?>", "", dev.text, count=1)
+    text = format_domain(dom, live=live_xml)
+    text = (text.replace("  <devices/>", f"  <devices>\n{body}\n  </devices>", 1)
+            if "  <devices/>" in text else text.replace("  </devices>", f"{body}\n  </devices>", 1))
+    new = parse_document(text, source=dev.source, live=live_xml).domain
+    return new, new.devices.memories[len(dom.devices.memories)]
+
+
+def _attach_memory_live(name: str, dev: DeviceXml) -> Outcome:
+    from tapvirt.qemu.argv import hotplug as hp
+
+    dd, _ = live.supervised(name)
+    with live.ops_lock(dd):
+        st = dd.read()
+        dom = live.live_domain(dd)
+        new_dom, mem = _with_memory(dom, dev, live_xml=True)
+        steps = hp.memory_attach(new_dom, mem)
+        _plug(dd, dom, steps, {
+            "live_xml": live.format_live(new_dom, st.interfaces),
+            "log": f"attached memory device {mem.alias} ({mem.size_kib} KiB)"}, [])
+    return Outcome("memory", mem.alias, device=f"slot {mem.slot}", live=True)
+
+
+def _attach_memory_config(name: str, dev: DeviceXml) -> Outcome:
+    from tapvirt.conf.format import format_domain
+
+    store = api._store()
+    new_dom, mem = _with_memory(store.get(name), dev, live_xml=False)
+    store.define(format_domain(new_dom))
+    return Outcome("memory", mem.alias, device=f"slot {mem.slot}", config=True)
+
+
+def _no_memory_unplug(dev: DeviceXml, verb: str) -> None:
+    if dev.tag == "memory":
+        raise TapvirtError(HOTPLUG_UNSUPPORTED, dev.source,
+                           f"{verb} of a memory device is not supported by tapvirt (the guest "
+                           "must offline the memory first and acknowledge the ACPI eject)",
+                           "remove it from the definition (tapvirt edit NAME) and restart "
+                           "the guest")
+
+
 # -- the verbs ------------------------------------------------------------------------------
 
 def attach_device(name: str, dev: DeviceXml, *, how: Affect, host: Host | None = None,
                   tun_node: str | None = None) -> list[Outcome]:
     """Live first (the stored definition changes only if the live attach worked)."""
     out = []
+    if dev.tag == "memory":
+        if how.config:  # validate the definition change before touching the guest
+            _with_memory(api._store().get(name), dev, live_xml=False)
+        if how.live:
+            out.append(_attach_memory_live(name, dev))
+        if how.config:
+            out.append(_attach_memory_config(name, dev))
+        return out
     if how.config:  # validate the definition change before touching the guest
         _parse_device(dev, api._store().get(name))
     if how.live:
@@ -493,6 +550,7 @@ def attach_device(name: str, dev: DeviceXml, *, how: Affect, host: Host | None =
 
 def detach_device(name: str, dev: DeviceXml, *, how: Affect, timeout: float,
                   host: Host | None = None) -> list[Outcome]:
+    _no_memory_unplug(dev, "detach-device")
     out = []
     ref = api._store().get(name) if how.config else live.live_domain(live.supervised(name)[0])
     if dev.tag == "interface":
@@ -569,6 +627,7 @@ def interface_xml(type_: str, source: str | None, *, target: str | None, mac: st
 
 def update_device(name: str, dev: DeviceXml, *, how: Affect) -> list[Outcome]:
     """An interface's <link state>, or a cdrom's medium. Anything else is refused."""
+    _no_memory_unplug(dev, "update-device")
     ref = api._store().get(name) if how.config and not how.live else \
         live.live_domain(live.supervised(name)[0])
     out = []

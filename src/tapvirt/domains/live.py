@@ -13,10 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
-import fcntl
 import os
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -49,7 +46,7 @@ def supervised(name: str) -> tuple[DomainDir, State]:
     if st.state == STARTING:
         raise TapvirtError(DOMAIN_NOT_RUNNING, f"domain {name}", "it is still starting",
                            "wait until `tapvirt domstate` says running, then retry")
-    if not dd.supervisor_locked():
+    if not dd.supervisor_locked() and not st.direct:
         raise TapvirtError(
             SUPERVISOR_GONE, f"domain {name}",
             "its supervisor was killed: QEMU runs unsupervised and no change can be recorded",
@@ -60,22 +57,15 @@ def supervised(name: str) -> tuple[DomainDir, State]:
 @contextlib.contextmanager
 def ops_lock(dd: DomainDir, *, wait: float = OPS_LOCK_WAIT) -> Iterator[None]:
     """One live operation on a guest at a time (they wait for each other)."""
+    from tapvirt.domains.runtime import flock_within
+
     fd = os.open(dd.path / "ops.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        deadline = time.monotonic() + wait
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except OSError as exc:
-                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                    raise
-                if time.monotonic() >= deadline:
-                    raise TapvirtError(
-                        DOMAIN_BUSY, f"domain {dd.name}",
-                        f"another live operation has held it for {wait:g} s",
-                        "wait for it to finish, then retry") from None
-                time.sleep(0.02)
+        if not flock_within(fd, wait):
+            raise TapvirtError(
+                DOMAIN_BUSY, f"domain {dd.name}",
+                f"another live operation has held it for {wait:g} s",
+                "wait for it to finish, then retry")
         yield
     finally:
         os.close(fd)
@@ -84,13 +74,30 @@ def ops_lock(dd: DomainDir, *, wait: float = OPS_LOCK_WAIT) -> Iterator[None]:
 def transact(dd: DomainDir, steps: list[dict[str, Any]], *,
              commit: dict[str, Any] | None = None, fds: list[int] | None = None,
              timeout: float = 60.0) -> list[Any]:
-    """Run QMP steps through the supervisor; raise the error it reports."""
-    reply = control.request(dd, {"op": "transaction", "steps": steps,
-                                 "commit": commit or {}}, fds, timeout=timeout)
+    """Run QMP steps through the supervisor (a guest without one: right here, the same
+    way); raise the error it reports."""
+    if _direct(dd):
+        from tapvirt.domains import direct
+
+        reply = direct.transact(dd, steps, commit or {}, list(fds or []), timeout=timeout)
+    else:
+        reply = control.request(dd, {"op": "transaction", "steps": steps,
+                                     "commit": commit or {}}, fds, timeout=timeout)
     if not reply.get("ok"):
         raise api._error_from_json(reply.get("error") or {})
     results: list[Any] = list(reply.get("results") or [])
     return results
+
+
+def _direct(dd: DomainDir) -> bool:
+    """Whether the guest runs without a supervisor (its record says so and no
+    supervisor holds the domain's lock)."""
+    if dd.supervisor_locked():
+        return False
+    try:
+        return dd.read().direct
+    except TapvirtError:
+        return False
 
 
 def qmp_read(name: str, command: str, arguments: dict[str, Any] | None = None) -> Any:
@@ -151,6 +158,7 @@ def reset(name: str) -> None:
 
 
 REBOOT_MODES = ("acpi", "reset", "agent")
+REBOOT_WAIT = 120.0  # a guest without supervisor: how long `reboot` waits for the power-off
 
 
 def reboot(name: str, *, mode: str | None = None) -> None:
@@ -179,6 +187,12 @@ def reboot(name: str, *, mode: str | None = None) -> None:
                                "<acpi/></features> to the definition")
         if chosen == "reset":
             transact(dd, [{"execute": "system_reset"}], commit={"log": "reboot (reset)"})
+        elif _direct(dd):  # no supervisor to start a fresh QEMU: libvirt's fake reboot
+            from tapvirt.domains.direct import fake_reboot_steps
+
+            transact(dd, fake_reboot_steps(REBOOT_WAIT, name),
+                     commit={"log": "reboot (acpi): powered off, reset, resumed"},
+                     timeout=REBOOT_WAIT + 30)
         else:
             transact(dd, [{"execute": "system_powerdown"}],
                      commit={"reboot": True, "log": "reboot (acpi) requested"})

@@ -28,7 +28,8 @@ DEVICE_DUPLICATE = define(
 )
 DEVICE_FILE_INVALID = define(
     "device-file-invalid",
-    "the device XML is not one <interface> or <disk> element tapvirt understands", layer=_L,
+    "the device XML is not one <interface>, <disk> or <memory> element tapvirt understands",
+    layer=_L,
 )
 HOTPLUG_UNSUPPORTED = define(
     "hotplug-unsupported",

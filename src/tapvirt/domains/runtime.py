@@ -10,7 +10,10 @@ Layout (one private directory per user, one subdirectory per domain):
         NAME/qmp.sock                  QEMU's monitor, 0600 (the directory is private)
         NAME/console.log               serial port 0 (previous run: console.log.old)
         NAME/qemu.log                  QEMU's stdout/stderr
-        NAME/supervisor.log            the supervisor's own messages
+        NAME/supervisor.log            the supervisor's own messages (a guest without
+                                       supervisor: the lifecycle lines of its commands)
+        NAME/events.in, events.out     a guest without supervisor: QEMU's own events
+                                       monitor (a FIFO it reads, the log it writes)
         NAME/domain.xml                the live definition (transient domains: the only one)
 
 Stdlib only: the supervisor imports this.
@@ -170,6 +173,11 @@ class State:
     warnings: list[dict[str, Any]] = field(default_factory=list)
     # helper processes of the guest (swtpm): {"name", "pid", "start", "remove"}
     helpers: list[dict[str, Any]] = field(default_factory=list)
+    # started without a supervisor (tapvirt.domains.direct): QEMU is nobody's child,
+    # commands reconcile its state from the process table and QEMU's events log, of
+    # which the first `events_offset` bytes are already reflected here
+    direct: bool = False
+    events_offset: int = 0
     version: int = STATE_VERSION
 
     def to_json(self) -> dict[str, Any]:
@@ -230,7 +238,8 @@ _FIELD_TYPES: dict[str, Any] = {
     "supervisor_start": _OPT_INT, "qemu_pid": _OPT_INT, "qemu_start": _OPT_INT,
     "started_at": (float, int, None), "stopped_at": (float, int, None),
     "exit_status": _OPT_INT, "restarts": int, "interfaces": list, "to_delete": list,
-    "warnings": list, "helpers": list, "version": int,
+    "warnings": list, "helpers": list, "direct": bool, "events_offset": int,
+    "version": int,
 }
 _NAMES: dict[Any, str] = {str: "a string", (str, None): "a string or null",
                           bool: "true/false", int: "an integer", list: "a list",
@@ -306,6 +315,16 @@ class DomainDir:
     @property
     def qemu_log(self) -> Path:
         return self.path / "qemu.log"
+
+    @property
+    def events_pipe(self) -> Path:
+        """QEMU's events monitor of a guest without supervisor: a `pipe` chardev, so
+        QEMU reads PATH.in and writes PATH.out (tapvirt.domains.direct)."""
+        return self.path / "events"
+
+    @property
+    def events_log(self) -> Path:
+        return self.path / "events.out"
 
     @property
     def supervisor_log(self) -> Path:
@@ -514,6 +533,22 @@ class DomainDir:
             yield
         finally:
             os.close(fd)
+
+
+def flock_within(fd: int, wait: float) -> bool:
+    """Take an exclusive flock on `fd`, trying for `wait` seconds; False if another
+    holder kept it that long."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
 
 
 def _flock_holder(dev: int, ino: int) -> int | None:

@@ -514,25 +514,11 @@ class Supervisor:
 
     def commit(self, change: dict[str, Any]) -> None:
         """Record what a successful live change did (the verb computed it)."""
-        if not change:
-            return
-        if "interfaces" in change:
-            self.state.interfaces = [IfaceState(**i) for i in change["interfaces"]]
-        if "to_delete" in change:
-            self.state.to_delete = [str(d) for d in change["to_delete"]]
-        if "state" in change:
-            self.state.state = str(change["state"])
-            self.state.reason = str(change.get("reason", ""))
         if change.get("reboot"):
             self.reboot_requested = True
-        for warning in change.get("warnings_add") or []:
-            if warning not in self.state.warnings:
-                self.state.warnings.append(warning)
-        if isinstance(change.get("live_xml"), str):
-            write_atomic(self.dd.domain_xml, change["live_xml"])
-        self.dd.write(self.state)
-        if change.get("log"):
-            log(str(change["log"]))
+        line = control.apply_commit(self.dd, self.state, change)
+        if line:
+            log(line)
 
 
 def delete_link(name: str) -> None:

@@ -144,6 +144,11 @@ class Host(Protocol):
 
     def vhost_net_available(self) -> bool: ...
 
+    def address_is_local(self, address: str) -> bool:
+        """Whether a socket may bind to this IPv4 address here (to port 0: nothing is
+        sent, nothing listens), as QEMU's socket backend will."""
+        ...
+
     def open_tap(self, name: str, *, tun_node: str, vnet_hdr: bool, queues: int) -> OwnedFds:
         """Attach to an existing tap: one fd per queue (TUNSETIFF), per-fd state reset.
 

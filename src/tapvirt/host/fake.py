@@ -10,6 +10,7 @@ The description is a JSON object (usually `tests/data/xml2argv/NAME.host.json`):
   "nodes": {"/dev/net/tun": {"rdev": [10, 200], "uid": 0, "mode": 438, "rw": true}},
   "holders": {"mytap0": [4242]},
   "vhost_net": false,
+  "addresses": ["127.0.0.1"],
   "fail": {"open_tap:mytap0": "EBUSY", "create_tap": "EPERM", "open_macvtap:mv0": "EACCES"}
 }
 ```
@@ -87,6 +88,7 @@ class FakeHost:
     nodes: dict[str, NodeStatus] = field(default_factory=dict)
     holders: dict[str, tuple[int, ...]] = field(default_factory=dict)
     vhost_net: bool = False
+    addresses: frozenset[str] = frozenset({"127.0.0.1"})  # IPv4 addresses of the host
     fail: dict[str, int] = field(default_factory=dict)
     fd_start: int = 3
     # records
@@ -142,6 +144,7 @@ class FakeHost:
             nodes=nodes,
             holders={k: tuple(int(p) for p in v) for k, v in data.get("holders", {}).items()},
             vhost_net=bool(data.get("vhost_net", False)),
+            addresses=frozenset(str(x) for x in data.get("addresses", ["127.0.0.1"])),
             fail=fail,
             fd_start=int(data.get("fd_start", 3)),
         )
@@ -165,6 +168,9 @@ class FakeHost:
 
     def vhost_net_available(self) -> bool:
         return self.vhost_net
+
+    def address_is_local(self, address: str) -> bool:
+        return address in self.addresses
 
     def open_tap(self, name: str, *, tun_node: str, vnet_hdr: bool, queues: int) -> OwnedFds:
         self._maybe_fail(f"open_tap:{name}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import stat
 
 from tapvirt.host import linkops, links, macvtap, procfs, tap
@@ -105,6 +106,14 @@ class LinuxHost:
         except OSError:
             return False
         os.close(fd)
+        return True
+
+    def address_is_local(self, address: str) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.bind((address, 0))
+            except OSError as err:
+                return err.errno != errno.EADDRNOTAVAIL  # other errors: QEMU's to report
         return True
 
     def open_tap(self, name: str, *, tun_node: str, vnet_hdr: bool, queues: int) -> OwnedFds:

@@ -41,6 +41,7 @@ class Facts:
     macvtap_node: NodeStatus | None = None
     holders: tuple[int, ...] = ()  # pids holding `link` (taps)
     source: LinkInfo | None = None  # the bridge (type bridge) or lower device (type direct)
+    not_local: tuple[str, ...] = ()  # socket types: addresses QEMU would bind but cannot
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,14 @@ def check_interface(iface: Interface, facts: Facts) -> list[Finding]:
                     f"{reason}", "choose a name of 1-15 bytes without '/', ':' or whitespace")
     if out.findings:
         return out.findings
-    if iface.type is InterfaceType.USER:
+    for address in facts.not_local:
+        out.add(nc.ADDRESS_NOT_LOCAL, address,
+                f"{iface.type} interface: QEMU would bind its socket to {address}, which no "
+                "interface of this host (network namespace) has: it would not start",
+                "use an address of this host (127.0.0.1 for guests on this host)"
+                + (", or leave the address out to listen on every address"
+                   if iface.type is InterfaceType.SERVER else " in <local address=...>"))
+    if iface.type.hostless:
         return out.findings
     if iface.type is InterfaceType.ETHERNET and iface.unmanaged:
         _check_unmanaged(iface, facts, out)

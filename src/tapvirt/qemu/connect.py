@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from tapvirt import netcodes as nc
+from tapvirt.conf.devices.netsocket import SocketSource
 from tapvirt.conf.model import (
     DirectMode,
     Domain,
@@ -43,7 +44,7 @@ from tapvirt.conf.model import (
 )
 from tapvirt.errors import ErrorCode, TapvirtError
 from tapvirt.host.api import Host, Identity, LinkInfo, LinkKind, OwnedFds
-from tapvirt.qemu.argv import NetBackend, NetdevKind, interface_alias
+from tapvirt.qemu.argv import NetBackend, NetdevKind, interface_alias, socket_options
 from tapvirt.qemu.checks import (
     DEFAULT_TUN_NODE,
     Facts,
@@ -81,7 +82,8 @@ class Backend:
     warnings: tuple[Finding, ...] = ()
 
     def spec(self) -> NetBackend:
-        return NetBackend(self.alias, self.kind, self.fds.fds, self.vhost_fds.fds, self.host_mtu)
+        return NetBackend(self.alias, self.kind, self.fds.fds, self.vhost_fds.fds, self.host_mtu,
+                          socket_options(self.iface) if self.kind == "socket" else ())
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,11 @@ def gather_facts(iface: Interface, host: Host, *, tun_node: str | None, user: st
     ident = identity if identity is not None else host.identity()
     link = _lookup(host, iface.dev)
     facts = Facts(identity=ident, user=user, link=link)
+    src = iface.source
+    if isinstance(src, SocketSource):  # what QEMU binds: a server's address, udp's local
+        bound = src.address if iface.type is InterfaceType.SERVER else src.local_address
+        if bound is not None and not host.address_is_local(bound):
+            facts = _with(facts, not_local=(bound,))
     needs_tun = iface.type in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and not (
         link is not None and link.kind is LinkKind.MACVTAP and iface.unmanaged)
     if iface.type is InterfaceType.BRIDGE and not ident.net_admin:
@@ -250,7 +257,7 @@ def _device(iface: Interface) -> str | None:
 def wants_vhost(dom: Domain, iface: Interface) -> bool:
     """libvirt's rule: kvm, virtio, a tap backend, and not <driver name='qemu'>."""
     return (dom.type is DomainType.KVM and iface.model is NicModel.VIRTIO
-            and iface.type is not InterfaceType.USER
+            and not iface.type.hostless
             and not (iface.driver is not None and iface.driver.name is DriverName.QEMU))
 
 
@@ -291,6 +298,9 @@ def plan_domain(dom: Domain, host: Host, *, tun_node: str | None = None) -> list
         alias = interface_alias(dom, i)
         if iface.type is InterfaceType.USER:
             out.append(NetBackend(alias, "user"))
+            continue
+        if iface.type.socket:
+            out.append(NetBackend(alias, "socket", socket=socket_options(iface)))
             continue
         queues = _queues(iface, host)
         link = _lookup(host, iface.dev) if iface.unmanaged else None
@@ -349,11 +359,13 @@ def _connect_one(
     facts: Facts, tun_node: str, user: str, bridge_helper: BridgeHelper | None, helper_path: str,
     vhost_opener: VhostOpener | None,
 ) -> Backend:
-    backend = Backend(iface, alias, "user" if iface.type is InterfaceType.USER else "tap")
+    kind: NetdevKind = ("user" if iface.type is InterfaceType.USER
+                        else "socket" if iface.type.socket else "tap")
+    backend = Backend(iface, alias, kind)
     # Registered before anything is opened: a failure below rolls back through `conn`.
     conn.backends.append(backend)
-    if iface.type is InterfaceType.USER:
-        return backend
+    if iface.type.hostless:
+        return backend  # QEMU opens its user-mode stack or socket itself
     with _mapped(iface, host, tun_node, user):
         _open_host_side(iface, facts, host, conn, backend, tun_node=tun_node,
                         bridge_helper=bridge_helper, helper_path=helper_path)

@@ -2,7 +2,8 @@
 mbind(2), which an unprivileged process may do for the NUMA nodes its cpuset allows
 (`Mems_allowed_list` in /proc/self/status); any other node makes QEMU fail at start
 ("cannot bind memory to host NUMA nodes"), so `start` refuses it by name first, like
-libvirt's "NUMA node N is unavailable"."""
+libvirt's "NUMA node N is unavailable". The same for a memory device's
+`<source><nodemask>`."""
 
 from __future__ import annotations
 
@@ -31,15 +32,23 @@ def allowed_nodes(status: str = "/proc/self/status") -> set[int]:
 
 def check_numatune(dom: Domain, allowed: set[int] | None = None) -> None:
     nt = dom.numatune
-    if nt is None:
+    # (subject, host nodes, what to write instead, what to remove)
+    wanted: list[tuple[str, tuple[int, ...], str, str]] = []
+    if nt is not None:
+        wanted.append(("<numatune>", nt.host_nodes, "nodeset=", "<numatune>"))
+    wanted += [(f"<memory model='{m.model}'> {m.alias}", m.source_nodes,
+                "a <nodemask>", "its <source><nodemask>") for m in dom.devices.memories
+               if m.source_nodes]
+    if not wanted:
         return
     ok = allowed_nodes() if allowed is None else allowed
-    missing = [n for n in nt.host_nodes if n not in ok]
-    if missing:
-        have = ",".join(str(n) for n in sorted(ok))
-        raise TapvirtError(
-            NUMA_NODE_UNAVAILABLE, f"domain {dom.name} <numatune>",
-            f"NUMA node {missing[0]} is unavailable (this user may allocate from host "
-            f"nodes {have})",
-            f"use nodeset= within {have} (see `numactl -H` and Mems_allowed_list in "
-            "/proc/self/status), or remove <numatune>")
+    have = ",".join(str(n) for n in sorted(ok))
+    for what, nodes, instead, remove in wanted:
+        missing = [n for n in nodes if n not in ok]
+        if missing:
+            raise TapvirtError(
+                NUMA_NODE_UNAVAILABLE, f"domain {dom.name} {what}",
+                f"NUMA node {missing[0]} is unavailable (this user may allocate from host "
+                f"nodes {have})",
+                f"use {instead} within {have} (see `numactl -H` and Mems_allowed_list in "
+                f"/proc/self/status), or remove {remove}")

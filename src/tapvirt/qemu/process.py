@@ -97,9 +97,11 @@ def _inheritable_fds() -> list[int]:
 
 
 def spawn(argv: Sequence[str], *, log_path: str, pass_fds: Sequence[int] = (),
-          fd_map: Sequence[tuple[int, int]] = (), subject: str = "qemu") -> Process:
+          fd_map: Sequence[tuple[int, int]] = (), subject: str = "qemu",
+          setsid: bool = False) -> Process:
     """Start QEMU. `pass_fds` keep their numbers, `fd_map` renumbers (ours, QEMU's).
-    Its stdout and stderr append to `log_path` (created 0600)."""
+    Its stdout and stderr append to `log_path` (created 0600). `setsid`: in a session
+    of its own (a guest without supervisor: no terminal's signals reach it)."""
     log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
     pairs = [(fd, fd) for fd in pass_fds] + list(fd_map)
     actions: list[tuple[int | str, ...]] = [
@@ -110,7 +112,7 @@ def spawn(argv: Sequence[str], *, log_path: str, pass_fds: Sequence[int] = (),
     ]
     try:
         pid = os.posix_spawnp(argv[0], list(argv), os.environ, file_actions=actions,
-                              setsigdef=_DEFAULT_SIGNALS, setsigmask=())
+                              setsigdef=_DEFAULT_SIGNALS, setsigmask=(), setsid=setsid)
     except OSError as exc:
         raise TapvirtError(
             EMULATOR_MISSING, subject, f"cannot run {argv[0]}: {exc.strerror}",

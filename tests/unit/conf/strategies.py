@@ -47,6 +47,7 @@ from tapvirt.conf.devices.misc import (
     WatchdogModel,
 )
 from tapvirt.conf.devices.netextras import GUEST_OFFLOADS, HOST_OFFLOADS, NetTuning, Rom, TxMode
+from tapvirt.conf.devices.netsocket import SocketSource
 from tapvirt.conf.devices.sound import Audio, AudioType, CodecType, Sound, SoundModel
 from tapvirt.conf.devices.tpm import Tpm, TpmBackend, TpmModel, TpmVersion
 from tapvirt.conf.domain.clock import (
@@ -138,13 +139,33 @@ macs = st.integers(0, 2**48 - 1).map(
 )
 
 
+_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+_PORT = st.integers(0, 65535)
+
+
+@st.composite
+def socket_sources(draw: st.DrawFn, itype: InterfaceType) -> SocketSource:
+    """What libvirt's parser and schema take for mcast/udp/server/client (and tapvirt's
+    rule that an mcast address is a multicast group)."""
+    if itype is InterfaceType.MCAST:
+        address: str | None = draw(st.tuples(st.integers(224, 239), *[st.integers(0, 255)] * 3)
+                                   .map(lambda t: ".".join(map(str, t))))
+    elif itype is InterfaceType.SERVER:
+        address = draw(st.none() | _IPV4)
+    else:
+        address = draw(_IPV4)
+    if itype is InterfaceType.UDP:
+        return SocketSource(address, draw(_PORT), draw(_IPV4), draw(_PORT))
+    return SocketSource(address, draw(_PORT))
+
+
 @st.composite
 def interfaces(draw: st.DrawFn, index: int) -> Interface:
     itype = draw(st.sampled_from(InterfaceType))
     model_given = draw(st.booleans())
     model = draw(st.sampled_from(NicModel)) if model_given else DEFAULT_MODEL
     target = None
-    if itype is not InterfaceType.USER and draw(st.booleans()):
+    if not itype.hostless and draw(st.booleans()):
         managed_choices: list[bool | None] = [None, True]
         if itype is InterfaceType.ETHERNET:
             managed_choices.append(False)
@@ -153,8 +174,10 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         if managed is False and draw(st.booleans()):
             dev = draw(st.sampled_from(RESERVED_PREFIXES)) + str(index)  # kept: unmanaged
         target = Target(dev, managed)
-    source: BridgeSource | DirectSource | None = None
-    if itype is InterfaceType.BRIDGE:
+    source: BridgeSource | DirectSource | SocketSource | None = None
+    if itype.socket:
+        source = draw(socket_sources(itype))
+    elif itype is InterfaceType.BRIDGE:
         source = BridgeSource(draw(_IFNAME))
     elif itype is InterfaceType.DIRECT:
         source = DirectSource(draw(_IFNAME), draw(st.sampled_from(DirectMode)))
@@ -162,7 +185,7 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
     if draw(st.booleans()):
         name = draw(_DRIVER_NAME)
         queues = None
-        if itype is not InterfaceType.USER and draw(st.booleans()):
+        if not itype.hostless and draw(st.booleans()):
             queues = draw(st.integers(1, 256)) if model is NicModel.VIRTIO else 1
         tuning = draw(net_tunings()) if model is NicModel.VIRTIO else None
         if name is not None or queues is not None or tuning:
@@ -182,7 +205,7 @@ def interfaces(draw: st.DrawFn, index: int) -> Interface:
         if itype in (InterfaceType.ETHERNET, InterfaceType.BRIDGE) and draw(st.booleans())
         else None,
         rom=draw(st.none() | roms),
-        sndbuf=None if itype is InterfaceType.USER
+        sndbuf=None if itype.hostless
         else draw(st.none() | st.integers(0, 2**32 - 1)),
         coalesce_rx_frames=draw(st.none() | st.integers(0, 2**32 - 1))
         if itype is InterfaceType.BRIDGE else None,
@@ -305,6 +328,30 @@ def _chardev_source(draw: st.DrawFn, port: int) -> Chardev:
         out = replace(out, host=draw(st.none() | _CHR_HOST), service=draw(_CHR_SERVICE),
                       bind_host=draw(st.none() | _CHR_HOST) if bind else None,
                       bind_service=draw(_CHR_SERVICE) if bind else None)
+    return out
+
+
+@st.composite
+def _host_audio(draw: st.DrawFn, a: Audio) -> Audio:
+    """alsa/oss options: the device of each direction, OSS's own settings."""
+    from dataclasses import replace
+
+    from tapvirt.conf.devices.sound import AudioStream
+
+    if a.type not in (AudioType.ALSA, AudioType.OSS):
+        return a
+    oss = a.type is AudioType.OSS
+    dev = st.sampled_from(["/dev/dsp", "/dev/dsp1", "/dev/snd/x_y-1.2"]) if oss else (
+        st.sampled_from(["default", "hw:0", "/dev/dsp0", "plug:a\\b"]))
+    streams = [
+        AudioStream(voices=draw(st.none() | st.integers(1, 8)), dev=draw(st.none() | dev),
+                    buffer_count=draw(st.none() | st.integers(1, 64)) if oss else None,
+                    try_poll=draw(_TRI) if oss else None) if draw(st.booleans()) else None
+        for _ in range(2)]
+    out = replace(a, input=streams[0], output=streams[1])
+    if oss:
+        out = replace(out, try_mmap=draw(_TRI), exclusive=draw(_TRI),
+                      dsp_policy=draw(st.none() | st.integers(0, 10)))
     return out
 
 
@@ -532,8 +579,8 @@ def peripherals(draw: st.DrawFn) -> dict[str, Any]:
                 for n, v in enumerate([first, *rest])
             )
     audios = tuple(
-        Audio(n + 1, t, draw(st.none() | st.integers(1, 10**6)),
-              draw(_PATH) if t is AudioType.FILE else None)
+        draw(_host_audio(Audio(n + 1, t, draw(st.none() | st.integers(1, 10**6)),
+                               draw(_PATH) if t is AudioType.FILE else None)))
         for n, t in enumerate(draw(st.lists(st.sampled_from(AudioType), max_size=2)))
     )
     ids = [a.id for a in audios]

@@ -87,6 +87,20 @@ def test_accepted_golden_cases_stay_accepted(case: Path, tmp_path: Path) -> None
     assert dom.name == "tvc1"
 
 
+SOCKETS = """<domain type='qemu'>
+  <name>orig</name><memory unit='MiB'>64</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <interface type='mcast'><source address='230.0.0.1' port='5558'/></interface>
+    <interface type='udp'><source address='192.168.10.1' port='5555'>
+      <local address='192.168.10.2' port='5556'/></source></interface>
+    <interface type='server'><source address='192.168.0.1' port='5557'/></interface>
+    <interface type='server'><source port='5559'/></interface>
+    <interface type='client'><source address='192.168.0.1' port='5557'/></interface>
+  </devices>
+</domain>"""
+
+
 NETWORK_CHARDEVS = """<domain type='qemu'>
   <name>orig</name><memory unit='MiB'>128</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
@@ -99,6 +113,19 @@ NETWORK_CHARDEVS = """<domain type='qemu'>
     <serial type='pipe'><source path='/srv/pipe'/></serial>
   </devices>
 </domain>"""
+
+
+def test_socket_interfaces_move_to_loopback(tmp_path: Path) -> None:
+    root, taps, _ = _plan(SOCKETS, tmp_path)
+    sources = [(s.get("address"), s.get("port"))
+               for s in root.iterfind("devices/interface/source")]
+    # the multicast group stays; the other machine's addresses become loopback, ports stay
+    assert sources == [("230.0.0.1", "5558"), ("127.0.0.1", "5555"), ("127.0.0.1", "5557"),
+                       (None, "5559"), ("127.0.0.1", "5557")]
+    assert _attr(root, "devices/interface[2]/source/local", "address") == "127.0.0.1"
+    assert _attr(root, "devices/interface[2]/source/local", "port") == "5556"
+    assert taps == []
+    parse_domain(etree.tostring(root, encoding="unicode"), rand=random.Random(1))
 
 
 def test_network_and_host_chardevs_are_made_local(tmp_path: Path) -> None:

@@ -334,3 +334,26 @@ def test_virtio_options_match_libvirt() -> None:
     every = VirtioOptions(True, True, True, True)  # virtio-options: libvirt's key order
     assert list(argv_misc.memballoon_device(Memballoon(virtio=every)) or {}) == [
         "driver", "iommu_platform", "ats", "packed", "page-per-vq", "id"]
+
+
+def test_socket_netdevs_match_libvirt() -> None:
+    from tapvirt.conf.devices.interface import Interface, InterfaceType
+    from tapvirt.conf.devices.netsocket import SocketSource
+    from tapvirt.qemu.argv import NetBackend, netdev, socket_options
+
+    def ours(itype: InterfaceType, src: SocketSource, alias: str) -> dict[str, Any]:
+        iface = Interface(itype, "52:54:00:8c:b9:05", source=src, alias=alias)
+        return netdev(NetBackend(alias, "socket", socket=socket_options(iface)))
+
+    # net-vhostuser.x86_64-latest.args (a server without an address), user-aliases
+    assert ours(InterfaceType.SERVER, SocketSource(None, 2015), "net2") == json.loads(
+        '{"type":"socket","listen":":2015","id":"hostnet2"}')
+    assert ours(InterfaceType.CLIENT, SocketSource("127.0.0.1", 1234),
+                "ua-AndAlsoClientMode") == json.loads(
+        '{"type":"socket","connect":"127.0.0.1:1234","id":"hostua-AndAlsoClientMode"}')
+    # net-mcast.args, net-udp.args (key=value form: -netdev socket,mcast=...,id=hostnet0)
+    assert ours(InterfaceType.MCAST, SocketSource("192.0.0.1", 5558), "net0") == {
+        "type": "socket", "mcast": "192.0.0.1:5558", "id": "hostnet0"}
+    assert ours(InterfaceType.UDP, SocketSource("192.168.10.1", 5555, "192.168.10.1", 5556),
+                "net0") == {"type": "socket", "udp": "192.168.10.1:5555",
+                            "localaddr": "192.168.10.1:5556", "id": "hostnet0"}

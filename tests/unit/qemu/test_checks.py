@@ -6,11 +6,18 @@ from typing import Any
 
 import pytest
 
-from tapvirt.conf.model import Driver, DriverName, Interface, LinkState, NicModel
+from tapvirt.conf.devices.netsocket import SocketSource
+from tapvirt.conf.model import Driver, DriverName, Interface, InterfaceType, LinkState, NicModel
 from tapvirt.qemu.connect import check_domain
 from tests.unit.qemu.helpers import bridge, direct, domain, host, managed, tap, tap_link, user
 
 ROOT = {"uid": 0, "gids": [0], "net_admin": True, "user": "root"}
+
+
+def sock(itype: InterfaceType, address: str | None, local: str | None = None) -> Interface:
+    return Interface(itype, "52:54:00:11:11:11", alias="net0", source=SocketSource(
+        address, 5558, local, None if local is None else 5559))
+
 
 # (name, interface, host description, expected code, fragments of message and fix)
 CASES: list[tuple[str, Interface, dict[str, Any], str, tuple[str, ...]]] = [
@@ -34,6 +41,10 @@ CASES: list[tuple[str, Interface, dict[str, Any], str, tuple[str, ...]]] = [
     ("busy-holder", tap(), {"links": [tap_link(tun={"num_queues": 1})],
                             "holders": {"mytap0": [4242]}},
      "device-busy", ("already attached by process 4242",)),
+    ("server-not-local", sock(InterfaceType.SERVER, "192.168.0.1"), {}, "address-not-local",
+     ("bind its socket to 192.168.0.1", "127.0.0.1")),
+    ("udp-local-not-local", sock(InterfaceType.UDP, "127.0.0.1", "192.168.10.1"),
+     {"addresses": ["127.0.0.1", "10.0.0.2"]}, "address-not-local", ("192.168.10.1",)),
     ("busy-invisible", tap(), {"links": [tap_link(tun={"num_queues": 1})]},
      "device-busy", ("not visible to us",)),
     ("busy-carrier", tap(), {"links": [tap_link(flags=0x10000)]},
@@ -120,6 +131,13 @@ GOOD: list[tuple[str, Interface, dict[str, Any]]] = [
     ("macvtap", tap("mv0"),
      {"links": [{"name": "mv0", "kind": "macvtap", "ifindex": 5, "mac": "52:54:00:11:11:11"}]}),
     ("user", user(link_state=LinkState.DOWN), {}),
+    # a client connects out and a server without address binds every address: no check;
+    # an mcast group is joined, not bound to; udp's peer is remote
+    ("client", sock(InterfaceType.CLIENT, "192.168.0.1"), {}),
+    ("server-any", sock(InterfaceType.SERVER, None), {}),
+    ("server-local", sock(InterfaceType.SERVER, "10.0.0.2"), {"addresses": ["10.0.0.2"]}),
+    ("mcast", sock(InterfaceType.MCAST, "230.0.0.1"), {}),
+    ("udp", sock(InterfaceType.UDP, "192.168.10.1", "127.0.0.1"), {}),
     ("managed-root", managed(model=NicModel.E1000), {"identity": ROOT}),
     ("bridge-root", bridge(), {"identity": ROOT, "links": [{"name": "br0", "kind": "bridge"}]}),
     ("bridge-helper", bridge(), {"links": [{"name": "br0", "kind": "bridge"}]}),
@@ -146,3 +164,11 @@ def test_net_admin_may_attach_foreign_tap() -> None:
     desc = {"identity": ROOT, "links": [tap_link(tun={"owner": 2000})]}
     (report,) = check_domain(domain(tap()), host(**desc), user="root")
     assert report.verdict == "ok"
+
+
+def test_linux_host_knows_its_addresses() -> None:
+    from tapvirt.host.linux import LinuxHost
+
+    # a bind to port 0 of the address: nothing listens, nothing is sent
+    assert LinuxHost().address_is_local("127.0.0.1")
+    assert not LinuxHost().address_is_local("192.0.2.1")  # TEST-NET-1, never assigned here

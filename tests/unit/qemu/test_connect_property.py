@@ -28,6 +28,7 @@ from tapvirt.errors import TapvirtError
 from tapvirt.host.fake import FakeHost
 from tapvirt.qemu.argv import build_argv
 from tapvirt.qemu.connect import check_domain, connect_domain, plan_domain
+from tests.unit.conf.strategies import socket_sources
 
 NAMES = ["t0", "t1", "t2", "br0", "mv0", "ve0", "gone"]
 MACS = ["52:54:00:00:00:01", "52:54:00:00:00:02", "fe:54:00:00:00:01"]
@@ -91,6 +92,9 @@ def interfaces(draw: st.DrawFn) -> Interface:
         return Interface(itype, mac, source=DirectSource(
             draw(st.sampled_from(["ve0", "gone"])), draw(st.sampled_from(list(DirectMode)))),
             **kw)
+    if itype.socket:  # no host side: nothing to check or open
+        return Interface(itype, mac, model=model, link_state=kw["link_state"],
+                         source=draw(socket_sources(itype)))
     return Interface(itype, mac, model=model, driver=Driver(),
                      link_state=kw["link_state"])
 

@@ -27,10 +27,23 @@ def test_this_hosts_nodes_are_allowed() -> None:
     check_numatune(parse_domain(XML.format(",".join(map(str, sorted(nodes))))))
 
 
-def test_unavailable_node_is_refused_by_name() -> None:
-    dom = parse_domain(XML.format("0-3"))
+DIMM = """<domain type='qemu'><name>g</name>
+<maxMemory slots='2' unit='GiB'>2</maxMemory><vcpu>1</vcpu>
+<os><type arch='x86_64' machine='pc'>hvm</type></os><features><acpi/></features>
+<cpu><numa><cell id='0' cpus='0' memory='64' unit='MiB'/></numa></cpu>
+<devices><memory model='dimm'><source><nodemask>{}</nodemask></source>
+<target><size unit='MiB'>128</size><node>0</node></target></memory></devices></domain>"""
+
+
+@pytest.mark.parametrize(("doc", "subject", "fix"), [
+    (XML, "<numatune>", "nodeset= within 0"),
+    (DIMM, "<memory model='dimm'> dimm0", "<nodemask> within 0"),
+])
+def test_unavailable_node_is_refused_by_name(doc: str, subject: str, fix: str) -> None:
     with pytest.raises(TapvirtError) as info:
-        check_numatune(dom, allowed={0})
+        check_numatune(parse_domain(doc.format("0-3")), allowed={0})
     assert info.value.code.code == "numa-node-unavailable"
+    assert subject in info.value.subject
     assert "NUMA node 1 is unavailable" in info.value.message
-    assert "nodeset=" in info.value.fix
+    assert fix in info.value.fix
+    check_numatune(parse_domain(doc.format("0")), allowed={0})

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
 from tapvirt.conf.addresses import AddressType, UsbAddress, VirtioSerialAddress
-from tapvirt.conf.devices.common import address_lines, parse_device_address
+from tapvirt.conf.devices.common import address_lines, parse_device_address, parse_usb_device
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -160,8 +160,6 @@ class Redirdev:
 
 
 def parse_redirdev(p: Reader, el: etree._Element, index: int) -> Redirdev:
-    from tapvirt.conf.devices.common import parse_alias as _alias
-
     if el.get("type") not in (None, "spicevmc"):
         raise p.fail(
             CHANNEL_UNSUPPORTED, el, f"USB redirection of type '{el.get('type', '')[:40]}' "
@@ -182,14 +180,11 @@ def parse_redirdev(p: Reader, el: etree._Element, index: int) -> Redirdev:
             "is not supported by tapvirt", "use type='spicevmc' with a SPICE display",
             attr="type",
         )
-    address = parse_device_address(p, p.one(found, "address"), (AddressType.USB,),
-                                   "a USB redirection device")
-    assert address is None or isinstance(address, UsbAddress)
-    return Redirdev(_alias(p, p.one(found, "alias"), f"redir{index}"), address)
+    return Redirdev(*parse_usb_device(p, found, "a USB redirection device", f"redir{index}"))
 
 
 def format_redirdev(r: Redirdev, ind: str, live: bool) -> list[str]:
-    from tapvirt.conf.devices.misc import _alias_lines, _element
+    from tapvirt.conf.devices.misc import alias_address_element
 
-    return _element(f"{ind}<redirdev bus='usb' type='spicevmc'", "redirdev",
-                    _alias_lines(r.alias, ind, live) + address_lines(r.address, ind), ind)
+    return alias_address_element(f"{ind}<redirdev bus='usb' type='spicevmc'", "redirdev",
+                                 ind, live, alias=r.alias, address=r.address)

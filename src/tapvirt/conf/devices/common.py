@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
-from tapvirt.conf.addresses import Address, AddressType, format_address, parse_address
+from tapvirt.conf.addresses import (
+    Address,
+    AddressType,
+    UsbAddress,
+    format_address,
+    parse_address,
+)
 from tapvirt.conf.rules import ALIAS_RE, MAX_BOOT_ORDER
 from tapvirt.conf.xmlout import IND, Writer, a
 
@@ -69,6 +75,15 @@ def parse_device_address(
     if el is None:
         return None
     return parse_address(r, el, allowed, device)
+
+
+def parse_usb_device(
+    r: Reader, found: dict[str, list[etree._Element]], device: str, auto: str
+) -> tuple[str | None, UsbAddress | None]:
+    """The `<alias>` and `<address type='usb'>` children of a USB device (redirdev, hub)."""
+    address = parse_device_address(r, r.one(found, "address"), (AddressType.USB,), device)
+    assert address is None or isinstance(address, UsbAddress)
+    return parse_alias(r, r.one(found, "alias"), auto), address
 
 
 def address_lines(addr: Address | None, ind: str) -> list[str]:

@@ -115,17 +115,29 @@ _GRAPHICS_ATTRS = {
     GraphicsType.SPICE: ("type", "port", "tlsPort", "autoport", "listen", "passwd", "keymap",
                          "defaultMode"),
 }
+# why each display type cannot work for tapvirt's QEMU (checked on Debian 12's QEMU 7.2)
+_REFUSED_TYPES = {
+    "sdl": "opens a window on the host's desktop: tapvirt's QEMU runs detached from your "
+           "desktop session, and Debian's qemu-system-x86 has no SDL module (it is in "
+           "qemu-system-gui)",
+    "egl-headless": "renders with OpenGL on a host GPU render node (/dev/dri/renderD*; "
+                    "QEMU: 'egl: no drm render node available' without one); tapvirt sets "
+                    "up no OpenGL",
+    "dbus": "exports the display on D-Bus: libvirt starts a private dbus-daemon for it "
+            "(or hands a peer-to-peer connection to its client); tapvirt does neither",
+    "rdp": "is not a QEMU display (libvirt offers it for VirtualBox and Hyper-V)",
+    "desktop": "is VirtualBox's desktop window, not a QEMU display",
+}
 KEYMAP_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz-_")
 
 
 def parse_graphics(p: Reader, el: etree._Element) -> Graphics:
     raw = el.get("type")
-    if raw in ("sdl", "egl-headless", "dbus", "rdp", "desktop"):
+    if raw in _REFUSED_TYPES:
         raise p.fail(
-            GRAPHICS_UNSUPPORTED, el,
-            f"graphics type '{raw}' needs the host's display or D-Bus session",
-            "use <graphics type='vnc'/> or type='spice' and connect a viewer to it",
-            attr="type",
+            GRAPHICS_UNSUPPORTED, el, f"graphics type '{raw}' {_REFUSED_TYPES[raw]}",
+            "use <graphics type='vnc'/> or type='spice' and connect a viewer to it "
+            "(`tapvirt domdisplay NAME` prints its URI)", attr="type",
         )
     if raw is None:
         p.shape(el, ("type",), required_attrs=("type",))

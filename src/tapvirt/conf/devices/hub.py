@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tapvirt.conf import errors as E
-from tapvirt.conf.addresses import AddressType, UsbAddress
-from tapvirt.conf.devices.common import address_lines, parse_alias, parse_device_address
+from tapvirt.conf.addresses import UsbAddress
+from tapvirt.conf.devices.common import parse_usb_device
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -35,14 +35,11 @@ def parse_hub(p: Reader, el: etree._Element, index: int) -> Hub:
             E.INVALID_VALUE, el, f"unknown hub device type '{el.get('type', '')[:40]}'",
             "use <hub type='usb'>", attr="type",
         )
-    address = parse_device_address(p, p.one(found, "address"), (AddressType.USB,),
-                                   "a USB hub")
-    assert address is None or isinstance(address, UsbAddress)
-    return Hub(parse_alias(p, p.one(found, "alias"), f"hub{index}"), address)
+    return Hub(*parse_usb_device(p, found, "a USB hub", f"hub{index}"))
 
 
 def format_hub(h: Hub, ind: str, live: bool) -> list[str]:
-    from tapvirt.conf.devices.misc import _alias_lines, _element
+    from tapvirt.conf.devices.misc import alias_address_element
 
-    return _element(f"{ind}<hub type='usb'", "hub",
-                    _alias_lines(h.alias, ind, live) + address_lines(h.address, ind), ind)
+    return alias_address_element(f"{ind}<hub type='usb'", "hub", ind, live, alias=h.alias,
+                                 address=h.address)

@@ -27,6 +27,11 @@ from tapvirt.conf.devices.netextras import (
     tuning_attrs,
     tuning_children,
 )
+from tapvirt.conf.devices.netsocket import (
+    SocketSource,
+    format_socket_source,
+    parse_socket_source,
+)
 from tapvirt.conf.devices.virtio import (
     VIRTIO_ATTRS,
     VirtioOptions,
@@ -46,6 +51,24 @@ class InterfaceType(StrEnum):
     USER = "user"  # QEMU user-mode networking (slirp)
     BRIDGE = "bridge"  # a tap on a bridge: created by tapvirt, or by qemu-bridge-helper
     DIRECT = "direct"  # a macvtap that tapvirt creates on <source dev>
+    # QEMU's socket backend (tapvirt.conf.devices.netsocket): no host device, no privileges
+    MCAST = "mcast"  # a UDP multicast group
+    UDP = "udp"  # a UDP peer
+    SERVER = "server"  # a TCP connection QEMU accepts
+    CLIENT = "client"  # a TCP connection QEMU makes
+
+    @property
+    def socket(self) -> bool:
+        return self in _SOCKET
+
+    @property
+    def hostless(self) -> bool:
+        """No host device at all: user networking and the socket types."""
+        return self is InterfaceType.USER or self in _SOCKET
+
+
+_SOCKET = frozenset({InterfaceType.MCAST, InterfaceType.UDP, InterfaceType.SERVER,
+                     InterfaceType.CLIENT})
 
 
 class NicModel(StrEnum):
@@ -118,7 +141,7 @@ class Interface:
     # x86 (DEFAULT_MODEL below); the canonical XML then omits <model>
     model_given: bool = True
     target: Target | None = None
-    source: BridgeSource | DirectSource | None = None
+    source: BridgeSource | DirectSource | SocketSource | None = None
     driver: Driver | None = None
     mtu: int | None = None  # 68..65521
     link_state: LinkState | None = None
@@ -186,11 +209,11 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
         queues = None
         if d.get("queues") is not None:
             queues = r.uint(d, "queues", 1, MAX_QUEUES, E.QUEUES_OUT_OF_RANGE)
-            if itype is InterfaceType.USER:
+            if itype.hostless:
                 raise r.fail(
                     E.MULTIQUEUE_UNSUPPORTED, d,
                     f"interface {mac} - multiqueue is not supported for network interfaces "
-                    "of type user", "remove queues= (user networking has one queue)",
+                    f"of type {itype}", f"remove queues= ({itype} networking has one queue)",
                     attr="queues",
                 )
             if queues > 1 and model is not NicModel.VIRTIO:
@@ -208,7 +231,7 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
     if (mt := r.one(found, "mtu")) is not None:
         r.shape(mt, ("size",), required_attrs=("size",))
         mtu = r.uint(mt, "size", MTU_MIN, MTU_MAX, E.MTU_OUT_OF_RANGE)
-        if itype in (InterfaceType.DIRECT, InterfaceType.USER):
+        if itype is InterfaceType.DIRECT or itype.hostless:
             raise r.fail(
                 E.MTU_UNSUPPORTED, mt,
                 f"setting MTU on interface type {itype} is not supported yet",
@@ -249,9 +272,9 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
 
     sndbuf = None
     if (tu := r.one(found, "tune")) is not None:
-        if itype is InterfaceType.USER:
+        if itype.hostless:
             raise r.fail(
-                E.NOT_FOR_TYPE, tu, "<tune><sndbuf> sets a tap's send buffer; user "
+                E.NOT_FOR_TYPE, tu, f"<tune><sndbuf> sets a tap's send buffer; {itype} "
                 "networking has no tap", "remove <tune>",
             )
         sndbuf = parse_sndbuf(r, tu)
@@ -313,10 +336,10 @@ def _target(
             E.MISSING_ATTRIBUTE, t, "element <target> needs the attribute 'dev'",
             "add dev='...' or remove <target> to have the device named automatically",
         )
-    if itype is InterfaceType.USER:
+    if itype.hostless:
         raise r.fail(
-            E.NOT_FOR_TYPE, t, "user networking has no host device: <target> has no meaning",
-            "remove <target>",
+            E.NOT_FOR_TYPE, t, f"{itype} networking has no host device: <target> has no "
+            "meaning", "remove <target>",
         )
     dev = r.ifname(t, "dev")
     if managed is not False and dev.startswith(reserved):
@@ -329,7 +352,9 @@ def _target(
 
 def _source(
     r: Reader, s: etree._Element | None, itype: InterfaceType, iface: etree._Element
-) -> BridgeSource | DirectSource | None:
+) -> BridgeSource | DirectSource | SocketSource | None:
+    if itype.socket:
+        return parse_socket_source(r, s, itype.value, iface)
     if itype is InterfaceType.BRIDGE:
         if s is None or s.get("bridge") is None:
             if s is not None:
@@ -404,6 +429,9 @@ def format_interface(
     src = iface.source
     if isinstance(src, DirectSource):
         w(f"{i3}<source dev={a(src.dev)} mode={a(src.mode)}/>")
+    elif isinstance(src, SocketSource):
+        for line in format_socket_source(src, i3):
+            w(line)
     elif src is not None:
         w(f"{i3}<source bridge={a(src.bridge)}/>")
     if iface.script is not None:

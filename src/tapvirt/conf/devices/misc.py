@@ -386,6 +386,13 @@ def _alias_lines(alias: str | None, ind: str, live: bool) -> list[str]:
     return []
 
 
+def alias_address_element(head: str, tag: str, ind: str, live: bool, *, alias: str | None,
+                          address: Address | None) -> list[str]:
+    """A device whose only children are `<alias>` and `<address>` (redirdev, hub)."""
+    return _element(head, tag, _alias_lines(alias, ind, live) + address_lines(address, ind),
+                    ind)
+
+
 def _element(head: str, tag: str, body: list[str], ind: str) -> list[str]:
     """`<tag .../>` when there are no children, else the open and close lines."""
     if not body:

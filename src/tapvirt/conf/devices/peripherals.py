@@ -31,6 +31,7 @@ from tapvirt.conf.devices.graphics import (
 )
 from tapvirt.conf.devices.hub import format_hub, parse_hub
 from tapvirt.conf.devices.input import format_input, parse_input
+from tapvirt.conf.devices.memory import format_memory, parse_memory
 from tapvirt.conf.devices.misc import (
     format_memballoon,
     format_panic,
@@ -61,7 +62,7 @@ if TYPE_CHECKING:
 
 # in libvirt's virDomainDefFormat order (after serial, console)
 TAGS = ("channel", "input", "tpm", "graphics", "sound", "audio", "video", "redirdev",
-        "hub", "watchdog", "memballoon", "rng", "panic", "vsock")
+        "hub", "watchdog", "memballoon", "rng", "panic", "memory", "vsock")
 
 
 def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
@@ -90,6 +91,7 @@ def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
         out["memballoon"] = parse_memballoon(r, b)
     out["rngs"] = tuple(parse_rng(r, e, n) for n, e in enumerate(els["rng"]))
     out["panics"] = tuple(parse_panic(r, e) for e in els["panic"])
+    out["memories"] = tuple(parse_memory(r, e) for e in els["memory"])
     _need_spice(r, els, out["channels"], graphics)
     return out
 
@@ -120,7 +122,7 @@ def device_aliases(d: Devices) -> list[str | None]:
         *(c.alias for c in d.channels), *(i.alias for i in d.inputs),
         *(s.alias for s in d.sounds), *(v.alias for v in d.videos),
         *(x.alias for x in d.redirdevs), *(x.alias for x in d.hubs),
-        *(x.alias for x in d.rngs),
+        *(x.alias for x in d.rngs), *(x.alias for x in d.memories),
     ]
     out += [d.tpm.alias if d.tpm else None, d.watchdog.alias if d.watchdog else None,
             d.memballoon.alias if d.memballoon else None]
@@ -130,7 +132,7 @@ def device_aliases(d: Devices) -> list[str | None]:
 def has_peripherals(d: Devices) -> bool:
     return bool(d.channels or d.inputs or d.tpm or d.graphics or d.sounds or d.audios
                 or d.videos or d.redirdevs or d.hubs or d.watchdog or d.memballoon or d.rngs
-                or d.panics)
+                or d.panics or d.memories)
 
 
 def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -> None:
@@ -162,5 +164,7 @@ def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -
         lines += format_rng(rng, ind, live)
     for p in d.panics:
         lines += format_panic(p, ind)
+    for m in d.memories:
+        lines += format_memory(m, ind, live)
     for line in lines:
         w(line)

@@ -2,14 +2,18 @@
 libvirt 9.0's elements. QEMU arguments: `tapvirt.qemu.argv.sound`.
 
 libvirt gives every QEMU domain one backend when it has none (`implicit_audio`): `none`,
-or `spice` when a SPICE display is there to carry the sound. Host sound systems (alsa,
-pulseaudio, oss, jack, sdl, coreaudio, dbus) are refused: tapvirt's QEMU runs without the
-user's desktop session. `pcspk` is refused too: QEMU 7.2 removed the `-soundhw` option that
-libvirt 9.0 uses for it.
+or `spice` when a SPICE display is there to carry the sound. `alsa` and `oss` play into the
+host's sound devices directly (QEMU opens them as the user; ALSA without a card only logs,
+OSS needs its /dev/dsp at start: `tapvirt.qemu.hostaudio`). Backends that need a sound
+server or desktop session (pulseaudio, jack, sdl), macOS's coreaudio and the D-Bus display's
+dbus are refused by name: Debian's qemu-system-x86 has no modules for the first three
+(they are in qemu-system-gui) and tapvirt's QEMU runs without the user's session. `pcspk`
+is refused too: QEMU 7.2 removed the `-soundhw` option that libvirt 9.0 uses for it.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import TYPE_CHECKING
@@ -75,6 +79,22 @@ class AudioType(StrEnum):
     NONE = "none"
     SPICE = "spice"
     FILE = "file"  # a WAV file QEMU writes
+    ALSA = "alsa"
+    OSS = "oss"
+
+
+# why each refused backend cannot work for tapvirt's QEMU
+_REFUSED_BACKENDS = {
+    "pulseaudio": "needs QEMU's pa module (Debian: qemu-system-gui, not installed with "
+                  "qemu-system-x86) and the user's PulseAudio server, which tapvirt's "
+                  "QEMU (no desktop session) does not reach",
+    "jack": "needs QEMU's jack module (Debian: qemu-system-gui) and a running JACK server "
+            "of the user's session",
+    "sdl": "needs QEMU's SDL module (Debian: qemu-system-gui) and the user's desktop "
+           "session",
+    "coreaudio": "is macOS's sound system",
+    "dbus": "plays to a D-Bus display (<graphics type='dbus'>), which tapvirt does not run",
+}
 
 
 AUDIO_FORMATS = ("s8", "u8", "s16", "u16", "s32", "u32", "f32")
@@ -90,6 +110,9 @@ class AudioStream:
     frequency: int | None = None  # <settings>, with fixedSettings
     channels: int | None = None
     format: str | None = None
+    dev: str | None = None  # alsa: the ALSA device name; oss: the /dev/dsp path
+    buffer_count: int | None = None  # oss
+    try_poll: bool | None = None  # oss
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,9 @@ class Audio:
     path: str | None = None  # file only
     input: AudioStream | None = None
     output: AudioStream | None = None
+    try_mmap: bool | None = None  # oss
+    exclusive: bool | None = None  # oss
+    dsp_policy: int | None = None  # oss
 
 
 def parse_sound(p: Reader, el: etree._Element, index: int) -> Sound:
@@ -150,11 +176,15 @@ def _yes_no(p: Reader, el: etree._Element, attr: str) -> bool | None:
     return raw == "yes"
 
 
-def _stream(p: Reader, el: etree._Element | None) -> AudioStream | None:
+_STREAM_ATTRS = {AudioType.ALSA: ("dev",), AudioType.OSS: ("dev", "bufferCount", "tryPoll")}
+_DEV_RE = re.compile(r"[a-zA-Z0-9_.\-\\:/]{1,256}\Z")  # libvirt's deviceName
+
+
+def _stream(p: Reader, el: etree._Element | None, atype: AudioType) -> AudioStream | None:
     if el is None:
         return None
-    found = p.shape(el, ("mixingEngine", "fixedSettings", "voices", "bufferLength"),
-                    ("settings",))
+    found = p.shape(el, ("mixingEngine", "fixedSettings", "voices", "bufferLength",
+                         *_STREAM_ATTRS.get(atype, ())), ("settings",))
     voices = None if el.get("voices") is None else p.uint(el, "voices", 1, 2**31 - 1)
     buf = (None if el.get("bufferLength") is None
            else p.uint(el, "bufferLength", 1, 2**31 - 1))
@@ -177,25 +207,33 @@ def _stream(p: Reader, el: etree._Element | None) -> AudioStream | None:
                 f"'settings': '{fmt[:40]}'.", f"use one of: {', '.join(AUDIO_FORMATS)}",
                 attr="format",
             )
+    dev = el.get("dev")
+    if dev is not None and atype is AudioType.OSS:
+        dev = p.abspath(el, "dev", dev)
+    if dev is not None and not _DEV_RE.match(dev):
+        raise p.fail(
+            E.INVALID_VALUE, el, f"audio device name {dev[:40]!r} has characters outside "
+            "A-Z a-z 0-9 _ . - \\ : / (libvirt's deviceName)",
+            "use a name such as dev='default' or dev='hw:0' (ALSA), dev='/dev/dsp' (OSS)",
+            attr="dev",
+        )
+    count = (None if el.get("bufferCount") is None
+             else p.uint(el, "bufferCount", 1, 2**32 - 1))
     return AudioStream(_yes_no(p, el, "mixingEngine"), fixed, voices, buf, freq, channels,
-                       fmt)
+                       fmt, dev, count, _yes_no(p, el, "tryPoll"))
 
 
 def parse_audio(p: Reader, el: etree._Element) -> Audio:
     raw = el.get("type")
-    if raw not in ("alsa", "coreaudio", "jack", "oss", "pulseaudio", "sdl", "dbus"):
-        found = p.shape(el, ("id", "type", "timerPeriod", "path"), ("input", "output"),
-                        required_attrs=("id", "type"))
-    else:
-        found = {}
-    if raw in ("alsa", "coreaudio", "jack", "oss", "pulseaudio", "sdl", "dbus"):
+    if raw in _REFUSED_BACKENDS:
         raise p.fail(
-            AUDIO_BACKEND_UNSUPPORTED, el,
-            f"audio type '{raw}' plays into the host's sound system, which tapvirt's "
-            "QEMU (no desktop session) cannot reach",
-            "use type='spice' with a SPICE display, type='file' path='/.../out.wav', or "
-            "type='none'", attr="type",
+            AUDIO_BACKEND_UNSUPPORTED, el, f"audio type '{raw}' {_REFUSED_BACKENDS[raw]}",
+            "use type='alsa' (the host's sound card), type='spice' with a SPICE display, "
+            "type='file' path='/.../out.wav', or type='none'", attr="type",
         )
+    oss = ("tryMMap", "exclusive", "dspPolicy") if raw == "oss" else ()
+    found = p.shape(el, ("id", "type", "timerPeriod", "path", *oss), ("input", "output"),
+                    required_attrs=("id", "type"))
     atype = p.enum(el, "type", AudioType)
     period = None
     if el.get("timerPeriod") is not None:
@@ -208,8 +246,11 @@ def parse_audio(p: Reader, el: etree._Element) -> Audio:
                 "remove path= or use type='file'", attr="path",
             )
         path = p.abspath(el, "path", el.get("path", ""))
+    policy = None if el.get("dspPolicy") is None else p.uint(el, "dspPolicy", 0, 2**31 - 1)
     return Audio(p.uint(el, "id", 1, MAX_AUDIO_ID), atype, period, path,
-                 _stream(p, p.one(found, "input")), _stream(p, p.one(found, "output")))
+                 _stream(p, p.one(found, "input"), atype),
+                 _stream(p, p.one(found, "output"), atype),
+                 _yes_no(p, el, "tryMMap"), _yes_no(p, el, "exclusive"), policy)
 
 
 def check_audio_ids(
@@ -264,7 +305,8 @@ def _format_stream(tag: str, st: AudioStream, ind: str) -> list[str]:
 
     head = f"{ind}<{tag}" + _attrs(
         mixingEngine=yn(st.mixing_engine), fixedSettings=yn(st.fixed_settings),
-        voices=num(st.voices), bufferLength=num(st.buffer_length))
+        voices=num(st.voices), bufferLength=num(st.buffer_length), dev=st.dev,
+        bufferCount=num(st.buffer_count), tryPoll=yn(st.try_poll))
     settings = _attrs(frequency=num(st.frequency), channels=num(st.channels),
                       format=st.format)
     if not settings:
@@ -276,9 +318,14 @@ def format_audio(a: Audio, ind: str) -> list[str]:
     from tapvirt.conf.xmlout import a as _a
     from tapvirt.conf.xmlout import attrs as _attrs
 
+    def yn(v: bool | None) -> str | None:
+        return None if v is None else ("yes" if v else "no")
+
     period = None if a.timer_period is None else str(a.timer_period)
+    policy = None if a.dsp_policy is None else str(a.dsp_policy)
     head = f"{ind}<audio id='{a.id}' type={_a(a.type)}" + _attrs(
-        timerPeriod=period, path=a.path)
+        timerPeriod=period, tryMMap=yn(a.try_mmap), exclusive=yn(a.exclusive),
+        dspPolicy=policy, path=a.path)
     body: list[str] = []
     for tag, st in (("input", a.input), ("output", a.output)):
         if st is not None:

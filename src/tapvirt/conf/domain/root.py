@@ -20,6 +20,7 @@ from tapvirt.conf.domain.clock import parse_clock
 from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
 from tapvirt.conf.domain.features import check_features, parse_features
 from tapvirt.conf.domain.idmap import parse_idmap
+from tapvirt.conf.domain.memhotplug import check_hotplug, parse_max_memory, parse_size
 from tapvirt.conf.domain.memorybacking import parse_memory_backing
 from tapvirt.conf.domain.metadata import parse_metadata
 from tapvirt.conf.domain.numa import check_numa
@@ -45,12 +46,9 @@ from tapvirt.conf.model import (
 from tapvirt.conf.rules import (
     ARCHES,
     MACHINE_RE,
-    MAX_MEMORY_KIB,
     MAX_NAME,
     MAX_VCPUS,
     NAME_RE,
-    UINT_RE,
-    UNIT_BYTES,
     UUID_RE,
 )
 from tapvirt.conf.xml import clip, qname, short
@@ -93,9 +91,9 @@ def parse_domain_element(r: Reader) -> Domain:
     refuse_unprivileged(r, root)
     found = r.shape(
         root, ("type", "id"),
-        ("name", "uuid", "title", "description", "memory", "currentMemory", "vcpu",
-         "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel", "numatune",
-         *ELEMENTS),
+        ("name", "uuid", "title", "description", "maxMemory", "memory", "currentMemory",
+         "vcpu", "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel",
+         "numatune", *ELEMENTS),
         multi=("seclabel",),
         required_attrs=("type",),
     )
@@ -238,8 +236,40 @@ def parse_domain_element(r: Reader) -> Domain:
         check_numatune(r, nt_el, dom.numatune, cells)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
+    dom = _hotplug(r, found, dom)
     _check_boot(r, r.need(found, "os", root), dom)
     return dom
+
+def _hotplug(r: Reader, found: dict[str, list[etree._Element]], dom: Domain) -> Domain:
+    """<maxMemory> and the memory devices (conf.domain.memhotplug): with NUMA cells the
+    <memory> is their sum plus the devices' sizes (libvirt's define-time rule)."""
+    max_el = r.one(found, "maxMemory")
+    mm = parse_max_memory(r, max_el) if max_el is not None else None
+    mems = dom.devices.memories
+    dev_el = r.one(found, "devices")
+    mem_els = dev_el.findall("memory") if dev_el is not None else []
+    numa = dom.cpu.numa if dom.cpu is not None else None
+    initial = numa.memory_kib if numa is not None else dom.memory_kib
+    emulator = dom.devices.emulator or ""
+    x86_64 = (emulator.endswith("x86_64") if emulator
+              else dom.os.arch in (None, "x86_64"))
+    cpu = dom.cpu
+    # under KVM these take the host's physical address bits; every other x86_64 CPU 40
+    host_cpu = cpu is not None and cpu.mode.value in ("host-passthrough", "maximum")
+    model = cpu.model.name if cpu is not None and cpu.model is not None else None
+    check_hotplug(
+        r, max_el, mm, memory_kib=initial, cells=len(numa.cells) if numa is not None else 0,
+        devices=mems, device_els=mem_els,
+        phys_bits_40=x86_64 and not (dom.type is DomainType.KVM and host_cpu),
+        acpi=bool(dom.features.acpi), machine=dom.os.machine, cpu_model=model,
+    )
+    if mm is None:
+        return dom
+    total = initial + sum(m.size_kib for m in mems) if numa is not None else dom.memory_kib
+    cur = dom.current_memory_kib
+    return replace(dom, max_memory=mm, memory_kib=total,
+                   current_memory_kib=None if cur is None else min(cur, total))
+
 
 def _check_boot(r: Reader, os_el: etree._Element, dom: Domain) -> None:
     ob = dom.os.boot_options
@@ -289,32 +319,8 @@ def _uuid(r: Reader, el: etree._Element) -> str:
     return str(uuidlib.UUID(hex=value))
 
 def _memory(r: Reader, el: etree._Element) -> int:
-    r.shape(el, ("unit",), text=True)
-    unit = el.get("unit", "KiB")
-    mult = UNIT_BYTES.get(unit.lower())
-    if mult is None:
-        raise r.fail(
-            E.INVALID_MEMORY, el, f"unknown unit '{clip(unit)}' in <{el.tag}>",
-            "use one of b, KiB, MiB, GiB, TiB, k, M, G, T, KB, MB, GB, TB", attr="unit",
-        )
-    raw = el.text or ""  # digits only, as libvirt's schema wants them
-    if not UINT_RE.match(raw):
-        raise r.fail(
-            E.INVALID_MEMORY, el, f"malformed size {clip(raw)!r} in <{el.tag}>",
-            f"write a whole number, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
-        )
-    value = (int(raw) if len(raw) <= 30 else MAX_MEMORY_KIB + 1) * mult
-    kib = -(-value // 1024)  # libvirt rounds up to whole KiB
-    if kib == 0:
-        raise r.fail(
-            E.INVALID_MEMORY, el, f"<{el.tag}> must be larger than zero",
-            f"write a size, e.g. <{el.tag} unit='MiB'>512</{el.tag}>",
-        )
-    if kib > MAX_MEMORY_KIB:
-        raise r.fail(
-            E.INVALID_MEMORY, el, f"<{el.tag}> is too large", "write a realistic size"
-        )
-    return kib
+    return parse_size(r, el)
+
 
 def _os(r: Reader, el: etree._Element) -> Os:
     found = r.shape(

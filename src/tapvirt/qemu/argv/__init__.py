@@ -22,6 +22,7 @@ from tapvirt.qemu.argv.interface import (
     netdev,
     nic_device,
     nic_driver,
+    socket_options,
 )
 from tapvirt.qemu.argv.machine import DEFAULT_MACHINE
 from tapvirt.qemu.argv.peripherals import startup_commands
@@ -40,5 +41,6 @@ __all__ = [
     "nic_device",
     "nic_driver",
     "remap_actions",
+    "socket_options",
     "startup_commands",
 ]

@@ -28,6 +28,7 @@ from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import (
     iothread_args,
     memory_args,
+    memory_device_args,
     memory_machine_params,
     numa_args,
 )
@@ -91,6 +92,7 @@ def build_argv(
     argv += boot_args(dom, per_device_boot)
     argv += smbios_args(dom)
     argv += controller_args(dom)
+    argv += memory_device_args(dom)
     argv += hub_args(dom)
     argv += disk_args(dom)
     argv += chardev_args(dom)

@@ -10,6 +10,10 @@ libvirt 9.0's (oracle sample 13, libvirt-behaviour.md §6.3):
     device_add {"driver":"virtio-net-pci","mq":true,"vectors":6,...}  [device_del]
     set_link {"name":"net1","up":false}      only for <link state='down'/>
 
+A memory device (dimm, nvdimm): object-add of its thread-context and backend, then
+device_add of the pc-dimm / nvdimm, the objects of the command line
+(`tapvirt.qemu.argv.memory.memory_device_objects`), each undone on failure.
+
 Unplug: device_del, wait for DEVICE_DELETED (the guest must release the device: it may
 refuse or never answer), then netdev_del. A device_del of a device that is already gone
 (an earlier unplug the guest completed late) is not an error: the rest still runs.
@@ -24,6 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from tapvirt.conf.devices.memory import MemoryDevice
 from tapvirt.conf.model import Disk, DiskBus, DiskType, Domain, Interface, LinkState
 from tapvirt.domains.live_errors import (
     HOTPLUG_FAILED,
@@ -139,6 +144,32 @@ def disk_attach(disk: Disk, *, dom: Domain, block: bool, has_scsi: bool,
          "undo": {"execute": "device_del", "arguments": {"id": alias}, "quiet": True},
          "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the disk device", refused)},
     ]
+
+
+def memory_attach(dom: Domain, mem: MemoryDevice) -> list[Step]:
+    """The steps to add one memory device of `dom` (the domain with it, its slot and
+    alias assigned): libvirt's qemuDomainAttachMemory (object-add, device_add)."""
+    from tapvirt.qemu.argv.memory import memory_device_objects
+
+    subject = f"memory device {mem.alias} ({mem.size_kib} KiB)"
+    if not mem.on_slot:
+        raise TapvirtError(HOTPLUG_UNSUPPORTED, subject,
+                           "tapvirt hot-plugs dimms and nvdimms, not virtio-mem devices yet",
+                           "add it with --config and restart the guest")
+    objects, device = memory_device_objects(dom, mem)
+    steps: list[Step] = [
+        {"execute": "object-add", "arguments": obj,
+         "undo": {"execute": "object-del", "arguments": {"id": obj["id"]}, "quiet": True},
+         "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the memory backend",
+                       "see the reason (RAM the host cannot give, a file QEMU cannot "
+                       "open); nothing was left behind")}
+        for obj in objects]
+    steps.append({"execute": "device_add", "arguments": device,
+                  "undo": {"execute": "device_del", "arguments": {"id": device["id"]},
+                           "quiet": True},
+                  "error": _err(HOTPLUG_FAILED, subject, "QEMU refused the memory device",
+                                "see the reason; nothing was left behind")})
+    return steps
 
 
 def disk_detach(disk: Disk, *, timeout: float = DETACH_TIMEOUT) -> list[Step]:

@@ -20,7 +20,7 @@ from tapvirt.qemu.argv.virtio import virtio_device
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
 
-NetdevKind = Literal["tap", "user"]
+NetdevKind = Literal["tap", "user", "socket"]
 
 
 
@@ -33,6 +33,21 @@ class NetBackend:
     tap_fds: tuple[int, ...] = ()  # fds in the launcher (placeholders for a dry run)
     vhost_fds: tuple[int, ...] = ()
     host_mtu: int | None = None  # MTU told to a virtio guest (<mtu> or inherited)
+    socket: tuple[tuple[str, str], ...] = ()  # kind socket: the -netdev socket options
+
+
+def socket_options(iface: Interface) -> tuple[tuple[str, str], ...]:
+    """`-netdev socket` of an mcast/udp/server/client interface, as libvirt 9.0's
+    qemuBuildHostNetProps: connect=, listen=, mcast=, or udp= + localaddr= (host:port)."""
+    from tapvirt.conf.devices.netsocket import SocketSource
+
+    src = iface.source
+    assert isinstance(src, SocketSource), "the parser gives every socket type its source"
+    key = {"client": "connect", "server": "listen"}.get(iface.type.value, iface.type.value)
+    out: tuple[tuple[str, str], ...] = ((key, src.endpoint()),)
+    if src.local_address is not None:
+        out += (("localaddr", src.local_endpoint()),)
+    return out
 
 
 def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None,
@@ -43,6 +58,8 @@ def netdev(backend: NetBackend, numbers: Mapping[int, int | str] | None = None,
     nid = f"host{backend.alias}"
     if backend.kind == "user":
         return {"type": "user", "id": nid}
+    if backend.kind == "socket":
+        return {"type": "socket", **dict(backend.socket), "id": nid}
     num = numbers or {}
     taps = [str(num.get(fd, fd)) for fd in backend.tap_fds]
     out: dict[str, Any] = {"type": "tap"}

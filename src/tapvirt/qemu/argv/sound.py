@@ -29,13 +29,18 @@ _CODEC_DRIVER = {
 
 
 # libvirt's qemuAudioDriver names: QEMU calls the file backend "wav"
-_AUDIO_DRIVER = {AudioType.NONE: "none", AudioType.SPICE: "spice", AudioType.FILE: "wav"}
+_AUDIO_DRIVER = {AudioType.NONE: "none", AudioType.SPICE: "spice", AudioType.FILE: "wav",
+                 AudioType.ALSA: "alsa", AudioType.OSS: "oss"}
 
 
 def audiodev(a: Audio) -> dict[str, Any]:
+    """libvirt 9.0's qemuBuildAudioCommandLineArg, in its order."""
     out: dict[str, Any] = {"id": f"audio{a.id}", "driver": _AUDIO_DRIVER[a.type]}
     if a.timer_period is not None:
         out["timer-period"] = a.timer_period
+    oss: tuple[tuple[str, bool | int | None], ...] = (
+        ("try-mmap", a.try_mmap), ("exclusive", a.exclusive), ("dsp-policy", a.dsp_policy))
+    out.update((k, v) for k, v in oss if v is not None)
     if a.type is AudioType.FILE and a.path is not None:
         out["path"] = a.path
     for key, st in (("in", a.input), ("out", a.output)):
@@ -55,6 +60,9 @@ def _stream(st: AudioStream) -> dict[str, Any]:
         settings: tuple[tuple[str, int | str | None], ...] = (
             ("frequency", st.frequency), ("channels", st.channels), ("format", st.format))
         out.update((k, v) for k, v in settings if v is not None)
+    backend: tuple[tuple[str, bool | int | str | None], ...] = (
+        ("dev", st.dev), ("buffer-count", st.buffer_count), ("try-poll", st.try_poll))
+    out.update((k, v) for k, v in backend if v is not None)
     return out
 
 
