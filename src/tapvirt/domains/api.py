@@ -755,6 +755,10 @@ def destroy(name: str, *, timeout: float = STOP_WAIT_S) -> State:
         return _destroy_unknown(dd, timeout)
     if st.state == STARTING:
         _wait_for_launcher(dd, timeout)
+        # what the start recorded meanwhile (a launcher running QEMU itself records its
+        # pid only after the read above: killing by the old record would miss it)
+        with contextlib.suppress(TapvirtError):
+            st = dd.read()
     pidfd = _supervisor_pidfd(dd)
     if pidfd is not None:
         try:
