@@ -2,7 +2,8 @@
 (Debian's, in the test guest's initramfs, started by its /init on the virtio-serial port
 named org.qemu.guest_agent.0), as the unprivileged user on a precreated tap.
 
-`domifaddr --source agent` finds the address the guest really has; `reboot --mode agent`
+`domifaddr --source agent` finds the address the guest really has; `domhostname` and
+`guestinfo` report the guest's host name, OS and timezone; `reboot --mode agent`
 reboots it through the agent (the guest boots again in the same QEMU, and the agent
 answers again); `shutdown --mode agent` powers it off: shut off (shutdown)."""
 
@@ -60,6 +61,17 @@ def test_domifaddr_from_the_real_agent(lab: Lab, guest: dict[str, Any]) -> None:
                      "address": f"{guest['ip']}/24", "source": "agent"}], rows
     text = lab.tv("domifaddr", NAME, "--source", "agent").stdout
     assert f"{guest['ip']}/24" in text and "eth0" in text and "lo " not in text
+
+
+def test_hostname_and_guestinfo_from_the_real_agent(lab: Lab, guest: dict[str, Any]) -> None:
+    assert lab.tv("domhostname", NAME).stdout.strip() == "tvguest"  # set by its /init
+    info = lab.tv_json("guestinfo", NAME)["info"]
+    assert info["hostname"] == "tvguest"
+    assert info["os.id"] == "tapvirt-test" and info["os.machine"] == "x86_64"
+    assert info["os.kernel-release"] == lab.image.kernel_version, info
+    assert info["timezone.offset"] == "0" and info["user.count"] == "0", info
+    text = lab.tv("guestinfo", NAME).stdout
+    assert "os.pretty-name      : tapvirt test guest (busybox)" in text, text
 
 
 def test_reboot_through_the_agent(lab: Lab, guest: dict[str, Any]) -> None:

@@ -74,6 +74,19 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     _json_flag(p)
     p.set_defaults(func=cmd_domifaddr)
 
+    p = sub.add_parser("domhostname", help="the guest's host name (from the guest agent)")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--source", choices=("agent",), default="agent",
+                   help="agent (the only source: no DHCP leases)")
+    _json_flag(p)
+    p.set_defaults(func=cmd_domhostname)
+
+    p = sub.add_parser("guestinfo", help="what the guest agent reports: users, OS, "
+                                         "timezone, host name, file systems")
+    p.add_argument("name", metavar="NAME")
+    _json_flag(p)
+    p.set_defaults(func=cmd_guestinfo)
+
     p = sub.add_parser("dommemstat", help="memory statistics (balloon, QEMU's rss)")
     p.add_argument("name", metavar="NAME")
     _json_flag(p)
@@ -170,6 +183,23 @@ def cmd_domifaddr(args: argparse.Namespace) -> int:
     for r in rows:
         print(f" {r.name:<10} {r.mac:<20} {r.protocol:<12} {r.address}")
     print()
+    return 0
+
+
+def cmd_domhostname(args: argparse.Namespace) -> int:
+    from tapvirt.domains import agent
+
+    host = agent.hostname(args.name)
+    _out(args, {"name": args.name, "hostname": host}, host)
+    return 0
+
+
+def cmd_guestinfo(args: argparse.Namespace) -> int:
+    from tapvirt.domains import agent
+
+    info = agent.guestinfo(args.name)
+    _out(args, {"name": args.name, "info": info},
+         "\n".join(f"{k:<20}: {v}" for k, v in info.items()))
     return 0
 
 

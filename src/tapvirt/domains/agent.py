@@ -10,7 +10,9 @@ of an earlier, abandoned conversation is skipped. Only then the command. An agen
 does not answer within the timeout (not installed in the guest, not started yet, the
 guest paused) is `agent-unresponsive`, never a hang.
 
-Verbs: `domifaddr --source agent` (guest-network-get-interfaces), `shutdown --mode agent`
+Verbs: `domifaddr --source agent` (guest-network-get-interfaces), `domhostname`
+(guest-get-host-name), `guestinfo` (users, OS, timezone, host name, file systems, in
+virsh's parameter names), `shutdown --mode agent`
 and `reboot --mode agent` (guest-shutdown, which the agent does not answer when it
 works: the guest goes down instead)."""
 
@@ -194,6 +196,74 @@ def shutdown(name: str, *, reboot: bool = False, timeout: float = DEFAULT_TIMEOU
     with connect(name, timeout=timeout) as c:
         c.execute("guest-shutdown", {"mode": "reboot" if reboot else "powerdown"},
                   reply=False)
+
+
+def hostname(name: str, *, timeout: float = DEFAULT_TIMEOUT) -> str:
+    """guest-get-host-name (virsh domhostname --source agent)."""
+    with connect(name, timeout=timeout) as c:
+        got = c.execute("guest-get-host-name")
+    return str((got or {}).get("host-name", ""))
+
+
+# virsh guestinfo's groups: (group, agent command)
+GUESTINFO = (("user", "guest-get-users"), ("os", "guest-get-osinfo"),
+             ("timezone", "guest-get-timezone"), ("hostname", "guest-get-host-name"),
+             ("fs", "guest-get-fsinfo"))
+
+
+def guestinfo(name: str, *, timeout: float = DEFAULT_TIMEOUT) -> dict[str, str]:
+    """virsh guestinfo: one conversation, every group the agent supports (a group whose
+    command the agent refuses is left out, as virsh does without a group flag)."""
+    answers: dict[str, Any] = {}
+    with connect(name, timeout=timeout) as c:
+        for group, command in GUESTINFO:
+            try:
+                answers[group] = c.execute(command)
+            except TapvirtError as err:
+                if err.code is not AGENT_ERROR:
+                    raise
+    return flatten_guestinfo(answers)
+
+
+def flatten_guestinfo(answers: dict[str, Any]) -> dict[str, str]:
+    """The agent's answers as virsh guestinfo's typed parameters (qemuAgentGetUsers,
+    ...GetOSInfo, ...GetTimezone, ...GetHostname, ...GetFSInfo). PURE."""
+    out: dict[str, str] = {}
+    if isinstance(users := answers.get("user"), list):
+        out["user.count"] = str(len(users))
+        for n, u in enumerate(users):
+            out[f"user.{n}.name"] = str(u.get("user", ""))
+            if u.get("domain"):
+                out[f"user.{n}.domain"] = str(u["domain"])
+            if "login-time" in u:
+                out[f"user.{n}.login-time"] = str(int(float(u["login-time"]) * 1000))
+    if isinstance(osinfo := answers.get("os"), dict):
+        for key in ("id", "name", "pretty-name", "version", "version-id", "kernel-release",
+                    "kernel-version", "machine", "variant", "variant-id"):
+            if key in osinfo:
+                out[f"os.{key}"] = str(osinfo[key])
+    if isinstance(tz := answers.get("timezone"), dict):
+        if "zone" in tz:
+            out["timezone.name"] = str(tz["zone"])
+        out["timezone.offset"] = str(tz.get("offset", 0))
+    if isinstance(host := answers.get("hostname"), dict):
+        out["hostname"] = str(host.get("host-name", ""))
+    if isinstance(fss := answers.get("fs"), list):
+        out["fs.count"] = str(len(fss))
+        for n, fs in enumerate(fss):
+            for key, field in (("name", "name"), ("mountpoint", "mountpoint"),
+                               ("fstype", "type"), ("total-bytes", "total-bytes"),
+                               ("used-bytes", "used-bytes")):
+                if field in fs:
+                    out[f"fs.{n}.{key}"] = str(fs[field])
+            disks = fs.get("disk") or []
+            out[f"fs.{n}.disk.count"] = str(len(disks))
+            for k, d in enumerate(disks):
+                if d.get("serial"):
+                    out[f"fs.{n}.disk.{k}.serial"] = str(d["serial"])
+                if d.get("dev"):
+                    out[f"fs.{n}.disk.{k}.device"] = str(d["dev"])
+    return out
 
 
 def secure_sockets(runtime_dir: str) -> None:

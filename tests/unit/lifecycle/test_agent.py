@@ -110,3 +110,25 @@ def test_sockets_in_the_runtime_dir_become_0600(tmp_path: Path) -> None:
         assert (tmp_path / "plain").stat().st_mode & 0o777 == 0o644
     finally:
         s.close()
+
+
+def test_guestinfo_in_virshs_parameter_names() -> None:
+    from tapvirt.domains.agent import flatten_guestinfo
+
+    got = flatten_guestinfo({
+        "user": [{"user": "root", "login-time": 1.5}],
+        "os": {"id": "debian", "name": "Debian", "kernel-release": "6.1", "extra": "x"},
+        "timezone": {"zone": "UTC", "offset": 0},
+        "hostname": {"host-name": "vm1"},
+        "fs": [{"name": "vda1", "mountpoint": "/", "type": "ext4", "used-bytes": 5,
+                "total-bytes": 9, "disk": [{"serial": "S1", "dev": "/dev/vda1"}]}],
+    })
+    assert got == {
+        "user.count": "1", "user.0.name": "root", "user.0.login-time": "1500",
+        "os.id": "debian", "os.name": "Debian", "os.kernel-release": "6.1",
+        "timezone.name": "UTC", "timezone.offset": "0", "hostname": "vm1",
+        "fs.count": "1", "fs.0.name": "vda1", "fs.0.mountpoint": "/", "fs.0.fstype": "ext4",
+        "fs.0.total-bytes": "9", "fs.0.used-bytes": "5", "fs.0.disk.count": "1",
+        "fs.0.disk.0.serial": "S1", "fs.0.disk.0.device": "/dev/vda1"}
+    # a group the agent refused is absent, not empty
+    assert flatten_guestinfo({"hostname": {"host-name": "h"}}) == {"hostname": "h"}
