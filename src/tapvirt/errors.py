@@ -108,10 +108,12 @@ FILE_UNREADABLE = define(
 _CODE_MODULES = (
     "tapvirt.conf.errors",
     "tapvirt.conf.addresses",
+    "tapvirt.conf.domain.cpu",
     "tapvirt.conf.devices.channel",
     "tapvirt.conf.devices.chardev",
     "tapvirt.conf.devices.graphics",
     "tapvirt.conf.devices.input",
+    "tapvirt.conf.devices.iommu",
     "tapvirt.conf.devices.memory",
     "tapvirt.conf.devices.misc",
     "tapvirt.conf.domain.memhotplug",

@@ -5,7 +5,9 @@ were written on. `make_startable` rewrites exactly those, and nothing QEMU shoul
 
 * `<name>` becomes the given one and `<uuid>` is dropped (many documents are started at once);
 * `<domain type='kvm'>` becomes `type='qemu'` (the test hosts have no KVM), and its
-  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through);
+  `<cpu mode='host-passthrough'>` `mode='maximum'` (there is no host CPU to pass through),
+  its `<iommu><driver eim='on'>` loses `eim` and a `<vcpu>` above 255 becomes 255 (QEMU
+  allows extended interrupt mode, which more than 255 x86 vCPUs need, only with KVM);
 * `<numatune>` nodesets and memory devices' `<source><nodemask>` naming host NUMA nodes
   this host does not let the user allocate from become the allowed nodes
   (`Mems_allowed_list`; the document's host had more nodes);
@@ -247,6 +249,13 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         cpu = root.find("cpu")
         if cpu is not None and cpu.get("mode") == "host-passthrough":
             cpu.set("mode", "maximum")  # TCG's counterpart: all QEMU's emulator can do
+        for driver in root.iterfind("devices/iommu/driver"):
+            if "eim" in driver.attrib:  # "eim=on requires accel=kvm" (QEMU 7.2)
+                del driver.attrib["eim"]
+        vcpu = root.find("vcpu")
+        if (vcpu is not None and root.find("cpu/topology") is None
+                and (vcpu.text or "").strip().isdigit() and int(vcpu.text or 0) > 255):
+            vcpu.text = "255"  # no x2APIC under TCG: "requires kernel irqchip and X2APIC"
     _set_small_memory(root)
     _host_numa_nodes(root)
     os_el = root.find("os")

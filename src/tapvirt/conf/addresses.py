@@ -403,11 +403,14 @@ class Slot(Enum):
     PCI = "pci"  # conventional PCI only (e1000, rtl8139, piix3-uhci, lsilogic ...)
     PCIE = "pcie"  # PCI Express where the machine has it (e1000e, qemu-xhci, nec-xhci)
     VIRTIO = "virtio"  # virtio 1.0 devices: PCI Express on q35, QEMU 7.2 has transitional
+    VIRTIO_INTEGRATED = "virtio-integrated"  # virtio-iommu: a virtio slot on the root bus
 
 
 def slot_flags(kind: Slot | PciModel, pcie_machine: bool) -> Connect:
     if isinstance(kind, PciModel):
         return kind.connect
+    if kind is Slot.VIRTIO_INTEGRATED:
+        return slot_flags(Slot.VIRTIO, pcie_machine) | Connect.INTEGRATED
     if kind is Slot.PCI or not pcie_machine:
         return Connect.PCI_DEVICE | Connect.AUTOASSIGN
     return Connect.PCIE_DEVICE | Connect.AUTOASSIGN

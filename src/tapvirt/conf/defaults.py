@@ -334,6 +334,7 @@ def _peripheral_pci(dom: Domain, chip: A.Chipset) -> list[A.PciDevice]:
     conventional PCI, bochs PCI Express; the first video card is the chipset's primary."""
     from tapvirt.conf.devices.graphics import VideoModel
     from tapvirt.conf.devices.input import InputBus
+    from tapvirt.conf.devices.iommu import IommuModel
     from tapvirt.conf.devices.misc import BalloonModel, RngModel, WatchdogModel
     from tapvirt.conf.devices.sound import SoundModel
 
@@ -372,6 +373,9 @@ def _peripheral_pci(dom: Domain, chip: A.Chipset) -> list[A.PciDevice]:
         if i.bus is InputBus.VIRTIO:
             out.append(A.PciDevice(("input", n), A.Order.INPUT, A.Slot.VIRTIO,
                                    _pci_of(i.address), f"{dev}/input[{n + 1}]"))
+    if d.iommu is not None and d.iommu.model is IommuModel.VIRTIO:
+        out.append(A.PciDevice(("iommu", 0), A.Order.IOMMU, A.Slot.VIRTIO_INTEGRATED,
+                               _pci_of(d.iommu.address), f"{dev}/iommu"))
     for n, m in enumerate(d.memories):
         if not m.on_slot:  # virtio-mem-pci
             out.append(A.PciDevice(("memory", n), A.Order.MEMORY, A.Slot.VIRTIO,
@@ -394,6 +398,8 @@ def _peripheral_got(d: Any, got: dict[Hashable, A.PciAddress]) -> dict[str, Any]
         out["memballoon"] = replace(d.memballoon, address=got[("memballoon", 0)])
     if d.watchdog is not None and ("watchdog", 0) in got:
         out["watchdog"] = replace(d.watchdog, address=got[("watchdog", 0)])
+    if d.iommu is not None and ("iommu", 0) in got:
+        out["iommu"] = replace(d.iommu, address=got[("iommu", 0)])
     return out
 
 
@@ -530,8 +536,8 @@ def implicit_audio_video(dom: Domain) -> Domain:
 
 def assign_peripheral_aliases(dom: Domain) -> Domain:
     """libvirt's names for the other devices (qemuAssignDeviceAliases): input<N>, sound<N>,
-    channel<N>, redir<N>, hub<N>, rng<N> by position, balloon0, watchdog0, tpm0. After the implicit
-    devices, so that they are numbered too."""
+    channel<N>, redir<N>, hub<N>, rng<N> by position, balloon0, watchdog0, tpm0, iommu0.
+    After the implicit devices, so that they are numbered too."""
     d = dom.devices
 
     def numbered(items: tuple[_T, ...], prefix: str) -> tuple[_T, ...]:
@@ -548,6 +554,8 @@ def assign_peripheral_aliases(dom: Domain) -> Domain:
         watchdog=d.watchdog if d.watchdog is None or d.watchdog.alias is not None
         else replace(d.watchdog, alias="watchdog0"),
         tpm=d.tpm if d.tpm is None or d.tpm.alias is not None else replace(d.tpm, alias="tpm0"),
+        iommu=d.iommu if d.iommu is None or d.iommu.alias is not None
+        else replace(d.iommu, alias="iommu0"),
     )
     return dom if new == d else replace(dom, devices=new)
 

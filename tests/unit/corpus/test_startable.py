@@ -144,3 +144,16 @@ def test_network_and_host_chardevs_are_made_local(tmp_path: Path) -> None:
     fifo = _attr(pipe, "source", "path")
     assert fifo.startswith(str(tmp_path)) and plan.fifos == [Path(fifo)]
     parse_domain(plan.xml, rand=random.Random(0))  # still accepted
+
+
+def test_kvm_only_iommu_eim_goes_with_kvm(tmp_path: Path) -> None:
+    doc = """<domain type='kvm'><name>orig</name><memory>65536</memory>
+      <os><type arch='x86_64' machine='q35'>hvm</type></os>
+      <features><ioapic driver='qemu'/></features>
+      <devices><iommu model='intel'><driver intremap='on' eim='on' iotlb='on'/></iommu>
+      </devices></domain>"""
+    root, _, _ = _plan(doc, tmp_path)
+    driver = _el(root, "devices/iommu/driver")
+    assert (driver.get("eim"), driver.get("intremap"), driver.get("iotlb")) == (None, "on", "on")
+    iommu = parse_domain(etree.tostring(root).decode()).devices.iommu
+    assert iommu is not None and iommu.eim is None and iommu.intremap is True

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from tapvirt.conf.devices.graphics import Graphics, Video
     from tapvirt.conf.devices.hub import Hub
     from tapvirt.conf.devices.input import Input
+    from tapvirt.conf.devices.iommu import Iommu
     from tapvirt.conf.devices.memory import MemoryDevice
     from tapvirt.conf.devices.misc import Memballoon, Panic, Rng, Watchdog
     from tapvirt.conf.devices.sound import Audio, Sound
@@ -77,6 +78,7 @@ class Devices:
     memballoon: Memballoon | None = None
     rngs: tuple[Rng, ...] = ()
     panics: tuple[Panic, ...] = ()
+    iommu: Iommu | None = None
     memories: tuple[MemoryDevice, ...] = ()  # <memory model='dimm'>, slots assigned
 
 

@@ -1,6 +1,6 @@
 """The devices around the guest's disks and NICs, composed for `tapvirt.conf.devices`:
 channels, inputs, TPM, graphics, sound, audio, video, USB redirection, USB hubs, watchdog,
-memballoon, rng and panic (each family's own module has its model, parse and format).
+memballoon, rng, panic and iommu (each family's own module has its model, parse and format).
 
 `parse_peripherals` parses them and checks what spans them (one balloon, watchdog and
 TPM; audio ids; SPICE for spicevmc; aliases are checked with the other devices'), and
@@ -31,6 +31,7 @@ from tapvirt.conf.devices.graphics import (
 )
 from tapvirt.conf.devices.hub import format_hub, parse_hub
 from tapvirt.conf.devices.input import format_input, parse_input
+from tapvirt.conf.devices.iommu import format_iommu, parse_iommu
 from tapvirt.conf.devices.memory import format_memory, parse_memory
 from tapvirt.conf.devices.misc import (
     format_memballoon,
@@ -62,7 +63,7 @@ if TYPE_CHECKING:
 
 # in libvirt's virDomainDefFormat order (after serial, console)
 TAGS = ("channel", "input", "tpm", "graphics", "sound", "audio", "video", "redirdev",
-        "hub", "watchdog", "memballoon", "rng", "panic", "memory", "vsock")
+        "hub", "watchdog", "memballoon", "rng", "panic", "memory", "iommu", "vsock")
 
 
 def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
@@ -91,6 +92,8 @@ def parse_peripherals(r: Reader, found: Found) -> dict[str, Any]:
         out["memballoon"] = parse_memballoon(r, b)
     out["rngs"] = tuple(parse_rng(r, e, n) for n, e in enumerate(els["rng"]))
     out["panics"] = tuple(parse_panic(r, e) for e in els["panic"])
+    if (io := only_once(r, els["iommu"], "IOMMU")) is not None:
+        out["iommu"] = parse_iommu(r, io)
     out["memories"] = tuple(parse_memory(r, e) for e in els["memory"])
     _need_spice(r, els, out["channels"], graphics)
     return out
@@ -125,14 +128,14 @@ def device_aliases(d: Devices) -> list[str | None]:
         *(x.alias for x in d.rngs), *(x.alias for x in d.memories),
     ]
     out += [d.tpm.alias if d.tpm else None, d.watchdog.alias if d.watchdog else None,
-            d.memballoon.alias if d.memballoon else None]
+            d.memballoon.alias if d.memballoon else None, d.iommu.alias if d.iommu else None]
     return out
 
 
 def has_peripherals(d: Devices) -> bool:
     return bool(d.channels or d.inputs or d.tpm or d.graphics or d.sounds or d.audios
                 or d.videos or d.redirdevs or d.hubs or d.watchdog or d.memballoon or d.rngs
-                or d.panics or d.memories)
+                or d.panics or d.memories or d.iommu)
 
 
 def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -> None:
@@ -166,5 +169,7 @@ def format_peripherals(d: Devices, w: Writer, live: bool, secure: bool = True) -
         lines += format_panic(p, ind)
     for m in d.memories:
         lines += format_memory(m, ind, live)
+    if d.iommu is not None:
+        lines += format_iommu(d.iommu, ind, live)
     for line in lines:
         w(line)

@@ -19,6 +19,7 @@ from tapvirt.conf import decl
 from tapvirt.conf import errors as E
 from tapvirt.conf.domain.numa import Numa, format_numa, parse_numa
 from tapvirt.conf.xmlout import Writer
+from tapvirt.errors import define
 
 if TYPE_CHECKING:
     from lxml import etree
@@ -67,6 +68,19 @@ class FeaturePolicy(StrEnum):
         return None
 
 
+class CacheMode(StrEnum):
+    EMULATE = "emulate"
+    PASSTHROUGH = "passthrough"
+    DISABLE = "disable"
+
+
+CPU_CACHE_INVALID = define(
+    "cpu-cache-invalid",
+    "a <cpu><cache> whose mode does not go with its level or with the CPU mode "
+    "(libvirt's 'unsupported configuration' for CPU cache)",
+    layer="conf",
+)
+
 _NAME = re.compile(r"[A-Za-z0-9_.+-]{1,64}\Z")
 
 
@@ -92,6 +106,14 @@ class Topology:
         return self.sockets * (self.dies or 1) * self.cores * self.threads
 
 
+@dataclass(frozen=True, kw_only=True)  # level before the required mode, as libvirt writes
+class CpuCache:
+    """`<cache level='3' mode='emulate'/>`: the guest's view of the CPU caches."""
+
+    level: int | None = decl.uint("@level", 0, 2**31 - 1)
+    mode: CacheMode = decl.enum("@mode", CacheMode, required=True)
+
+
 @dataclass(frozen=True)
 class CpuFeature:
     policy: FeaturePolicy = decl.enum("@policy", FeaturePolicy, required=True)
@@ -111,6 +133,7 @@ class Cpu:
     migratable: bool | None = decl.onoff("@migratable")
     model: CpuModel | None = decl.element("model", CpuModel)
     topology: Topology | None = decl.element("topology", Topology)
+    cache: CpuCache | None = decl.element("cache", CpuCache)
     features: tuple[CpuFeature, ...] = decl.elements("feature", CpuFeature)
     numa: Numa | None = None  # <numa>, parsed by conf.domain.numa (written last)
 
@@ -160,6 +183,8 @@ def parse_cpu(r: Reader, el: etree._Element) -> Cpu:
                 "use a model QEMU 7.2 knows (`qemu-system-x86_64 -cpu help`), e.g. "
                 "Skylake-Client, EPYC, Nehalem, or mode='maximum'",
             )
+    if cpu.cache is not None:
+        _check_cache(r, el, cpu)
     seen: dict[str, etree._Element] = {}
     for f_el, feat in zip(el.findall("feature"), cpu.features, strict=True):
         if feat.name in seen:
@@ -175,6 +200,42 @@ def parse_cpu(r: Reader, el: etree._Element) -> Cpu:
                 "CPUID flags')", attr="name",
             )
     return cpu
+
+
+def _check_cache(r: Reader, el: etree._Element, cpu: Cpu) -> None:
+    """libvirt's virCPUDefParseXMLCache and qemuValidateDomainDefCpu, same messages."""
+    cache = cpu.cache
+    assert cache is not None
+    c_el = el.find("cache")
+    assert c_el is not None
+    if cache.level is not None and not 1 <= cache.level <= 3:
+        raise r.fail(
+            E.INVALID_VALUE, c_el, "invalid CPU cache level, must be in range [1,3]",
+            "write level='3' (the only level QEMU can emulate) or leave level out",
+            attr="level",
+        )
+    if cache.mode is CacheMode.EMULATE and cache.level != 3:
+        raise r.fail(
+            CPU_CACHE_INVALID, c_el,
+            "CPU cache mode 'emulate' can only be used with level='3'",
+            "write <cache level='3' mode='emulate'/>", attr="level",
+        )
+    if cache.mode is CacheMode.PASSTHROUGH and cpu.mode not in (
+        CpuMode.HOST_PASSTHROUGH, CpuMode.MAXIMUM
+    ):
+        raise r.fail(
+            CPU_CACHE_INVALID, c_el,
+            "CPU cache mode 'passthrough' can only be used with 'host-passthrough' / "
+            "'maximum' CPUs",
+            "use <cpu mode='maximum'> (or host-passthrough under KVM), or "
+            "<cache level='3' mode='emulate'/> with this CPU", attr="mode",
+        )
+    if cache.mode is not CacheMode.EMULATE and cache.level is not None:
+        raise r.fail(
+            CPU_CACHE_INVALID, c_el,
+            f"unsupported CPU cache level for mode '{cache.mode}'",
+            f"remove level= from <cache mode='{cache.mode}'/>", attr="level",
+        )
 
 
 def check_cpu(r: Reader, el: etree._Element, cpu: Cpu, *, kvm: bool, vcpus: int) -> None:

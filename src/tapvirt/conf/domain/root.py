@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any
 
 from tapvirt.conf import errors as E
 from tapvirt.conf.devices import parse_devices
+from tapvirt.conf.devices.iommu import check_iommu
 from tapvirt.conf.devices.refused import refuse_unprivileged
 from tapvirt.conf.domain.clock import parse_clock
 from tapvirt.conf.domain.cpu import check_cpu, parse_cpu
-from tapvirt.conf.domain.features import check_features, parse_features
+from tapvirt.conf.domain.features import IoapicDriver, check_features, parse_features
 from tapvirt.conf.domain.idmap import parse_idmap
 from tapvirt.conf.domain.memhotplug import check_hotplug, parse_max_memory, parse_size
 from tapvirt.conf.domain.memorybacking import parse_memory_backing
@@ -236,9 +237,46 @@ def parse_domain_element(r: Reader) -> Domain:
         check_numatune(r, nt_el, dom.numatune, cells)
     if devices_el is not None:
         dom = replace(dom, devices=parse_devices(r, devices_el, os_))
+        if dom.devices.iommu is not None and (io_el := devices_el.find("iommu")) is not None:
+            check_iommu(r, io_el, dom.devices.iommu, q35="q35" in (os_.machine or ""),
+                        acpi=bool(dom.features.acpi),
+                        split_irqchip=dom.features.ioapic is IoapicDriver.QEMU, kvm=kvm)
+    if dom.vcpus > MAX_VCPUS_WITHOUT_EIM:
+        _many_vcpus(r, r.need(found, "vcpu", root), dom, kvm)
     dom = _hotplug(r, found, dom)
     _check_boot(r, r.need(found, "os", root), dom)
     return dom
+
+MAX_VCPUS_WITHOUT_EIM = 255  # libvirt's QEMU_MAX_VCPUS_WITHOUT_EIM (x86 APIC ids)
+
+
+def _many_vcpus(r: Reader, v_el: etree._Element, dom: Domain, kvm: bool) -> None:
+    """More than 255 x86 vCPUs: libvirt's rule (q35 and an IOMMU with eim), and QEMU's
+    under TCG, which has no x2APIC API ("current -smp configuration requires kernel
+    irqchip and X2APIC API support")."""
+    if not kvm:
+        raise r.fail(
+            E.UNSUPPORTED_VALUE, v_el,
+            f"{dom.vcpus} vCPUs: more than {MAX_VCPUS_WITHOUT_EIM} x86 vCPUs need KVM's "
+            "x2APIC support; QEMU refuses them under TCG",
+            f"use at most {MAX_VCPUS_WITHOUT_EIM} vCPUs for <domain type='qemu'>, or "
+            "<domain type='kvm'>",
+        )
+    if "q35" not in (dom.os.machine or ""):
+        raise r.fail(
+            E.UNSUPPORTED_VALUE, v_el,
+            f"more than {MAX_VCPUS_WITHOUT_EIM} vCPUs are only supported on q35-based "
+            "machine types", "use <type machine='q35'>hvm</type>",
+        )
+    if dom.devices.iommu is None or not dom.devices.iommu.eim:
+        raise r.fail(
+            E.UNSUPPORTED_VALUE, v_el,
+            f"more than {MAX_VCPUS_WITHOUT_EIM} vCPUs require extended interrupt mode "
+            "enabled on the iommu device",
+            "add <iommu model='intel'><driver intremap='on' eim='on'/></iommu> (with "
+            "<ioapic driver='qemu'/>)",
+        )
+
 
 def _hotplug(r: Reader, found: dict[str, list[etree._Element]], dom: Domain) -> Domain:
     """<maxMemory> and the memory devices (conf.domain.memhotplug): with NUMA cells the

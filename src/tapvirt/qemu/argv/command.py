@@ -24,6 +24,7 @@ from tapvirt.qemu.argv.firmware import (
 )
 from tapvirt.qemu.argv.hub import hub_args
 from tapvirt.qemu.argv.interface import NetBackend, interface_args
+from tapvirt.qemu.argv.iommu import iommu_args
 from tapvirt.qemu.argv.machine import machine_of
 from tapvirt.qemu.argv.memory import (
     iothread_args,
@@ -91,6 +92,7 @@ def build_argv(
         i.boot_order for i in dom.devices.interfaces)
     argv += boot_args(dom, per_device_boot)
     argv += smbios_args(dom)
+    argv += iommu_args(dom)
     argv += controller_args(dom)
     argv += memory_device_args(dom)
     argv += hub_args(dom)

@@ -5,11 +5,12 @@
 Without a `<cpu>` and without flags, no -cpu is written: QEMU's default (qemu64, qemu32
 for i686) is what libvirt writes then. host-model: QEMU's `max` CPU under TCG, `host`
 under KVM (libvirt expands it from QEMU's capabilities; a warning says so).
+`<cache>` adds l3-cache / host-cache-info last, after the feature flags, as libvirt does.
 """
 
 from __future__ import annotations
 
-from tapvirt.conf.domain.cpu import CpuMode
+from tapvirt.conf.domain.cpu import CacheMode, CpuMode
 from tapvirt.conf.model import Domain, DomainType
 from tapvirt.qemu.argv.clock import timer_cpu_flags
 from tapvirt.qemu.argv.features import feature_cpu_flags
@@ -41,8 +42,29 @@ def _model(dom: Domain) -> list[str]:
     return out
 
 
+def _cache(dom: Domain) -> list[str]:
+    """`<cache>`: l3-cache (every x86 model) and host-cache-info (only QEMU's `host` and
+    `max` CPUs have it, and the rules allow passthrough only with those)."""
+    cpu = dom.cpu
+    if cpu is None or cpu.cache is None:
+        return []
+    mode = cpu.cache.mode
+    out = []
+    if mode is CacheMode.EMULATE:
+        out.append("l3-cache=on")
+    elif mode is CacheMode.PASSTHROUGH:
+        out.append("host-cache-info=on")
+    if mode is not CacheMode.PASSTHROUGH and cpu.mode in (
+        CpuMode.HOST_PASSTHROUGH, CpuMode.MAXIMUM
+    ):
+        out.append("host-cache-info=off")
+    if mode is not CacheMode.EMULATE:
+        out.append("l3-cache=off")
+    return out
+
+
 def cpu_args(dom: Domain) -> list[str]:
-    parts = [*_model(dom), *timer_cpu_flags(dom), *feature_cpu_flags(dom)]
+    parts = [*_model(dom), *timer_cpu_flags(dom), *feature_cpu_flags(dom), *_cache(dom)]
     if not parts:
         return []
     if dom.cpu is None or (dom.cpu.mode is CpuMode.CUSTOM and dom.cpu.model is None):
