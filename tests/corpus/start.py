@@ -59,6 +59,29 @@ class Worker:
     as_user: AsUser
 
 
+def _stateless_firmware_descriptor(user: User) -> None:
+    """Debian 12's ovmf ships only split (code + varstore) descriptors, and libvirt's
+    `<os firmware='efi'><loader stateless='yes'/>` needs a `stateless` one (libvirt's own
+    tests use a made-up `45-ovmf-sev-stateless.json`). Give the test user one for Debian's
+    OVMF_CODE_4M.fd, which runs without a varstore flash (OVMF then emulates the variable
+    store): it matches only stateless loaders, so no other document is affected."""
+    code = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+    if not os.path.exists(code):
+        return
+    d = user.home / ".config" / "qemu" / "firmware"
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "45-tapvirt-test-stateless.json").write_text(json.dumps({
+        "description": "tapvirt's e2e lab: Debian's OVMF, stateless (no varstore flash)",
+        "interface-types": ["uefi"],
+        "mapping": {"device": "flash", "mode": "stateless",
+                    "executable": {"filename": code, "format": "raw"}},
+        "targets": [{"architecture": "x86_64", "machines": ["pc-i440fx-*", "pc-q35-*"]}],
+        "features": [], "tags": [],
+    }))
+    for p in (user.home / ".config", user.home / ".config" / "qemu", d, *d.iterdir()):
+        os.chown(p, user.uid, user.gid)
+
+
 @dataclass
 class StartLab:
     """The user, namespaces and scratch space every document is started with."""
@@ -91,6 +114,7 @@ class StartLab:
             run([sys.executable, "-m", "compileall", "-q", str(code.root)])
             user = User.create(scratch)
             stack.callback(user.close)
+            _stateless_firmware_descriptor(user)
             tun = private_tun_node(scratch, user.uid, user.gid)
             xdg = scratch / "x"
             xdg.mkdir(mode=0o700)

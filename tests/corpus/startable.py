@@ -332,7 +332,8 @@ def make_startable(text: str, *, name: str, scratch: Path, tap_prefix: str,
         if nvram is not None and nvram.text:
             nvram.text = str(scratch / f"{name}_VARS.fd")
         if (loader is not None and loader.text in (_OVMF, _OVMF_SECURE)
-                and loader.get("type") == "pflash" and loader.get("readonly") == "yes"):
+                and loader.get("type") == "pflash" and loader.get("readonly") == "yes"
+                and loader.get("stateless") != "yes"):  # a stateless one has no NVRAM
             # libvirt's tests name the template in qemu.conf (nvram = [...]); tapvirt only
             # finds the 4 MiB ones through the descriptors: name the 2 MiB one's here
             if nvram is None:

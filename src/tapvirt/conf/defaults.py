@@ -34,6 +34,7 @@ from tapvirt.conf.devices.controller import (
 )
 from tapvirt.conf.devices.disk import Disk, DiskBus, auto_alias
 from tapvirt.conf.devices.interface import NicModel
+from tapvirt.conf.devices.virtio import VIRTIO_IOMMU_TRANSITIONAL
 from tapvirt.conf.model import BootDev
 from tapvirt.errors import TapvirtError
 
@@ -592,6 +593,52 @@ def boot_default(dom: Domain) -> Domain:
     return replace(dom, os=replace(dom.os, boot=(BootDev.HD,)))
 
 
+# the buses QEMU makes a plain virtio device modern-only on (disable-legacy=auto: PCI
+# Express and not a root bus)
+_MODERN_BUSES = (A.PciModel.PCIE_ROOT_PORT, A.PciModel.PCIE_SWITCH_DOWNSTREAM_PORT)
+_TRANSITIONAL = {"virtio-transitional": True, "virtio-non-transitional": False}
+
+
+def virtio_iommu_modern(dom: Domain) -> Domain:
+    """`<driver iommu='on'>` is QEMU's iommu_platform, which only a modern-only virtio
+    device offers ("VIRTIO_F_IOMMU_PLATFORM was supported by neither legacy nor
+    transitional device" at start otherwise): refused, once the addresses are known, on a
+    transitional device (model virtio-transitional, or plain virtio on a conventional PCI
+    or root bus). libvirt passes it to QEMU, which fails to start."""
+    pci = {c.index: c.pci_model for c in dom.devices.controllers
+           if c.type is ControllerType.PCI}
+    d = dom.devices
+    # (path, virtio options, model, address); the model says transitional or not, else
+    # (plain virtio) the bus does
+    items: list[tuple[str, Any, object, object]] = [
+        (f"disk[{n + 1}]", k.virtio, None, k.address) for n, k in enumerate(d.disks)]
+    items += [(f"interface[{n + 1}]", i.driver.virtio if i.driver else None, None, i.address)
+              for n, i in enumerate(d.interfaces)]
+    items += [(f"controller[{n + 1}]", c.driver.virtio, c.model, c.address)
+              for n, c in enumerate(d.controllers) if c.driver is not None]
+    if (b := d.memballoon) is not None:
+        items.append(("memballoon", b.virtio, b.model, b.address))
+    items += [(f"rng[{n + 1}]", r.virtio, r.model, r.address) for n, r in enumerate(d.rngs)]
+    for where, opts, model, addr in items:
+        if opts is None or not opts.iommu:
+            continue
+        trans = _TRANSITIONAL.get(str(model))
+        if trans is None:
+            bus = addr.bus if isinstance(addr, A.PciAddress) else 0
+            trans = pci.get(bus) not in _MODERN_BUSES
+        if trans:
+            raise TapvirtError(
+                VIRTIO_IOMMU_TRANSITIONAL, f"/domain/devices/{where}/driver/@iommu",
+                "iommu='on' needs a modern-only virtio device, and this one is transitional "
+                "(a transitional model, or on a conventional PCI or root bus): QEMU refuses "
+                "to start it (VIRTIO_F_IOMMU_PLATFORM was supported by neither legacy nor "
+                "transitional device)",
+                "put the device on a pcie-root-port of a q35 machine (the default address "
+                "there), use its virtio-non-transitional model, or remove iommu='on'",
+            )
+    return dom
+
+
 STEPS: tuple[Callable[[Domain], Domain], ...] = (
     boot_default,
     machine_controllers,
@@ -600,6 +647,7 @@ STEPS: tuple[Callable[[Domain], Domain], ...] = (
     implicit_audio_video,
     virtio_serial_addresses,
     pci_addresses,
+    virtio_iommu_modern,
     usb_addresses,
     memory_slots,
     assign_aliases,

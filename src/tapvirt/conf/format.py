@@ -78,7 +78,7 @@ def format_domain(
     if dom.memory_backing is not None:
         format_memory_backing(dom.memory_backing, w)
     vcpu_attrs = _attrs(
-        placement="static", cpuset=dom.vcpu_cpuset,
+        placement="auto" if dom.vcpu_placement_auto else "static", cpuset=dom.vcpu_cpuset,
         current=None if dom.vcpus_current is None else str(dom.vcpus_current),
     )
     w(f"{_IND}<vcpu{vcpu_attrs}>{dom.vcpus}</vcpu>")

@@ -132,6 +132,7 @@ class Domain:
     vcpus: int = 1  # the maximum
     vcpus_current: int | None = None  # <vcpu current=...>: online at boot, when fewer
     vcpu_cpuset: str | None = None  # <vcpu cpuset=...> as written (kept, not applied)
+    vcpu_placement_auto: bool = False  # <vcpu placement='auto'>: numad's (kept, not applied)
     iothreads: int | None = None
     cputune: CpuTune | None = None
     numatune: NumaTune | None = None

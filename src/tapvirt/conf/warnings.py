@@ -65,6 +65,26 @@ def _vcpu(dom: Domain) -> Iterable[ConfWarning]:
         )
 
 
+def _numad(dom: Domain) -> Iterable[ConfWarning]:
+    if dom.vcpu_placement_auto:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/vcpu/@placement",
+            "placement='auto' is kept but has no effect: libvirt would ask numad for the "
+            "host CPUs to pin QEMU to; tapvirt has no numad to ask and pins nothing (the "
+            "kernel's scheduler places the vCPUs)",
+            "write placement='static' (optionally with cpuset=), or start tapvirt under "
+            "`numactl --cpunodebind=N` to choose the nodes yourself",
+        )
+    if dom.numatune is not None and dom.numatune.auto:
+        yield ConfWarning(
+            E.NO_EFFECT, "/domain/numatune/memory/@placement",
+            "placement='auto' is kept but has no effect: libvirt would bind the guest's "
+            "memory to the nodes numad advises; tapvirt has no numad to ask, so the memory "
+            "is not bound (the kernel places it)",
+            "name the host nodes: <memory mode='strict' nodeset='0'/>",
+        )
+
+
 def _cgroups(dom: Domain) -> Iterable[ConfWarning]:
     if dom.resource is not None:
         yield ConfWarning(
@@ -138,7 +158,7 @@ def _ignored(dom: Domain) -> Iterable[ConfWarning]:
 
 
 RULES: tuple[Callable[[Domain], Iterable[ConfWarning]], ...] = (
-    _cpu, _vcpu, _cgroups, _memory, _seclabel, _ignored,
+    _cpu, _vcpu, _numad, _cgroups, _memory, _seclabel, _ignored,
 )
 
 

@@ -9,7 +9,8 @@ is sorted by file name and the first descriptor that matches the domain wins:
 
 * interface `uefi` for `<os firmware='efi'>` (`bios` for firmware='bios'),
 * a `flash` mapping with raw executable and NVRAM template (the only kind libvirt 9.0
-  uses for x86 pflash),
+  uses for x86 pflash) in `split` mode, or in `stateless` mode (no NVRAM) for
+  `<loader stateless='yes'/>`,
 * a target of the domain's architecture whose machine glob matches the canonical machine
   type (`q35` is `pc-q35-7.2`, `pc` is `pc-i440fx-7.2` on QEMU 7.2),
 * `<firmware><feature name='secure-boot'|'enrolled-keys' enabled=.../>` as asked,
@@ -21,6 +22,7 @@ has `secure-boot`, `<features><smm state='on'/>` when it `requires-smm`, and the
 template. An `<nvram>` without a path becomes `NAME_VARS.fd` in the user's tapvirt data
 directory (`$XDG_DATA_HOME/tapvirt/nvram`, `~/.local/share/tapvirt/nvram`), libvirt's
 session-mode naming. `prepare_nvram` copies the template there on first start (0600).
+A stateless loader (`<loader stateless='yes'>`) has no NVRAM: none is added or created.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class Descriptor:
     path: str
     interfaces: tuple[str, ...]
     device: str
+    mode: str  # the flash mapping's mode: split (code + NVRAM template), stateless, combined
     executable: str | None
     executable_format: str | None
     template: str | None
@@ -81,7 +84,7 @@ class Descriptor:
         return cls(
             path=path,
             interfaces=tuple(data.get("interface-types") or ()),
-            device=str(mapping.get("device", "")),
+            device=str(mapping.get("device", "")), mode=str(mapping.get("mode", "split")),
             executable=exe.get("filename"), executable_format=exe.get("format", "raw"),
             template=tpl.get("filename"), template_format=tpl.get("format", "raw"),
             targets=tuple((str(t.get("architecture", "")), tuple(t.get("machines") or ()))
@@ -142,6 +145,10 @@ def matches(d: Descriptor, dom: Domain) -> bool:
         return False  # libvirt 9.0 on x86: pflash only ("memory"/"kernel" are other arches)
     if d.executable_format != "raw" or (d.template is not None and d.template_format != "raw"):
         return False
+    stateless = dom.os.boot_options.loader is not None and \
+        bool(dom.os.boot_options.loader.stateless)
+    if d.mode != ("stateless" if stateless else "split"):
+        return False  # libvirt: "Discarding loader without stateless (split) flash"
     arch = dom.os.arch or "x86_64"
     machine = canonical_machine(dom.os.machine)
     if not any(a == arch and any(fnmatch.fnmatchcase(machine, g) for g in globs)
@@ -218,13 +225,19 @@ def resolve(dom: Domain, *, descriptors: list[Descriptor] | None = None,
         secure = True if "secure-boot" in d.features else None
         if ob.loader is not None and ob.loader.secure:
             secure = True
+        stateless = True if ob.loader is not None and ob.loader.stateless else None
         loader = Loader(path=d.executable, readonly=True, secure=secure,
-                        type=LoaderType.PFLASH)
+                        type=LoaderType.PFLASH, stateless=stateless)
         template = ob.nvram.template if ob.nvram is not None and ob.nvram.template else \
             d.template
         nvram = Nvram(path=ob.nvram.path if ob.nvram is not None else None, template=template)
         if "requires-smm" in d.features and features.smm is None:
             features = replace(features, smm=True)
+        if stateless:  # the firmware keeps no variables: no NVRAM
+            boot = replace(ob, loader=loader, nvram=None)
+            return replace(dom, os=replace(dom.os, boot_options=boot), features=features)
+    elif ob.loader is not None and ob.loader.stateless:
+        return dom  # a stateless flash: no NVRAM
     else:
         assert ob.loader is not None
         loader = ob.loader
@@ -242,6 +255,8 @@ def resolve(dom: Domain, *, descriptors: list[Descriptor] | None = None,
 def nvram_path(dom: Domain, env: Mapping[str, str] | None = None) -> Path | None:
     """Where this (stored) definition keeps its NVRAM, without reading descriptors."""
     ob = dom.os.boot_options
+    if ob.loader is not None and ob.loader.stateless:
+        return None
     if ob.nvram is not None and ob.nvram.path is not None:
         return Path(ob.nvram.path)
     if dom.os.firmware == "efi" or (ob.pflash and ob.loader is not None

@@ -129,3 +129,14 @@ def test_no_effect_elements_are_warned_by_validate_define_and_check(
     # check reads the stored (cached) definition and warns the same way
     rc, out, _ = run(capsys, "check", "guest")
     assert rc == 0 and "warning[no-effect]: /domain/vcpu/@cpuset" in out
+
+
+def test_automatic_numa_placement_is_kept_and_warned(capsys: pytest.CaptureFixture[str]) -> None:
+    # libvirt asks numad; tapvirt has none: kept in the definition, no effect, said so
+    rc, out, _ = run(capsys, "validate", "--json", str(XML2XML / "numatune-placement-auto.xml"))
+    (result,) = json.loads(out)["results"]
+    assert rc == 0 and [w["subject"] for w in result["warnings"]] == [
+        "/domain/vcpu/@placement", "/domain/numatune/memory/@placement"]
+    rc, out, _ = run(capsys, "validate", str(XML2XML / "numatune-auto-with-cpuset.xml"))
+    assert rc == 0 and "/domain/numatune/memory/@placement: placement='auto' is kept" in out
+    assert "/domain/vcpu/@placement" not in out  # pinned with cpuset: stays static

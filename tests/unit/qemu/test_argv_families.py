@@ -317,6 +317,25 @@ def test_interface_extras_match_libvirt() -> None:
     assert argv_netextras.rom_props(None) == {}
 
 
+def test_virtio_options_match_libvirt() -> None:
+    # virtio-options-{memballoon,rng,input}-{ats,packed}: the options right after "driver"
+    from tapvirt.conf.devices.virtio import VirtioOptions
+
+    ats = VirtioOptions(ats=True)
+    assert argv_misc.memballoon_device(Memballoon(BalloonModel.VIRTIO, virtio=ats)) == _libvirt(
+        """-device '{"driver":"virtio-balloon-pci","ats":true,"id":"balloon0","bus":"pci.0","addr":"0x2"}'""")
+    rng = Rng(RngModel.VIRTIO, RngBackend.RANDOM, "/dev/random",
+              virtio=VirtioOptions(packed=False))
+    assert argv_misc.rng_device(rng, "rng1") == _libvirt(
+        """-device '{"driver":"virtio-rng-pci","packed":false,"rng":"objrng1","id":"rng1","bus":"pci.0","addr":"0x3"}'""")
+    mouse = Input(InputType.MOUSE, InputBus.VIRTIO, virtio=VirtioOptions(iommu=True))
+    assert argv_graphics.input_device(mouse, "input0") == _libvirt(
+        """-device '{"driver":"virtio-mouse-pci","iommu_platform":true,"id":"input0","bus":"pci.0","addr":"0x2"}'""")
+    every = VirtioOptions(True, True, True, True)  # virtio-options: libvirt's key order
+    assert list(argv_misc.memballoon_device(Memballoon(virtio=every)) or {}) == [
+        "driver", "iommu_platform", "ats", "packed", "page-per-vq", "id"]
+
+
 def test_socket_netdevs_match_libvirt() -> None:
     from tapvirt.conf.devices.interface import Interface, InterfaceType
     from tapvirt.conf.devices.netsocket import SocketSource

@@ -174,3 +174,38 @@ def test_debian_ovmf_descriptors() -> None:
     assert got is not None and got.executable == "/usr/share/OVMF/OVMF_CODE_4M.ms.fd"
     pc = fwdesc.select(parse_domain(_dom("", machine="pc")), descs)
     assert pc is not None and pc.executable == "/usr/share/OVMF/OVMF_CODE_4M.fd"
+
+
+def test_stateless_loader_picks_a_stateless_descriptor_and_has_no_nvram(
+        tmp_path: Path, descs: list[fwdesc.Descriptor]) -> None:
+    # libvirt's qemuFirmwareMatchDomain: stateless='yes' wants mode 'stateless', else 'split'
+    xml = _dom("<loader stateless='yes'/>")
+    with pytest.raises(TapvirtError) as info:
+        fwdesc.resolve(parse_domain(xml), descriptors=descs, env=ENV)
+    assert info.value.code is fwdesc.FIRMWARE_NOT_FOUND
+    d = tmp_path / "stateless"
+    d.mkdir()
+    (d / "45-stateless.json").write_text(json.dumps({
+        "interface-types": ["uefi"],
+        "mapping": {"device": "flash", "mode": "stateless",
+                    "executable": {"filename": "/fw/OVMF.fd", "format": "raw"}},
+        "targets": [{"architecture": "x86_64", "machines": ["pc-i440fx-*", "pc-q35-*"]}],
+        "features": []}))
+    every = fwdesc.load_descriptors([d, tmp_path / "share"])
+    dom = fwdesc.resolve(parse_domain(xml), descriptors=every, env=ENV)
+    ob = dom.os.boot_options
+    assert ob.loader is not None and ob.loader.path == "/fw/OVMF.fd"
+    assert ob.loader.stateless and ob.nvram is None
+    assert firmware_machine_params(dom) == ",pflash0=libvirt-pflash0-format"
+    assert fwdesc.nvram_path(dom, ENV) is None
+    # a split (default) loader never takes the stateless descriptor, though it sorts first
+    assert _resolve(_dom("", machine="pc"), every)[0] == "/fw/CODE.fd"
+
+
+def test_manual_stateless_pflash_gets_no_nvram(descs: list[fwdesc.Descriptor]) -> None:
+    xml = _dom("<loader readonly='yes' type='pflash' stateless='yes'>/fw/CODE.fd</loader>",
+               firmware="")
+    dom = parse_domain(xml)
+    assert fwdesc.resolve(dom, descriptors=descs, env=ENV) == dom
+    assert fwdesc.nvram_path(dom, ENV) is None
+    assert "libvirt-pflash1" not in " ".join(pflash_args(dom))

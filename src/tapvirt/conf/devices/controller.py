@@ -10,7 +10,7 @@ are added after parsing (`tapvirt.conf.defaults`), so that `dumpxml` shows them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import TYPE_CHECKING, cast
 
@@ -23,6 +23,12 @@ from tapvirt.conf.addresses import (
     parse_address,
 )
 from tapvirt.conf.devices.common import format_alias, parse_alias
+from tapvirt.conf.devices.virtio import (
+    VIRTIO_ATTRS,
+    VirtioOptions,
+    parse_virtio_options,
+    virtio_attrs,
+)
 from tapvirt.conf.xmlout import IND, Writer, a
 
 if TYPE_CHECKING:
@@ -148,12 +154,14 @@ class PciTarget:
 
 @dataclass(frozen=True)
 class ControllerDriver:
-    """`<driver>` of a SCSI (virtio) controller."""
+    """`<driver>` of a SCSI (virtio) controller; the virtio options of a virtio-scsi or
+    virtio-serial one."""
 
     queues: int | None = None
     cmd_per_lun: int | None = None
     max_sectors: int | None = None
     ioeventfd: bool | None = None
+    virtio: VirtioOptions | None = None
 
 
 ControllerModel = UsbModel | ScsiModel | VirtioSerialModel | PciModel
@@ -170,7 +178,7 @@ class Controller:
     vectors: int | None = None  # virtio-serial
     model_name: str | None = None  # pci: the QEMU device (<model name=...>)
     target: PciTarget | None = None  # pci
-    driver: ControllerDriver | None = None  # scsi
+    driver: ControllerDriver | None = None  # scsi, virtio-serial
     master_startport: int | None = None  # usb companions: <master startport=...>
     alias: str | None = None
     address: Address | None = None
@@ -218,7 +226,7 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
         children.append("master")
     if ctype_raw == "pci":
         children += ["model", "target"]
-    if ctype_raw == "scsi":
+    if ctype_raw in ("scsi", "virtio-serial"):
         children.append("driver")
     found = r.shape(el, attrs, children, required_attrs=("type",))
     ctype = r.enum(el, "type", ControllerType)
@@ -269,7 +277,9 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
     model_name, target = _pci_children(r, found, ctype, model)
     driver = None
     if (d := r.one(found, "driver")) is not None:
-        r.shape(d, ("queues", "cmd_per_lun", "max_sectors", "ioeventfd"))
+        r.shape(d, ("queues", "cmd_per_lun", "max_sectors", "ioeventfd", *VIRTIO_ATTRS))
+        virtio_model = (ctype is ControllerType.VIRTIO_SERIAL
+                        or (isinstance(model, ScsiModel) and model.virtio))
         onoff = d.get("ioeventfd")
         if onoff is not None and onoff not in ("on", "off"):
             raise r.fail(
@@ -284,10 +294,12 @@ def parse_controller(r: Reader, el: etree._Element) -> tuple[Controller, bool]:
             max_sectors=r.uint(d, "max_sectors", 1, 2**32 - 1) if d.get("max_sectors")
             else None,
             ioeventfd=None if onoff is None else onoff == "on",
+            virtio=parse_virtio_options(r, d, virtio_model),
         )
         if driver == ControllerDriver():
             driver = None  # an empty <driver/> says nothing: not kept (as for interfaces)
-        elif not (isinstance(model, ScsiModel) and model.virtio):
+        elif replace(driver, virtio=None) != ControllerDriver() and not (
+                isinstance(model, ScsiModel) and model.virtio):
             raise r.fail(
                 E.NOT_FOR_TYPE, d,
                 "queues, cmd_per_lun, max_sectors and ioeventfd are virtio-scsi settings",
@@ -547,7 +559,7 @@ def format_controller(c: Controller, w: Writer, live: bool) -> None:
                 attrs += f" {name}='{value}'"
         if d.ioeventfd is not None:
             attrs += f" ioeventfd='{'on' if d.ioeventfd else 'off'}'"
-        b(f"{i3}<driver{attrs}/>")
+        b(f"{i3}<driver{attrs}{virtio_attrs(d.virtio)}/>")
     format_alias(c.alias, b, live)
     if c.master_startport is not None:
         b(f"{i3}<master startport='{c.master_startport}'/>")

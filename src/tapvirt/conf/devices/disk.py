@@ -28,6 +28,12 @@ from tapvirt.conf.addresses import (
     parse_address,
 )
 from tapvirt.conf.devices.common import format_alias, format_boot, parse_alias, parse_boot
+from tapvirt.conf.devices.virtio import (
+    VIRTIO_ATTRS,
+    VirtioOptions,
+    parse_virtio_options,
+    virtio_attrs,
+)
 from tapvirt.conf.xmlout import IND, Writer, a, t
 from tapvirt.errors import define
 
@@ -219,6 +225,7 @@ class Disk:
     event_idx: bool | None = None  # virtio only
     queues: int | None = None  # virtio only: num-queues
     queue_size: int | None = None  # virtio only: queue-size
+    virtio: VirtioOptions | None = None  # virtio only: <driver iommu= ats= packed= ...>
     geometry: Geometry | None = None
     logical_block_size: int | None = None  # <blockio>
     physical_block_size: int | None = None
@@ -280,7 +287,7 @@ def default_bus(dev: str, device: DiskDevice) -> DiskBus:
 
 
 _DRIVER_ATTRS = ("name", "type", "cache", "error_policy", "rerror_policy", "io", "ioeventfd",
-                 "event_idx", "discard", "detect_zeroes", "queues", "queue_size")
+                 "event_idx", "discard", "detect_zeroes", "queues", "queue_size", *VIRTIO_ATTRS)
 _VIRTIO_ONLY = ("ioeventfd", "event_idx", "queues", "queue_size")
 _BLOCK_SIZES = (512, 1024, 2048, 4096, 8192, 16384, 32768)  # QEMU: a power of 2, 512..32k
 
@@ -303,6 +310,7 @@ class _DriverOpts:
     event_idx: bool | None = None
     queues: int | None = None
     queue_size: int | None = None
+    virtio: VirtioOptions | None = None
 
 
 def _driver_opts(r: Reader, d: etree._Element, bus: DiskBus) -> _DriverOpts:
@@ -325,7 +333,7 @@ def _driver_opts(r: Reader, d: etree._Element, bus: DiskBus) -> _DriverOpts:
             raise r.fail(E.INVALID_VALUE, d, f"queue_size {qsize} is not a power of 2",
                          "use 128, 256, 512 or 1024", attr="queue_size")
     return _DriverOpts(ep, rp, _onoff(r, d, "ioeventfd"), _onoff(r, d, "event_idx"),
-                       queues, qsize)
+                       queues, qsize, parse_virtio_options(r, d, bus is DiskBus.VIRTIO))
 
 
 def _geometry(r: Reader, el: etree._Element | None, bus: DiskBus) -> Geometry | None:
@@ -483,7 +491,8 @@ def parse_disk(r: Reader, el: etree._Element) -> Disk:
         type=dtype, cache=cache, io=io, discard=discard, detect_zeroes=zeroes,
         error_policy=opts.error_policy, rerror_policy=opts.rerror_policy,
         ioeventfd=opts.ioeventfd, event_idx=opts.event_idx, queues=opts.queues,
-        queue_size=opts.queue_size, geometry=_geometry(r, r.one(found, "geometry"), bus),
+        queue_size=opts.queue_size, virtio=opts.virtio,
+        geometry=_geometry(r, r.one(found, "geometry"), bus),
         logical_block_size=log_bs, physical_block_size=phys_bs, rotation_rate=rotation,
         readonly=readonly, shareable=shareable, tray=tray, removable=removable,
         serial=serial, wwn=wwn, boot_order=parse_boot(r, r.one(found, "boot")),
@@ -740,7 +749,7 @@ def format_disk(disk: Disk, w: Writer, live: bool) -> None:
             ("queues", None if disk.queues is None else str(disk.queues)),
             ("queue_size", None if disk.queue_size is None else str(disk.queue_size)),
         ) if v is not None
-    )
+    ) + virtio_attrs(disk.virtio)
     w(f"{i3}<driver name='qemu'{drv}/>")
     if disk.network is not None:
         _format_network(disk.network, w)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from tapvirt.conf import errors as E
 from tapvirt.conf.addresses import Address, AddressType
 from tapvirt.conf.devices.common import address_lines, parse_device_address
+from tapvirt.conf.devices.virtio import VirtioOptions, parse_virtio_driver, virtio_driver_lines
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -48,6 +49,7 @@ class Input:
     model_virtio: bool = False  # model='virtio' was written (virtio bus only)
     alias: str | None = None  # input0, input1, ... by position, as libvirt does
     address: Address | None = None  # usb: its port, virtio: its PCI slot (assigned)
+    virtio: VirtioOptions | None = None  # <driver iommu= ats= packed= page_per_vq=>
 
 
 def default_bus(itype: InputType) -> InputBus:
@@ -66,7 +68,7 @@ def parse_input(p: Reader, el: etree._Element, index: int) -> Input:
             "unprivileged QEMU cannot open it", "remove it; use <input type='tablet' "
             "bus='usb'/> or a virtio keyboard/mouse with the graphics console", attr="type",
         )
-    found = p.shape(el, ("type", "bus", "model"), ("alias", "address"),
+    found = p.shape(el, ("type", "bus", "model"), ("driver", "alias", "address"),
                     required_attrs=("type",))
     itype = p.enum(el, "type", InputType)
     bus_raw = el.get("bus")
@@ -96,6 +98,7 @@ def parse_input(p: Reader, el: etree._Element, index: int) -> Input:
     allowed = {InputBus.USB: (AddressType.USB,), InputBus.VIRTIO: (AddressType.PCI,)}
     return Input(
         type=itype, bus=bus, model_virtio=model is not None,
+        virtio=parse_virtio_driver(p, p.one(found, "driver"), bus is InputBus.VIRTIO),
         alias=_alias(p, p.one(found, "alias"), f"input{index}"),
         address=parse_device_address(p, p.one(found, "address"), allowed.get(bus, ()),
                                      f"a {bus} {itype}"),
@@ -109,5 +112,5 @@ def format_input(i: Input, ind: str, live: bool) -> list[str]:
     head = f"{ind}<input type={_a(i.type)} bus={_a(i.bus)}"
     if i.model_virtio:
         head += " model='virtio'"
-    return _element(head, "input",
-                    _alias_lines(i.alias, ind, live) + address_lines(i.address, ind), ind)
+    return _element(head, "input", virtio_driver_lines(i.virtio, ind)
+                    + _alias_lines(i.alias, ind, live) + address_lines(i.address, ind), ind)

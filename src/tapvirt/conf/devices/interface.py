@@ -32,6 +32,12 @@ from tapvirt.conf.devices.netsocket import (
     format_socket_source,
     parse_socket_source,
 )
+from tapvirt.conf.devices.virtio import (
+    VIRTIO_ATTRS,
+    VirtioOptions,
+    parse_virtio_options,
+    virtio_attrs,
+)
 from tapvirt.conf.rules import MAC_RE, MAX_QUEUES, MTU_MAX, MTU_MIN, RESERVED_PREFIXES
 from tapvirt.conf.xmlout import IND, Writer, a, attrs
 
@@ -123,6 +129,7 @@ class Driver:
     queues: int | None = None  # 1..256 when given
     # virtio-net tuning and offload switches (tapvirt.conf.devices.netextras)
     tuning: NetTuning | None = None
+    virtio: VirtioOptions | None = None  # iommu= ats= packed= page_per_vq=
 
 
 @dataclass(frozen=True)
@@ -194,8 +201,10 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
 
     driver = None
     if (d := r.one(found, "driver")) is not None:
-        dfound = r.shape(d, ("name", "queues", *DRIVER_TUNING_ATTRS), ("host", "guest"))
+        dfound = r.shape(d, ("name", "queues", *DRIVER_TUNING_ATTRS, *VIRTIO_ATTRS),
+                         ("host", "guest"))
         tuning = parse_tuning(r, d, dfound, model is NicModel.VIRTIO)
+        virtio = parse_virtio_options(r, d, model is NicModel.VIRTIO)
         name = r.enum(d, "name", DriverName) if d.get("name") is not None else None
         queues = None
         if d.get("queues") is not None:
@@ -215,8 +224,8 @@ def parse_interface(r: Reader, el: etree._Element, index: int) -> Interface:
                     "use <model type='virtio'/> or remove queues=", attr="queues",
                 )
         # an empty <driver/> says nothing: it is not kept
-        if name is not None or queues is not None or tuning:
-            driver = Driver(name, queues, tuning or None)
+        if name is not None or queues is not None or tuning or virtio:
+            driver = Driver(name, queues, tuning or None, virtio)
 
     mtu = None
     if (mt := r.one(found, "mtu")) is not None:
@@ -431,13 +440,14 @@ def format_interface(
     if iface.model_given:
         w(f"{i3}<model type={a(iface.model)}/>")
     drv = iface.driver
-    if drv is not None and (drv.name or drv.queues is not None or drv.tuning):
+    if drv is not None and (drv.name or drv.queues is not None or drv.tuning or drv.virtio):
         # libvirt's order: name txmode ioeventfd event_idx queues rx_queue_size tx_queue_size
         tuning = drv.tuning or NetTuning()
         given = attrs(name=drv.name) + tuning_attrs(NetTuning(
             txmode=tuning.txmode, ioeventfd=tuning.ioeventfd, event_idx=tuning.event_idx,
         )) + attrs(queues=None if drv.queues is None else str(drv.queues)) + tuning_attrs(
-            NetTuning(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size))
+            NetTuning(rx_queue_size=tuning.rx_queue_size, tx_queue_size=tuning.tx_queue_size)
+        ) + virtio_attrs(drv.virtio)
         children = tuning_children(tuning, IND * 4)
         if children:
             w(f"{i3}<driver{given}>")

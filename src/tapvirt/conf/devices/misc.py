@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from tapvirt.conf import errors as E
 from tapvirt.conf.addresses import Address, AddressType
 from tapvirt.conf.devices.common import address_lines, parse_device_address
+from tapvirt.conf.devices.virtio import VirtioOptions, parse_virtio_driver, virtio_driver_lines
 from tapvirt.errors import define
 
 if TYPE_CHECKING:
@@ -96,13 +97,15 @@ class Memballoon:
     stats_period: int | None = None
     alias: str | None = "balloon0"
     address: Address | None = None  # its PCI slot, assigned after parsing
+    virtio: VirtioOptions | None = None  # <driver iommu= ats= packed= page_per_vq=>
 
 
 def parse_memballoon(p: Reader, el: etree._Element) -> Memballoon:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
     found = p.shape(
-        el, ("model", "autodeflate", "freePageReporting"), ("stats", "alias", "address"),
+        el, ("model", "autodeflate", "freePageReporting"),
+        ("stats", "driver", "alias", "address"),
         required_attrs=("model",),
     )
     model = p.enum(el, "model", BalloonModel)
@@ -122,6 +125,7 @@ def parse_memballoon(p: Reader, el: etree._Element) -> Memballoon:
     return Memballoon(
         model=model, autodeflate=on_off(p, el, "autodeflate"),
         free_page_reporting=on_off(p, el, "freePageReporting"), stats_period=period,
+        virtio=parse_virtio_driver(p, p.one(found, "driver"), not none),
         alias=None if none else _alias(p, p.one(found, "alias"), "balloon0"),
         address=address,
     )
@@ -139,6 +143,7 @@ def format_memballoon(b: Memballoon, ind: str, live: bool) -> list[str]:
     if b.stats_period:
         body.append(f"{ind}  <stats period='{b.stats_period}'/>")
     body += _alias_lines(b.alias, ind, live) + address_lines(b.address, ind)
+    body += virtio_driver_lines(b.virtio, ind)  # after the address, as libvirt writes it
     return _element(head, "memballoon", body, ind)
 
 
@@ -168,12 +173,13 @@ class Rng:
     rate_period_ms: int | None = None  # ... per period (QEMU's default 1000 ms)
     alias: str | None = None
     address: Address | None = None  # its PCI slot, assigned after parsing
+    virtio: VirtioOptions | None = None  # <driver iommu= ats= packed= page_per_vq=>
 
 
 def parse_rng(p: Reader, el: etree._Element, index: int) -> Rng:
     from tapvirt.conf.devices.common import parse_alias as _alias
 
-    found = p.shape(el, ("model",), ("rate", "backend", "alias", "address"),
+    found = p.shape(el, ("model",), ("rate", "backend", "driver", "alias", "address"),
                     required_attrs=("model",))
     model = p.enum(el, "model", RngModel)
     rate = period = None
@@ -204,7 +210,8 @@ def parse_rng(p: Reader, el: etree._Element, index: int) -> Rng:
         )
     return Rng(
         model=model, backend=backend, source_file=source, rate_bytes=rate,
-        rate_period_ms=period, alias=_alias(p, p.one(found, "alias"), f"rng{index}"),
+        rate_period_ms=period, virtio=parse_virtio_driver(p, p.one(found, "driver"), True),
+        alias=_alias(p, p.one(found, "alias"), f"rng{index}"),
         address=parse_device_address(p, p.one(found, "address"), _PCI, "a virtio rng"),
     )
 
@@ -221,6 +228,7 @@ def format_rng(r: Rng, ind: str, live: bool) -> list[str]:
         out.append(f"{ind}  <backend model='random'>{_t(r.source_file or '')}</backend>")
     else:
         out.append(f"{ind}  <backend model={_a(r.backend)}/>")
+    out += virtio_driver_lines(r.virtio, ind)
     out += _alias_lines(r.alias, ind, live) + address_lines(r.address, ind)
     out.append(f"{ind}</rng>")
     return out

@@ -45,6 +45,8 @@ class Loader:
     readonly: bool | None = decl.yesno("@readonly")
     secure: bool | None = decl.yesno("@secure")
     type: LoaderType | None = decl.enum("@type", LoaderType)
+    # yes: the firmware keeps no variables (no NVRAM); no: it must have them (EFI/pflash)
+    stateless: bool | None = decl.yesno("@stateless")
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,7 @@ def parse_osboot(r: Reader, os_el: etree._Element, found: dict[str, list[etree._
                          "write it, e.g. <loader readonly='yes' type='pflash'>/usr/share/"
                          "OVMF/OVMF_CODE_4M.fd</loader>, or use <os firmware='efi'>")
     nv_el = r.one(found, "nvram")
+    _check_stateless(r, loader_el, nv_el, ob, firmware)
     if ob.nvram is not None:
         assert nv_el is not None
         if ob.nvram.path is not None:  # without one: a per-domain file made at start
@@ -180,6 +183,27 @@ def parse_osboot(r: Reader, os_el: etree._Element, found: dict[str, list[etree._
                      "use mode='sysinfo' with a <sysinfo type='smbios'> block, or "
                      "mode='emulate'", attr="mode")
     return ob
+
+
+def _check_stateless(r: Reader, loader_el: etree._Element | None,
+                     nv_el: etree._Element | None, ob: OsBoot,
+                     firmware: Firmware | None) -> None:
+    """libvirt's virDomainDefOSValidate for `<loader stateless=...>`."""
+    if ob.loader is None or ob.loader.stateless is None:
+        return
+    assert loader_el is not None
+    if ob.loader.stateless:
+        if ob.nvram is not None:
+            assert nv_el is not None
+            what = "NVRAM template" if ob.nvram.template else "NVRAM"
+            raise r.fail(E.INVALID_VALUE, nv_el, f"{what} is not permitted when loader is "
+                         "stateless", "remove <nvram>, or stateless='yes' from <loader>")
+    elif firmware is None and ob.loader.type is not LoaderType.PFLASH:
+        raise r.fail(E.INVALID_VALUE, loader_el, "Only pflash loader type permits NVRAM",
+                     "write type='pflash', or remove stateless='no'", attr="stateless")
+    elif firmware is not None and firmware is not Firmware.EFI:
+        raise r.fail(E.INVALID_VALUE, loader_el, "Only EFI firmware permits NVRAM",
+                     "use <os firmware='efi'>, or remove stateless='no'", attr="stateless")
 
 
 def write_firmware(ob: OsBoot, w: Writer, depth: int) -> None:

@@ -73,7 +73,6 @@ ELEMENTS: dict[str, tuple[str, Callable[[Reader, etree._Element], Any]]] = {
     "memoryBacking": ("memory_backing", parse_memory_backing),
     "iothreads": ("iothreads", parse_iothreads),
     "cputune": ("cputune", parse_cputune),
-    "numatune": ("numatune", parse_numatune),
     "resource": ("resource", parse_resource),
     "sysinfo": ("sysinfo", parse_sysinfo),
     "idmap": ("idmap", parse_idmap),
@@ -94,8 +93,8 @@ def parse_domain_element(r: Reader) -> Domain:
     found = r.shape(
         root, ("type", "id"),
         ("name", "uuid", "title", "description", "maxMemory", "memory", "currentMemory",
-         "vcpu",
-         "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel", *ELEMENTS),
+         "vcpu", "os", "on_poweroff", "on_reboot", "on_crash", "devices", "seclabel",
+         "numatune", *ELEMENTS),
         multi=("seclabel",),
         required_attrs=("type",),
     )
@@ -140,17 +139,18 @@ def parse_domain_element(r: Reader) -> Domain:
                 f"currentMemory ({current_mem} KiB) is larger than memory ({memory} KiB)",
                 "make <currentMemory> at most <memory> (libvirt would silently clamp it)",
             )
-    vcpus, current, cpuset = 1, None, None
+    vcpus, current, cpuset, vcpu_auto = 1, None, None, False
     if (v := r.one(found, "vcpu")) is not None:
         r.shape(v, ("placement", "cpuset", "current"), text=True)
         placement = v.get("placement")
-        if placement == "auto":
+        vcpu_auto = placement == "auto"
+        if vcpu_auto and v.get("cpuset") is not None:
             raise r.fail(
-                E.UNSUPPORTED_VALUE, v,
-                "placement='auto' needs numad, the privileged placement daemon",
-                "use placement='static' (optionally with cpuset=)", attr="placement",
+                E.INVALID_VALUE, v, "cpuset= has no meaning with placement='auto' (numad "
+                "chooses the CPUs; libvirt drops the cpuset silently)",
+                "remove cpuset=, or write placement='static'", attr="cpuset",
             )
-        if placement not in (None, "static"):
+        if placement not in (None, "static", "auto"):
             raise r.fail(
                 E.INVALID_VALUE, v,
                 f"Invalid value for attribute 'placement' in element 'vcpu': "
@@ -201,6 +201,14 @@ def parse_domain_element(r: Reader) -> Domain:
              if (el := r.one(found, tag)) is not None}
     if parts:
         dom = replace(dom, **parts)
+    numatune = parse_numatune(r, r.one(found, "numatune"), vcpu_auto)
+    if numatune is not None:
+        dom = replace(dom, numatune=numatune)
+    ct = dom.cputune
+    # libvirt: automatic memory placement without any pinning makes the vCPUs' automatic
+    dom = replace(dom, vcpu_placement_auto=vcpu_auto or (
+        numatune is not None and numatune.auto and cpuset is None
+        and (ct is None or (not ct.vcpupins and ct.emulatorpin is None))))
     kvm = dom.type is DomainType.KVM
     if (f_el := r.one(found, "features")) is not None:
         check_features(r, f_el, dom.features, kvm)

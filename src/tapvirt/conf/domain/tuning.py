@@ -6,7 +6,11 @@ not do: a warning says so (`tapvirt.conf.warnings`). numatune: `<memory mode nod
 and `<memnode cellid mode nodeset>` with mode strict/preferred/interleave are QEMU's
 host-nodes/policy on the memory backends (mbind works unprivileged for the nodes the
 user's cpuset allows; `start` checks them against /proc/self/status Mems_allowed_list).
-Refused by name: mode='restrictive' (cgroups only) and automatic placement (numad)."""
+`placement='auto'` (libvirt asks numad for a nodeset at start) is accepted and kept, with
+a warning: tapvirt has no numad to ask, so the memory is not bound (the kernel places
+it). libvirt's placement rules: without placement= and nodeset=, the memory follows
+`<vcpu placement>`; placement='static' needs a nodeset. Refused by name: mode='restrictive'
+(cgroups only) and a nodeset with placement='auto' (libvirt drops it silently)."""
 
 from __future__ import annotations
 
@@ -85,6 +89,9 @@ class NumaTune:
     mode: NumaMode | None = None  # <memory mode>; None: no <memory>
     nodeset: tuple[int, ...] = ()
     memnodes: tuple[MemNode, ...] = ()  # sorted by cellid
+    # <memory placement='auto'>: numad's nodeset, which tapvirt does not ask for (nodeset
+    # is then empty and the memory not bound)
+    auto: bool = False
 
     def binding(self, cellid: int | None) -> tuple[NumaMode, tuple[int, ...]] | None:
         """The (mode, host nodes) for a guest cell (None: the whole RAM), like libvirt's
@@ -92,7 +99,7 @@ class NumaTune:
         for m in self.memnodes:
             if m.cellid == cellid:
                 return m.mode, m.nodeset
-        if self.mode is not None:
+        if self.mode is not None and not self.auto:
             return self.mode, self.nodeset
         return None
 
@@ -127,26 +134,41 @@ def _nodeset(r: Reader, el: etree._Element) -> tuple[int, ...]:
     return nodes
 
 
-def parse_numatune(r: Reader, el: etree._Element) -> NumaTune:
+def parse_numatune(r: Reader, el: etree._Element | None, vcpu_auto: bool) -> NumaTune | None:
+    """`<numatune>` (None: absent) with libvirt's placement rules (virDomainNumatuneSet):
+    `vcpu_auto` says `<vcpu placement='auto'>`, which an absent `<memory>` follows."""
+    if el is None:
+        return NumaTune(mode=NumaMode.STRICT, auto=True) if vcpu_auto else None
     found = r.shape(el, (), ("memory", "memnode"), multi=("memnode",))
     mode: NumaMode | None = None
     nodeset: tuple[int, ...] = ()
+    auto = False
     if (m := r.one(found, "memory")) is not None:
         r.shape(m, ("mode", "nodeset", "placement"))
         placement = m.get("placement")
         if placement not in (None, "static", "auto"):
-            raise r.fail(E.INVALID_VALUE, m, "Invalid value for attribute 'placement' in "
-                         f"element 'memory': '{clip(placement)}'.", "use placement='static'",
+            raise r.fail(E.INVALID_VALUE, m, "Unsupported NUMA memory placement mode "
+                         f"'{clip(placement)}'", "use placement='static' or 'auto'",
                          attr="placement")
-        if placement == "auto" or m.get("nodeset") is None:
-            raise r.fail(
-                E.UNSUPPORTED_VALUE, m,
-                "automatic NUMA placement (placement='auto', or no nodeset=) needs numad, "
-                "the privileged placement daemon",
-                "name the host nodes: <memory mode='strict' nodeset='0'/>, or remove "
-                "<numatune>", attr="placement" if placement else None)
+        if placement is None:
+            placement = "static" if m.get("nodeset") is not None or not vcpu_auto else "auto"
         mode = _mode(r, m)
-        nodeset = _nodeset(r, m)
+        if placement == "auto":
+            if m.get("nodeset") is not None:
+                raise r.fail(
+                    E.INVALID_VALUE, m, "nodeset= has no meaning with placement='auto' "
+                    "(numad chooses the nodes; libvirt drops the nodeset silently)",
+                    "remove nodeset=, or write placement='static'", attr="nodeset")
+            auto = True
+        elif m.get("nodeset") is None:
+            raise r.fail(E.INVALID_VALUE, m, "nodeset for NUMA memory tuning must be set if "
+                         "'placement' is 'static'",
+                         "name the host nodes: <memory mode='strict' nodeset='0'/>, or write "
+                         "placement='auto'", attr="nodeset")
+        else:
+            nodeset = _nodeset(r, m)
+    elif vcpu_auto:
+        mode, auto = NumaMode.STRICT, True
     memnodes: dict[int, MemNode] = {}
     for mn in found.get("memnode", []):
         r.shape(mn, ("cellid", "mode", "nodeset"), required_attrs=("cellid", "nodeset"))
@@ -157,7 +179,7 @@ def parse_numatune(r: Reader, el: etree._Element) -> NumaTune:
                          "keep one <memnode> per guest cell")
         memnodes[cellid] = MemNode(cellid, _mode(r, mn), _nodeset(r, mn))
     return NumaTune(mode=mode, nodeset=nodeset,
-                    memnodes=tuple(memnodes[k] for k in sorted(memnodes)))
+                    memnodes=tuple(memnodes[k] for k in sorted(memnodes)), auto=auto)
 
 
 def check_numatune(r: Reader, el: etree._Element, nt: NumaTune, cells: int) -> None:
@@ -177,7 +199,9 @@ def format_numatune(nt: NumaTune, w: Writer) -> None:
     from tapvirt.conf.domain.numa import format_bitmap
 
     w(f"{IND}<numatune>")
-    if nt.mode is not None:
+    if nt.mode is not None and nt.auto:
+        w(f"{IND * 2}<memory mode='{nt.mode}' placement='auto'/>")
+    elif nt.mode is not None:
         w(f"{IND * 2}<memory mode='{nt.mode}' nodeset='{format_bitmap(nt.nodeset)}'/>")
     for m in nt.memnodes:
         w(f"{IND * 2}<memnode cellid='{m.cellid}' mode='{m.mode}' "

@@ -28,6 +28,7 @@ from tapvirt.conf.devices.controller import (
 from tapvirt.conf.model import Domain
 from tapvirt.qemu.argv.encode import jsonarg
 from tapvirt.qemu.argv.machine import is_q35
+from tapvirt.qemu.argv.virtio import virtio_device
 
 # the QEMU device of each model
 USB_DRIVERS = {
@@ -105,7 +106,7 @@ def _props(dom: Domain, c: Controller) -> dict[str, Any] | None:
             out["id"] = alias
     elif c.type is ControllerType.SCSI:
         assert isinstance(c.model, ScsiModel)
-        out = {"driver": SCSI_DRIVERS[c.model]}
+        out = virtio_device(SCSI_DRIVERS[c.model], c.driver.virtio if c.driver else None)
         if c.model.virtio:
             out["id"] = alias
             d = c.driver
@@ -120,7 +121,8 @@ def _props(dom: Domain, c: Controller) -> dict[str, Any] | None:
             out["id"] = alias
     elif c.type is ControllerType.VIRTIO_SERIAL:
         vs = c.model if isinstance(c.model, VirtioSerialModel) else VirtioSerialModel.VIRTIO
-        out = {"driver": VIRTIO_SERIAL_DRIVERS[vs], "id": alias}
+        out = virtio_device(VIRTIO_SERIAL_DRIVERS[vs], c.driver.virtio if c.driver else None)
+        out["id"] = alias
         if c.ports is not None:
             out["max_ports"] = c.ports
         if c.vectors is not None:

@@ -33,6 +33,7 @@ from tapvirt.conf.model import Domain
 from tapvirt.qemu.argv.controller import address_props, drive_bus_props
 from tapvirt.qemu.argv.encode import jsonarg
 from tapvirt.qemu.argv.machine import is_q35
+from tapvirt.qemu.argv.virtio import virtio_device
 
 
 def disk_args(dom: Domain) -> list[str]:
@@ -185,7 +186,7 @@ _DRIVERS = {
 def disk_device(dom: Domain, disk: Disk, alias: str, drive: str | None) -> dict[str, Any]:
     """The guest's disk device (libvirt's qemuBuildDiskDeviceProps, in its key order)."""
     cd = disk.device is DiskDevice.CDROM
-    out: dict[str, Any] = {"driver": _DRIVERS[disk.target_bus][cd]}
+    out = virtio_device(_DRIVERS[disk.target_bus][cd], disk.virtio)
     # qemuBuildVirtioDevProps, then the queue counts, before the address
     for key, val in (("ioeventfd", disk.ioeventfd), ("event_idx", disk.event_idx),
                      ("num-queues", disk.queues), ("queue-size", disk.queue_size)):

@@ -33,6 +33,7 @@ from tapvirt.conf.devices.graphics import (
     VideoModel,
 )
 from tapvirt.conf.devices.input import Input, InputBus, InputType
+from tapvirt.qemu.argv.virtio import virtio_device
 
 _PRIMARY_DRIVER = {
     VideoModel.VGA: "VGA", VideoModel.CIRRUS: "cirrus-vga", VideoModel.VMVGA: "vmware-svga",
@@ -194,4 +195,6 @@ def input_device(i: Input, alias: str) -> dict[str, Any] | None:
     if i.bus is InputBus.PS2:
         return None
     table = _USB_INPUT if i.bus is InputBus.USB else _VIRTIO_INPUT
-    return {"driver": table[i.type], "id": alias}
+    out = virtio_device(table[i.type], i.virtio)
+    out["id"] = alias
+    return out

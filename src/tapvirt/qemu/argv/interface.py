@@ -15,6 +15,7 @@ from tapvirt.qemu.argv.netextras import (
     tuning_props_after_mq,
     tuning_props_before_mq,
 )
+from tapvirt.qemu.argv.virtio import virtio_device
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
@@ -88,7 +89,7 @@ def nic_device(
 ) -> dict[str, Any]:
     """The -device object of a NIC (also the device_add arguments on hotplug); with the
     domain, the interface's PCI slot (bus, addr) as well."""
-    out: dict[str, Any] = {"driver": nic_driver(iface.model)}
+    out = virtio_device(nic_driver(iface.model), iface.driver.virtio if iface.driver else None)
     if iface.model is NicModel.VIRTIO:
         tuning = iface.driver.tuning if iface.driver is not None else None
         out.update(tuning_props_before_mq(tuning))

@@ -30,7 +30,7 @@ def _align_kib(kib: int) -> int:
 def _pc_ram(dom: Domain) -> bool:
     mb = dom.memory_backing
     return (mb is not None and mb.needs_backend) or (
-        dom.numatune is not None and dom.numatune.mode is not None)
+        dom.numatune is not None and dom.numatune.binding(None) is not None)
 
 
 def _bind(obj: dict[str, Any], dom: Domain, cellid: int | None) -> None:

@@ -20,6 +20,7 @@ from tapvirt.conf.devices.misc import (
     Watchdog,
     WatchdogModel,
 )
+from tapvirt.qemu.argv.virtio import virtio_device
 
 _BALLOON_DRIVER = {
     BalloonModel.VIRTIO: "virtio-balloon-pci",
@@ -38,7 +39,8 @@ def memballoon_device(b: Memballoon) -> dict[str, Any] | None:
     """The -device object, or None for model='none'."""
     if b.model is BalloonModel.NONE:
         return None
-    out: dict[str, Any] = {"driver": _BALLOON_DRIVER[b.model], "id": b.alias or "balloon0"}
+    out = virtio_device(_BALLOON_DRIVER[b.model], b.virtio)
+    out["id"] = b.alias or "balloon0"
     if b.autodeflate is not None:
         out["deflate-on-oom"] = b.autodeflate
     if b.free_page_reporting is not None:
@@ -65,7 +67,8 @@ def rng_object(r: Rng, alias: str) -> dict[str, Any]:
 
 
 def rng_device(r: Rng, alias: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"driver": _RNG_DRIVER[r.model], "rng": f"obj{alias}", "id": alias}
+    out = virtio_device(_RNG_DRIVER[r.model], r.virtio)
+    out.update({"rng": f"obj{alias}", "id": alias})
     if r.rate_bytes:
         out["max-bytes"] = r.rate_bytes
         out["period"] = r.rate_period_ms or RNG_DEFAULT_PERIOD_MS
