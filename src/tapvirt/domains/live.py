@@ -31,6 +31,7 @@ from tapvirt.domains.live_errors import (
 )
 from tapvirt.domains.runtime import PAUSED, RUNNING, STARTING, DomainDir, IfaceState, State
 from tapvirt.errors import TapvirtError
+from tapvirt.qemu.argv.disk import format_node_name
 
 if TYPE_CHECKING:
     from tapvirt.conf.model import Domain
@@ -531,7 +532,7 @@ def domblkstat(name: str, target: str) -> tuple[str, dict[str, int]]:
     alias = disk.alias or disk.target_dev
     for entry in transact(dd, [{"execute": "query-blockstats"}])[0]:
         qdev = str(entry.get("qdev", ""))
-        if entry.get("node-name") == f"{alias}-fmt" or f"/{alias}/" in qdev + "/":
+        if entry.get("node-name") == format_node_name(alias) or f"/{alias}/" in qdev + "/":
             stats = entry.get("stats", {})
             return disk.target_dev, {ours: int(stats.get(theirs, 0))
                                      for ours, theirs in BLK_FIELDS}
@@ -566,7 +567,7 @@ def domblkinfo(name: str, target: str) -> tuple[str, dict[str, int]]:
         alias = disk.alias or disk.target_dev
         for node in transact(dd, [{"execute": "query-named-block-nodes",
                                    "arguments": {"flat": True}}])[0]:
-            if node.get("node-name") == f"{alias}-fmt":
+            if node.get("node-name") == format_node_name(alias):
                 info["capacity"] = int(node.get("image", {}).get("virtual-size", physical))
     elif disk.format.value == "qcow2":
         with open(disk.source_file, "rb") as f:

@@ -47,7 +47,7 @@ def disk_args(dom: Domain) -> list[str]:
             argv += ["-blockdev", jsonarg(storage_node(disk, node))]
             argv += ["-blockdev", jsonarg(format_node(disk, node))]
         argv += ["-device", jsonarg(disk_device(dom, disk, alias,
-                                                f"{node}-format" if has_medium else None))]
+                                                format_node_name(node) if has_medium else None))]
     return argv
 
 
@@ -120,6 +120,11 @@ def _cache(disk: Disk) -> dict[str, Any]:
     return {"cache": {"direct": direct, "no-flush": no_flush}}
 
 
+def format_node_name(node: str) -> str:
+    """The format node's name: what the device drives, and what live verbs look up in QMP."""
+    return f"{node}-format"
+
+
 def storage_node(disk: Disk, node: str) -> dict[str, Any]:
     """The protocol node: the file or block device itself, or the network server."""
     if disk.network is not None:
@@ -157,7 +162,7 @@ def _network_node(disk: Disk, net: NetSource, node: str) -> dict[str, Any]:
 
 def format_node(disk: Disk, node: str) -> dict[str, Any]:
     """The format node (raw or qcow2) the guest device uses."""
-    out: dict[str, Any] = {"node-name": f"{node}-format", "read-only": disk.readonly}
+    out: dict[str, Any] = {"node-name": format_node_name(node), "read-only": disk.readonly}
     if disk.discard is not None:
         out["discard"] = str(disk.discard)
     zeroes = disk.detect_zeroes

@@ -37,7 +37,13 @@ from tapvirt.domains.live_errors import (
     NO_PCI_SLOT,
 )
 from tapvirt.errors import TapvirtError
-from tapvirt.qemu.argv.disk import disk_device, format_node, storage_node, throttle_commands
+from tapvirt.qemu.argv.disk import (
+    disk_device,
+    format_node,
+    format_node_name,
+    storage_node,
+    throttle_commands,
+)
 from tapvirt.qemu.argv.interface import NetBackend, netdev, nic_device
 
 Step = dict[str, Any]
@@ -180,7 +186,7 @@ def memory_attach(dom: Domain, mem: MemoryDevice) -> list[Step]:
 def disk_detach(disk: Disk, *, timeout: float = DETACH_TIMEOUT) -> list[Step]:
     alias = disk.alias or disk.target_dev
     steps = device_detach(alias, f"disk {disk.target_dev}", timeout=timeout)
-    for node in (f"{alias}-format", f"{alias}-storage"):
+    for node in (format_node_name(alias), f"{alias}-storage"):
         steps.append({"execute": "blockdev-del", "arguments": {"node-name": node},
                       "tolerate": {"GenericError": 0}})
     return steps
