@@ -178,6 +178,11 @@ def parse_numatune(r: Reader, el: etree._Element | None, vcpu_auto: bool) -> Num
                          f"Multiple memnode elements with cellid {cellid}",
                          "keep one <memnode> per guest cell")
         memnodes[cellid] = MemNode(cellid, _mode(r, mn), _nodeset(r, mn))
+        if auto:
+            raise r.fail(E.INVALID_VALUE, mn, "Per-node binding is not compatible with "
+                         "automatic NUMA placement.",
+                         "remove the <memnode> elements, or give <numatune><memory> a "
+                         "nodeset and placement='static'")
     return NumaTune(mode=mode, nodeset=nodeset,
                     memnodes=tuple(memnodes[k] for k in sorted(memnodes)), auto=auto)
 
