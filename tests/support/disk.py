@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.support import guest
@@ -36,13 +37,13 @@ def _run(*argv: str, env: dict[str, str] | None = None) -> None:
         raise RuntimeError(f"{' '.join(argv)} failed: {proc.stderr.strip()}")
 
 
-def bios_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) -> Path:
-    """A raw BIOS-bootable disk of `image` booting with `cmdline` (built once, cached;
-    world-readable: use it read-only, as a qcow2 backing file or copied)."""
-    syslinux = guest._installed("syslinux")
-    key = hashlib.sha256("\0".join((DISK_BUILDER, image.key, cmdline, syslinux))
-                         .encode()).hexdigest()[:16]
-    target = cache / "disks" / f"bios-{key}.raw"
+def _cached_fat_disk(cache: Path, stem: str, key_parts: tuple[str, ...], label: str,
+                     fill: Callable[[Path, Path, dict[str, str]], None]) -> Path:
+    """The cached raw FAT image `disks/STEM-KEY.raw` (KEY from `key_parts`): built once as
+    root under the cache lock (mkfs.vfat, then `fill(work, image, mtools_env)`), renamed
+    into place only when complete, world-readable."""
+    key = hashlib.sha256("\0".join((DISK_BUILDER, *key_parts)).encode()).hexdigest()[:16]
+    target = cache / "disks" / f"{stem}-{key}.raw"
     if target.is_file():
         return target
     if os.geteuid() != 0:
@@ -57,67 +58,57 @@ def bios_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) 
             img = work / "disk.raw"
             with open(img, "wb") as f:
                 f.truncate(SIZE_MIB << 20)
-            _run("mkfs.vfat", "-n", "TVBOOT", str(img))
-            cfg = work / "syslinux.cfg"
-            cfg.write_text("SERIAL 0 115200\nDEFAULT tv\nPROMPT 0\nTIMEOUT 0\n"
-                           "LABEL tv\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n"
-                           f"  APPEND {cmdline}\n")
-            mt = {"MTOOLS_SKIP_CHECK": "1"}
-            for src, name in ((image.kernel, "vmlinuz"), (image.initrd, "initrd.gz"),
-                              (cfg, "syslinux.cfg")):
-                _run("mcopy", "-i", str(img), str(src), f"::/{name}", env=mt)
-            _run("syslinux", "--install", str(img))
+            _run("mkfs.vfat", "-n", label, str(img))
+            fill(work, img, {"MTOOLS_SKIP_CHECK": "1"})
             img.chmod(0o644)
             os.rename(img, target)
         finally:
             shutil.rmtree(work, ignore_errors=True)
     return target
+
+
+def _mcopy(img: Path, files: tuple[tuple[Path, str], ...], mt: dict[str, str]) -> None:
+    for src, name in files:
+        _run("mcopy", "-i", str(img), str(src), f"::/{name}", env=mt)
+
+
+def bios_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) -> Path:
+    """A raw BIOS-bootable disk of `image` booting with `cmdline` (built once, cached;
+    world-readable: use it read-only, as a qcow2 backing file or copied)."""
+    def fill(work: Path, img: Path, mt: dict[str, str]) -> None:
+        cfg = work / "syslinux.cfg"
+        cfg.write_text("SERIAL 0 115200\nDEFAULT tv\nPROMPT 0\nTIMEOUT 0\n"
+                       "LABEL tv\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n"
+                       f"  APPEND {cmdline}\n")
+        _mcopy(img, ((image.kernel, "vmlinuz"), (image.initrd, "initrd.gz"),
+                     (cfg, "syslinux.cfg")), mt)
+        _run("syslinux", "--install", str(img))
+
+    return _cached_fat_disk(cache, "bios", (image.key, cmdline, guest._installed("syslinux")),
+                            "TVBOOT", fill)
 
 
 def uefi_disk(image: guest.GuestImage, cmdline: str, cache: Path = guest.CACHE) -> Path:
     """A raw UEFI-bootable disk (an EFI system partition) of `image` booting with `cmdline`
     through OVMF's shell and startup.nsh (built once, cached, world-readable)."""
-    sdboot = guest._installed("systemd-boot-efi")
-    key = hashlib.sha256("\0".join((DISK_BUILDER, "uefi", image.key, cmdline, sdboot))
-                         .encode()).hexdigest()[:16]
-    target = cache / "disks" / f"uefi-{key}.raw"
-    if target.is_file():
-        return target
-    if os.geteuid() != 0:
-        raise PermissionError(f"no cached disk {target}; build it once as root")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.parent.chmod(0o755)
-    with guest._locked(cache / ".lock"):
-        if target.is_file():
-            return target
-        work = Path(tempfile.mkdtemp(prefix=".disk-", dir=target.parent))
-        try:
-            img = work / "disk.raw"
-            with open(img, "wb") as f:
-                f.truncate(SIZE_MIB << 20)
-            _run("mkfs.vfat", "-n", "TVESP", str(img))
-            nsh = work / "startup.nsh"
-            nsh.write_bytes(("fs0:\r\n\\EFI\\tapvirt\\vmlinuz.efi "
-                             "initrd=\\EFI\\tapvirt\\initrd.gz " + cmdline + "\r\n")
-                            .encode())
-            conf, entry = work / "loader.conf", work / "tv.conf"
-            conf.write_text("default tv.conf\ntimeout 0\nconsole-mode keep\n")
-            entry.write_text("title tapvirt test guest\nlinux /EFI/tapvirt/vmlinuz.efi\n"
-                             f"initrd /EFI/tapvirt/initrd.gz\noptions {cmdline}\n")
-            mt = {"MTOOLS_SKIP_CHECK": "1"}
-            _run("mmd", "-i", str(img), "::/EFI", "::/EFI/tapvirt", "::/EFI/BOOT", "::/loader",
-                 "::/loader/entries", env=mt)
-            for src, name in ((image.kernel, "EFI/tapvirt/vmlinuz.efi"),
-                              (image.initrd, "EFI/tapvirt/initrd.gz"),
-                              (SDBOOT, "EFI/BOOT/BOOTX64.EFI"),
-                              (conf, "loader/loader.conf"), (entry, "loader/entries/tv.conf"),
-                              (nsh, "startup.nsh")):
-                _run("mcopy", "-i", str(img), str(src), f"::/{name}", env=mt)
-            img.chmod(0o644)
-            os.rename(img, target)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-    return target
+    def fill(work: Path, img: Path, mt: dict[str, str]) -> None:
+        nsh = work / "startup.nsh"
+        nsh.write_bytes(("fs0:\r\n\\EFI\\tapvirt\\vmlinuz.efi "
+                         "initrd=\\EFI\\tapvirt\\initrd.gz " + cmdline + "\r\n").encode())
+        conf, entry = work / "loader.conf", work / "tv.conf"
+        conf.write_text("default tv.conf\ntimeout 0\nconsole-mode keep\n")
+        entry.write_text("title tapvirt test guest\nlinux /EFI/tapvirt/vmlinuz.efi\n"
+                         f"initrd /EFI/tapvirt/initrd.gz\noptions {cmdline}\n")
+        _run("mmd", "-i", str(img), "::/EFI", "::/EFI/tapvirt", "::/EFI/BOOT", "::/loader",
+             "::/loader/entries", env=mt)
+        _mcopy(img, ((image.kernel, "EFI/tapvirt/vmlinuz.efi"),
+                     (image.initrd, "EFI/tapvirt/initrd.gz"), (SDBOOT, "EFI/BOOT/BOOTX64.EFI"),
+                     (conf, "loader/loader.conf"), (entry, "loader/entries/tv.conf"),
+                     (nsh, "startup.nsh")), mt)
+
+    return _cached_fat_disk(cache, "uefi",
+                            ("uefi", image.key, cmdline, guest._installed("systemd-boot-efi")),
+                            "TVESP", fill)
 
 
 def qcow2_overlay(base: Path, out: Path, uid: int, gid: int) -> Path:
