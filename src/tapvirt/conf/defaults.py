@@ -33,7 +33,7 @@ from tapvirt.conf.devices.controller import (
     insert_controller,
 )
 from tapvirt.conf.devices.disk import Disk, DiskBus, auto_alias
-from tapvirt.conf.devices.interface import NicModel
+from tapvirt.conf.devices.interface import Interface, NicModel
 from tapvirt.conf.devices.virtio import VIRTIO_IOMMU_TRANSITIONAL
 from tapvirt.conf.model import BootDev
 from tapvirt.errors import TapvirtError
@@ -484,11 +484,30 @@ def _peripheral_usb(d: Any) -> list[A.UsbDevice]:
 _T = TypeVar("_T", bound=Any)
 
 
+def _net_alias_index(alias: str | None) -> int | None:
+    """N of an alias `netN` (libvirt's qemuDomainDeviceAliasIndex), else None."""
+    digits = alias[3:] if alias is not None and alias.startswith("net") else ""
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
+
+def _interface_aliases(ifaces: tuple[Interface, ...]) -> tuple[Interface, ...]:
+    """Each NIC without an alias gets `net<highest netN of all NICs + 1>`, in document
+    order (libvirt 9.0's qemuAssignDeviceNetAlias with idx -1): [none, ua-x, none] gives
+    net0, ua-x, net1, where numbering by position would give net2."""
+    out = list(ifaces)
+    for n, iface in enumerate(out):
+        if iface.alias is None:
+            used = [i for i in map(_net_alias_index, (x.alias for x in out)) if i is not None]
+            out[n] = replace(iface, alias=f"net{max(used, default=-1) + 1}")
+    return tuple(out)
+
+
 def assign_aliases(dom: Domain) -> Domain:
     """Every device gets its stable name (libvirt's qemuAssignDeviceAliases): disks by bus
     and address (virtio-disk0, ide0-1-0, sata0-0-0, scsi0-0-0 on an LSI controller,
-    scsi0-0-0-0 on virtio-scsi), interfaces by position (net0), controllers by type and
-    index (usb, pci.1, pcie.0, virtio-serial0; q35's AHCI and pc's IDE are "ide"). A user
+    scsi0-0-0-0 on virtio-scsi), interfaces netN as libvirt's qemuAssignDeviceNetAlias (one
+    more than the highest netN already there: no gap after a user alias), controllers by
+    type and index (usb, pci.1, pcie.0, virtio-serial0; q35's AHCI and pc's IDE are "ide"). A user
     alias (`ua-...`) is kept. QEMU ids, QMP commands and the live XML use these names."""
     d = dom.devices
     q35 = _chipset(dom) is A.Chipset.Q35
@@ -499,10 +518,7 @@ def assign_aliases(dom: Domain) -> Domain:
         else replace(disk, alias=auto_alias(disk, scsi_lsi=_on_lsi(disk, lsi)))
         for disk in d.disks
     )
-    ifaces = tuple(
-        iface if iface.alias is not None else replace(iface, alias=f"net{n}")
-        for n, iface in enumerate(d.interfaces)
-    )
+    ifaces = _interface_aliases(d.interfaces)
     ctls = tuple(
         c if c.alias is not None
         else replace(c, alias=controller_alias(c.type, c.index, c.model, q35=q35))

@@ -433,12 +433,14 @@ def domains(draw: st.DrawFn) -> Domain:
             devs.add(iface.dev)
         aliases.add(iface.alias or "")
         ifaces_list.append(iface)
-    # aliases net<i> follow the position: renumber after skipping
+    # automatic aliases are net0, net1, ... over the NICs without a user alias (libvirt's
+    # next-free netN), whatever the position: renumber after skipping
     from dataclasses import replace
 
+    auto = iter(range(len(ifaces_list)))
     ifaces = tuple(
-        replace(x, alias=f"net{n}") if (x.alias or "").startswith("net") else x
-        for n, x in enumerate(ifaces_list)
+        replace(x, alias=f"net{next(auto)}") if (x.alias or "").startswith("net") else x
+        for x in ifaces_list
     )
     machine = draw(_MACHINE)
     disks_ = draw(disks(q35=machine == "q35"))
