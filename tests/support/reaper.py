@@ -11,6 +11,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import time
+from collections.abc import Iterator
+
+import pytest
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -27,3 +31,15 @@ def reap_orphans() -> int:
         while os.waitpid(-1, os.WNOHANG)[0]:
             n += 1
     return n
+
+
+@pytest.fixture(scope="module", autouse=True)
+def reap_module_orphans() -> Iterator[None]:
+    """Imported by a test module that starts guests: the test process becomes the
+    subreaper for the module, and the ended supervisors are reaped after it (a short
+    grace lets the last of them exit first)."""
+    become_subreaper()
+    yield
+    time.sleep(0.2)
+    reap_orphans()
+

@@ -22,18 +22,13 @@ from tapvirt.domains.runtime import PAUSED, RUNNING, SHUTOFF, STARTING, DomainDi
 from tapvirt.errors import TapvirtError
 from tapvirt.qemu.process import pid_alive
 from tapvirt.qemu.qmp import QmpClient
-from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.reaper import (  # reap_module_orphans: an autouse fixture
+    reap_module_orphans,  # noqa: F401
+    reap_orphans,
+)
 
 QEMU = shutil.which("qemu-system-x86_64")
 needs_qemu = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reaper() -> Iterator[None]:
-    become_subreaper()
-    yield
-    time.sleep(0.2)
-    reap_orphans()
 
 
 @pytest.fixture

@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 
 from tapvirt.qemu.qmp import QmpClient
-from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.reaper import (  # reap_module_orphans: an autouse fixture
+    reap_module_orphans,  # noqa: F401
+    reap_orphans,
+)
 from tests.unit.lifecycle.live_cli import runtime_dirs, tv, tvj
 
 QEMU = shutil.which("qemu-system-x86_64")
@@ -37,14 +40,6 @@ ACPI = "<features><acpi/></features>"
 def nic(mac: str, extra: str = "") -> str:
     return (f"<interface type='user'>\n  <mac address='{mac}'/>\n  <model type='e1000'/>"
             f"{extra}\n</interface>\n")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reaper() -> Iterator[None]:
-    become_subreaper()
-    yield
-    time.sleep(0.2)
-    reap_orphans()
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tapvirt.qemu.qmp import QmpClient
-from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.reaper import reap_module_orphans  # noqa: F401 (autouse fixture)
 from tests.unit.lifecycle.live_cli import runtime_dirs, tv, tvj
 
 QEMU = shutil.which("qemu-system-x86_64")
@@ -23,14 +23,6 @@ XML = """<domain type='qemu'><name>{name}</name><memory unit='MiB'>32</memory>
 <os><type arch='x86_64' machine='pc'>hvm</type></os>{features}<devices>
 <interface type='user'><mac address='52:54:00:00:00:01'/><model type='virtio'/></interface>
 </devices></domain>"""
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reaper() -> Iterator[None]:
-    become_subreaper()
-    yield
-    time.sleep(0.2)
-    reap_orphans()
 
 
 @pytest.fixture

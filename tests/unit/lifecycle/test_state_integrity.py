@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,7 +23,7 @@ from tapvirt.domains import errors as codes
 from tapvirt.domains.runtime import RUNNING, SHUTOFF, DomainDir, State
 from tapvirt.errors import TapvirtError
 from tapvirt.qemu.process import pid_alive, proc_starttime
-from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.reaper import reap_module_orphans  # noqa: F401 (autouse fixture)
 
 QEMU = shutil.which("qemu-system-x86_64")
 
@@ -46,14 +45,6 @@ DAMAGED = [
     b'{"name": "g1", "state": "running", "version": 99}',  # a newer, incompatible layout
     b"\xff\xfe garbage",
 ]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reaper() -> Iterator[None]:
-    become_subreaper()
-    yield
-    time.sleep(0.2)
-    reap_orphans()
 
 
 @pytest.fixture

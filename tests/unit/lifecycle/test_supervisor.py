@@ -15,18 +15,10 @@ import pytest
 from tapvirt.domains import api, runtime
 from tapvirt.domains.runtime import RUNNING, SHUTOFF, DomainDir
 from tapvirt.qemu.process import pid_alive
-from tests.support.reaper import become_subreaper, reap_orphans
+from tests.support.reaper import reap_module_orphans  # noqa: F401 (autouse fixture)
 
 QEMU = shutil.which("qemu-system-x86_64")
 pytestmark = pytest.mark.skipif(QEMU is None, reason="qemu-system-x86_64 is not installed")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _reaper() -> Iterator[None]:
-    become_subreaper()
-    yield
-    time.sleep(0.2)
-    reap_orphans()
 
 
 @pytest.fixture
